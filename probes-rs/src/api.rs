@@ -1,0 +1,217 @@
+//! The contract between probes and the daemon.
+//!
+//! A probe emits records through an [`Emitter`], a bounded queue towards the
+//! daemon's ingress. The emitter never blocks: when the queue is full the
+//! record is dropped and counted on the probe's drop counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::params::Params;
+
+/// What a probe hands to the daemon.
+#[derive(Debug)]
+pub enum Payload {
+    /// One line of the legacy protocol `|table|v1|...|vn|`, without the
+    /// trailing newline, as printed by extend and C probes.
+    Line(Vec<u8>),
+    /// A structured record from a native probe. `values` map to the table's
+    /// meta fields by position; an empty string is a null value.
+    Record {
+        /// Table name, as declared in a `.meta` file.
+        table: &'static str,
+        /// Values in meta field order.
+        values: Vec<String>,
+    },
+}
+
+/// A payload tagged with the probe that emitted it.
+#[derive(Debug)]
+pub struct Emitted {
+    /// Configured name of the emitting probe.
+    pub probe: Arc<str>,
+    /// The record or line.
+    pub payload: Payload,
+}
+
+/// Non-blocking, bounded sender of records from one probe to the daemon.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    probe: Arc<str>,
+    tx: SyncSender<Emitted>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Emitter {
+    /// Creates an emitter for `probe` that sends on `tx` and counts records
+    /// it could not queue on `dropped`.
+    pub fn new(probe: Arc<str>, tx: SyncSender<Emitted>, dropped: Arc<AtomicU64>) -> Self {
+        Self { probe, tx, dropped }
+    }
+
+    /// Name of the probe this emitter belongs to.
+    pub fn probe(&self) -> &str {
+        &self.probe
+    }
+
+    /// Queues one payload. Returns `false` when it was dropped because the
+    /// queue is full or the daemon is shutting down; the drop is counted.
+    pub fn send(&self, payload: Payload) -> bool {
+        let item = Emitted { probe: Arc::clone(&self.probe), payload };
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queues a protocol line (see [`Payload::Line`]).
+    pub fn line(&self, line: Vec<u8>) -> bool {
+        self.send(Payload::Line(line))
+    }
+
+    /// Queues a structured record (see [`Payload::Record`]).
+    pub fn record(&self, table: &'static str, values: Vec<String>) -> bool {
+        self.send(Payload::Record { table, values })
+    }
+
+    /// Records dropped so far by this probe's emitters.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A shutdown signal shared by the daemon and its probes.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<(Mutex<bool>, Condvar)>);
+
+impl Shutdown {
+    /// A signal that has not fired yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires the signal and wakes every waiter.
+    pub fn trigger(&self) {
+        let (lock, cv) = &*self.0;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cv.notify_all();
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        *self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleeps for `timeout` or until the signal fires. Returns `true` when it
+    /// has fired, so a probe loop reads `while !cx.shutdown.wait(period) {..}`.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (lock, cv) = &*self.0;
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = cv
+            .wait_timeout_while(guard, timeout, |fired| !*fired)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+}
+
+/// Everything a running probe gets from the daemon.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    /// Where records go.
+    pub emitter: Emitter,
+    /// The probe's parameters (legacy `param` string, parsed).
+    pub params: Params,
+    /// Fires when the probe must stop.
+    pub shutdown: Shutdown,
+}
+
+/// Why a probe could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Reading a file the probe depends on failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file that could not be read.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A kernel file had content the probe could not parse.
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What was expected.
+        msg: String,
+    },
+    /// The probe cannot run on this machine (missing kernel feature,
+    /// capability or file); the message names what is missing.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Any other failure, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A probe: something that runs until shutdown and emits records.
+///
+/// `run` is called on a thread of its own and may block; it must return
+/// soon after `cx.shutdown` fires. Returning `Ok` before shutdown counts as
+/// an exit and the supervisor restarts the probe.
+pub trait Probe: Send {
+    /// Configured name, used in logs and self-metrics.
+    fn name(&self) -> &str;
+    /// Tables this probe may emit; the daemon checks they have meta.
+    fn tables(&self) -> &[&str];
+    /// Runs the probe until shutdown.
+    fn run(self: Box<Self>, cx: ProbeContext) -> Result<(), ProbeError>;
+}
+
+/// A registered native probe: its name, tables and constructor.
+#[derive(Debug)]
+pub struct ProbeDef {
+    /// Name used in `[[probes]] name = ...`.
+    pub name: &'static str,
+    /// Tables it emits, each with a `.meta` file in `meta/`.
+    pub tables: &'static [&'static str],
+    /// Builds a fresh instance (called again on every restart).
+    pub build: fn() -> Box<dyn Probe>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    #[test]
+    fn emitter_counts_drops_when_full() {
+        let (tx, rx) = sync_channel(1);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let em = Emitter::new("p".into(), tx, Arc::clone(&dropped));
+        assert!(em.line(b"|t|1|".to_vec()));
+        assert!(!em.line(b"|t|2|".to_vec()));
+        assert_eq!(em.dropped(), 1);
+        drop(rx);
+        assert!(!em.record("t", vec!["1".into()]));
+        assert_eq!(dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn shutdown_wakes_waiters() {
+        let s = Shutdown::new();
+        assert!(!s.wait(Duration::from_millis(1)));
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait(Duration::from_secs(30)));
+        s.trigger();
+        assert!(t.join().expect("waiter thread"));
+        assert!(s.is_triggered());
+    }
+}

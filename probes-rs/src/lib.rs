@@ -1,0 +1,24 @@
+//! Probe API and native Rust probes of gala-gopher.
+//!
+//! The probe API (the [`Probe`] trait, its [`ProbeContext`], the bounded
+//! [`Emitter`] and the legacy [`Params`]) lives in this crate rather than in the
+//! daemon crate so that the daemon can depend on the probes without a cycle:
+//! every probe kind (native, C ABI, eBPF, extend) implements the same trait.
+
+pub mod api;
+pub mod params;
+pub mod procfs;
+
+pub use api::{
+    Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown,
+};
+pub use params::{Params, ParamsError};
+
+/// Every native probe compiled into this build. The daemon looks probes up by
+/// name here; each entry has a test in [`procfs`].
+pub static NATIVE_PROBES: &[ProbeDef] = procfs::PROBES;
+
+/// Finds a native probe by its configured name.
+pub fn native_probe(name: &str) -> Option<&'static ProbeDef> {
+    NATIVE_PROBES.iter().find(|d| d.name == name)
+}
