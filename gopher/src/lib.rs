@@ -3,6 +3,16 @@
 //! Data path (one way): probe -> [`probe_api::Emitter`] (bounded) -> ingress
 //! (decode + validate against meta) -> [`store`] -> exporters.
 
+pub mod config;
+pub mod libconfig;
 pub mod meta;
 
 pub use gopher_probes as probe_api;
+pub mod daemon;
+pub mod export;
+pub mod identity;
+pub mod ingress;
+pub mod probe;
+pub mod record;
+pub mod stats;
+pub mod store;

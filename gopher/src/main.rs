@@ -1,1 +1,175 @@
-fn main(){}
+//! `gala-gopher`: the node agent binary, a thin layer over the `gopher` library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use gopher::config::Config;
+use gopher::daemon::{self, Daemon};
+
+/// The gala-gopher node agent: runs probes, keeps their live series and
+/// exports them to Prometheus, log files (and Kafka).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML, or a legacy libconfig gala-gopher.conf).
+    /// Default: /etc/gala-gopher/gala-gopher.toml, then
+    /// /etc/gala-gopher/gala-gopher.conf, then config/gala-gopher.toml.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate a config and every meta file it points to, report all
+    /// errors, and exit (0 when clean, 2 otherwise).
+    CheckConfig {
+        /// The config file to check.
+        file: Option<PathBuf>,
+    },
+}
+
+fn default_config() -> PathBuf {
+    [
+        "/etc/gala-gopher/gala-gopher.toml",
+        "/etc/gala-gopher/gala-gopher.conf",
+        "config/gala-gopher.toml",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .unwrap_or_else(|| PathBuf::from("/etc/gala-gopher/gala-gopher.toml"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::CheckConfig { file }) => {
+            check_config(&file.or(cli.config).unwrap_or_else(default_config))
+        }
+        None => run(&cli.config.unwrap_or_else(default_config)),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let meta = match daemon::load_meta(&cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match daemon::plan_probes(&cfg, &meta) {
+        Ok(plan) => {
+            println!(
+                "{}: OK ({} tables from {}, {} probes to run)",
+                path.display(),
+                meta.len(),
+                cfg.global.meta_dir.display(),
+                plan.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GOPHER_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,gopher={level},gala_gopher={level},gopher_probes={level}"
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.global.log_level);
+    let addr = std::net::SocketAddr::new(cfg.web_server.bind_addr, cfg.web_server.port);
+    let listener = match daemon::bind_http(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let daemon = match Daemon::start(cfg) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = rt.block_on(daemon::serve_http(
+        Arc::clone(&daemon),
+        listener,
+        stop_signal(),
+    ));
+    let code = match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    };
+    drop(rt);
+    match Arc::try_unwrap(daemon) {
+        Ok(d) => d.shutdown(),
+        Err(_) => {
+            tracing::warn!("HTTP handlers still hold the daemon; exiting without a full drain")
+        }
+    }
+    code
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::params::Params;
@@ -59,7 +59,10 @@ impl Emitter {
     /// Queues one payload. Returns `false` when it was dropped because the
     /// queue is full or the daemon is shutting down; the drop is counted.
     pub fn send(&self, payload: Payload) -> bool {
-        let item = Emitted { probe: Arc::clone(&self.probe), payload };
+        let item = Emitted {
+            probe: Arc::clone(&self.probe),
+            payload,
+        };
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -86,8 +89,41 @@ impl Emitter {
 }
 
 /// A shutdown signal shared by the daemon and its probes.
+///
+/// Signals form a tree: [`Shutdown::child`] makes a signal that fires with its
+/// parent but can also fire alone (a probe run stopping its helpers).
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<(Mutex<bool>, Condvar)>);
+pub struct Shutdown(Arc<Signal>);
+
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<SignalState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    fired: bool,
+    children: Vec<Weak<Signal>>,
+}
+
+impl Signal {
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fire(&self) {
+        let children = {
+            let mut st = self.lock();
+            st.fired = true;
+            std::mem::take(&mut st.children)
+        };
+        self.cv.notify_all();
+        for c in children.iter().filter_map(Weak::upgrade) {
+            c.fire();
+        }
+    }
+}
 
 impl Shutdown {
     /// A signal that has not fired yet.
@@ -95,27 +131,44 @@ impl Shutdown {
         Self::default()
     }
 
-    /// Fires the signal and wakes every waiter.
+    /// A signal that fires when this one does, and can also fire alone.
+    pub fn child(&self) -> Self {
+        let child = Arc::new(Signal::default());
+        let mut st = self.0.lock();
+        if st.fired {
+            child.lock().fired = true;
+        } else {
+            st.children.retain(|w| w.strong_count() > 0);
+            st.children.push(Arc::downgrade(&child));
+        }
+        Self(child)
+    }
+
+    /// Fires the signal (and its children) and wakes every waiter.
     pub fn trigger(&self) {
-        let (lock, cv) = &*self.0;
-        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cv.notify_all();
+        self.0.fire();
     }
 
     /// Whether the signal has fired.
     pub fn is_triggered(&self) -> bool {
-        *self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.lock().fired
     }
 
     /// Sleeps for `timeout` or until the signal fires. Returns `true` when it
     /// has fired, so a probe loop reads `while !cx.shutdown.wait(period) {..}`.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let (lock, cv) = &*self.0;
-        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = cv
-            .wait_timeout_while(guard, timeout, |fired| !*fired)
+        let guard = self.0.lock();
+        let (guard, _) = self
+            .0
+            .cv
+            .wait_timeout_while(guard, timeout, |st| !st.fired)
             .unwrap_or_else(PoisonError::into_inner);
-        *guard
+        guard.fired
+    }
+
+    /// Blocks until the signal fires.
+    pub fn wait_forever(&self) {
+        while !self.wait(Duration::from_secs(3600)) {}
     }
 }
 
@@ -213,5 +266,20 @@ mod tests {
         s.trigger();
         assert!(t.join().expect("waiter thread"));
         assert!(s.is_triggered());
+    }
+
+    #[test]
+    fn child_fires_with_parent_or_alone() {
+        let parent = Shutdown::new();
+        let a = parent.child();
+        let b = parent.child();
+        a.trigger();
+        assert!(a.is_triggered() && !parent.is_triggered() && !b.is_triggered());
+        parent.trigger();
+        assert!(b.wait(Duration::from_secs(1)));
+        assert!(
+            parent.child().is_triggered(),
+            "a child of a fired signal starts fired"
+        );
     }
 }

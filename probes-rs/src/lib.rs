@@ -9,9 +9,7 @@ pub mod api;
 pub mod params;
 pub mod procfs;
 
-pub use api::{
-    Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown,
-};
+pub use api::{Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown};
 pub use params::{Params, ParamsError};
 
 /// Every native probe compiled into this build. The daemon looks probes up by

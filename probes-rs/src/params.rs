@@ -159,10 +159,18 @@ impl Params {
 }
 
 fn num(opt: &str, v: &str, min: u32, max: u32) -> Result<u32, ParamsError> {
-    let bad = |expected| ParamsError::BadValue { opt: opt.into(), value: v.into(), expected };
+    let bad = |expected| ParamsError::BadValue {
+        opt: opt.into(),
+        value: v.into(),
+        expected,
+    };
     let n: u32 = v.parse().map_err(|_| bad("a whole number"))?;
     if n < min || n > max {
-        return Err(bad(if min == 1 { "a number from 1 to 3600" } else { "in range" }));
+        return Err(bad(if min == 1 {
+            "a number from 1 to 3600"
+        } else {
+            "in range"
+        }));
     }
     Ok(n)
 }
@@ -170,7 +178,11 @@ fn num(opt: &str, v: &str, min: u32, max: u32) -> Result<u32, ParamsError> {
 fn percent(opt: &str, v: &str) -> Result<u8, ParamsError> {
     match v.parse::<u8>() {
         Ok(n) if n <= 100 => Ok(n),
-        _ => Err(ParamsError::BadValue { opt: opt.into(), value: v.into(), expected: "a percentage 0..100" }),
+        _ => Err(ParamsError::BadValue {
+            opt: opt.into(),
+            value: v.into(),
+            expected: "a percentage 0..100",
+        }),
     }
 }
 
@@ -178,13 +190,21 @@ fn flag(opt: &str, v: &str) -> Result<u8, ParamsError> {
     match v {
         "0" => Ok(0),
         "1" => Ok(1),
-        _ => Err(ParamsError::BadValue { opt: opt.into(), value: v.into(), expected: "0 or 1" }),
+        _ => Err(ParamsError::BadValue {
+            opt: opt.into(),
+            value: v.into(),
+            expected: "0 or 1",
+        }),
     }
 }
 
 fn bounded(opt: &str, v: String, max: usize) -> Result<String, ParamsError> {
     if v.len() > max {
-        return Err(ParamsError::BadValue { opt: opt.into(), value: v, expected: "short enough for the legacy field" });
+        return Err(ParamsError::BadValue {
+            opt: opt.into(),
+            value: v,
+            expected: "short enough for the legacy field",
+        });
     }
     Ok(v)
 }
@@ -216,8 +236,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        assert_eq!(Params::parse("-x 1"), Err(ParamsError::UnknownOption("-x".into())));
-        assert_eq!(Params::parse("-t"), Err(ParamsError::MissingValue("-t".into())));
+        assert_eq!(
+            Params::parse("-x 1"),
+            Err(ParamsError::UnknownOption("-x".into()))
+        );
+        assert_eq!(
+            Params::parse("-t"),
+            Err(ParamsError::MissingValue("-t".into()))
+        );
         let e = Params::parse("-t 0").expect_err("period 0").to_string();
         assert!(e.contains("`-t`") && e.contains("`0`"), "{e}");
         assert!(Params::parse("-t abc").is_err());

@@ -24,7 +24,10 @@ pub enum FieldType {
 impl FieldType {
     /// Whether the field is exported as a metric (not a key or label).
     pub fn is_metric(self) -> bool {
-        matches!(self, Self::Gauge | Self::Counter | Self::Histogram | Self::Untyped)
+        matches!(
+            self,
+            Self::Gauge | Self::Counter | Self::Histogram | Self::Untyped
+        )
     }
 
     /// Whether the field identifies or describes the series.

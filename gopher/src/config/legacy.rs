@@ -1,0 +1,88 @@
+//! The legacy libconfig `gala-gopher.conf` (COMPAT §4).
+//!
+//! Its sections (`global`, `metric`, `event`, `meta`, `ingress`, `egress`,
+//! `imdb`, `web_server`, `rest_api_server`, `kafka`, `logs`, and the lists
+//! `probes` and `extend_probes`) map one to one onto the TOML sections, so a
+//! legacy file is read with [`crate::libconfig`] and deserialized into the
+//! same structs. The legacy spellings are accepted everywhere:
+//! - `ssl_auth = "on"`/`"off"` as well as booleans;
+//! - `""` for an unset path, user name, password or `start_check`;
+//! - upper-case log levels (`"DEBUG"`).
+//!
+//! Keys the legacy agent knew that this agent does not use are accepted and
+//! ignored ([`Ignored`]): `global.log_directory` (V0), `event.desc_language`
+//! (V2), `kafka.kafka_topic` and `kafka.switch` (V0), `probes[].interval` (V0).
+//! Any other unknown key is an error with its line.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny};
+
+use super::{ConfigError, ConfigProblem};
+use crate::libconfig::{self, Setting};
+
+/// A legacy key that is accepted and ignored. All values compare equal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ignored;
+
+impl PartialEq for Ignored {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Ignored {}
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d)?;
+        Ok(Ignored)
+    }
+}
+
+/// Parses a libconfig document, turning a syntax error into a problem.
+pub(crate) fn parse(src: &str, source: &Path) -> Result<Vec<Setting>, ConfigError> {
+    libconfig::parse(src).map_err(|e| {
+        ConfigError::single(ConfigProblem::new(
+            source,
+            Some(e.line),
+            format!("column {}: {}", e.column, e.message),
+        ))
+    })
+}
+
+/// A boolean written `true`/`false` or, as the legacy agent did, `"on"`/`"off"`.
+pub(crate) fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("true, false, \"on\" or \"off\"")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "on" | "true" => Ok(true),
+                "off" | "false" => Ok(false),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// An optional string where `""` means unset.
+pub(crate) fn opt_nonempty_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// An optional path where `""` means unset.
+pub(crate) fn opt_nonempty_path<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    Ok(opt_nonempty_string(d)?.map(PathBuf::from))
+}

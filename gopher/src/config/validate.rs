@@ -1,0 +1,180 @@
+//! [`Config::validate`]: pure checks of the values, every problem reported.
+
+use std::collections::HashMap;
+
+use gopher_probes::Params;
+
+use super::{Config, ConfigError, ConfigProblem, OutChannel, Switch};
+
+const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+struct Checker<'a> {
+    cfg: &'a Config,
+    out: Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: String, message: String) {
+        let line = self.cfg.locations.line(&key);
+        self.out
+            .push(ConfigProblem::at_key(&self.cfg.source, line, key, message));
+    }
+
+    fn positive(&mut self, key: &str, zero: bool) {
+        if zero {
+            self.problem(
+                key.to_string(),
+                "expected a number greater than 0, got 0".into(),
+            );
+        }
+    }
+
+    fn port(&mut self, key: &str, v: u16) {
+        if v == 0 {
+            self.problem(key.to_string(), "expected a port 1..65535, got 0".into());
+        }
+    }
+
+    fn no_tls(&mut self, key: &str, on: bool) {
+        if on {
+            self.problem(
+                key.to_string(),
+                "TLS is not supported yet; set ssl_auth = false".into(),
+            );
+        }
+    }
+
+    fn not_web(&mut self, section: &str, ch: OutChannel) {
+        if ch == OutChannel::WebServer {
+            self.problem(
+                format!("{section}.out_channel"),
+                "expected \"logs\", \"kafka\" or \"\" (off), got \"web_server\" (only metrics are served on the web server)"
+                    .into(),
+            );
+        }
+    }
+
+    fn topic(&mut self, section: &str, ch: OutChannel, topic: &str) {
+        if ch == OutChannel::Kafka && topic.trim().is_empty() {
+            self.problem(
+                format!("{section}.kafka_topic"),
+                "expected a topic name (out_channel is kafka), got an empty string".into(),
+            );
+        }
+    }
+}
+
+pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    let mut c = Checker {
+        cfg,
+        out: Vec::new(),
+    };
+
+    let level = &cfg.global.log_level;
+    if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+        c.problem(
+            "global.log_level".into(),
+            format!("expected one of trace, debug, info, warn, error, got `{level}`"),
+        );
+    }
+
+    c.not_web("event", cfg.event.out_channel);
+    c.not_web("meta", cfg.meta.out_channel);
+    c.topic("metric", cfg.metric.out_channel, &cfg.metric.kafka_topic);
+    c.topic("event", cfg.event.out_channel, &cfg.event.kafka_topic);
+    c.topic("meta", cfg.meta.out_channel, &cfg.meta.kafka_topic);
+
+    c.positive("imdb.max_tables_num", cfg.imdb.max_tables_num == 0);
+    c.positive("imdb.max_records_num", cfg.imdb.max_records_num == 0);
+    c.positive("imdb.max_metrics_num", cfg.imdb.max_metrics_num == 0);
+    c.positive("imdb.record_timeout", cfg.imdb.record_timeout == 0);
+
+    c.port("web_server.port", cfg.web_server.port);
+    c.no_tls("web_server.ssl_auth", cfg.web_server.ssl_auth);
+    c.port("rest_api_server.port", cfg.rest_api_server.port);
+    c.no_tls("rest_api_server.ssl_auth", cfg.rest_api_server.ssl_auth);
+
+    let codec = &cfg.kafka.compression_codec;
+    if !CODECS.contains(&codec.as_str()) {
+        c.problem(
+            "kafka.compression_codec".into(),
+            format!("expected one of none, gzip, snappy, lz4, zstd, got `{codec}`"),
+        );
+    }
+    let uses_kafka = [
+        cfg.metric.out_channel,
+        cfg.event.out_channel,
+        cfg.meta.out_channel,
+    ]
+    .contains(&OutChannel::Kafka);
+    if uses_kafka && cfg.kafka.kafka_broker.trim().is_empty() {
+        c.problem(
+            "kafka.kafka_broker".into(),
+            "expected a broker address host:port (a channel uses kafka), got an empty string"
+                .into(),
+        );
+    }
+
+    c.positive("logs.max_file_size_mb", cfg.logs.max_file_size_mb == 0);
+    c.positive("logs.max_files", cfg.logs.max_files == 0);
+
+    // Probe names are unique across both lists: name -> key of the first use.
+    let mut names: HashMap<&str, String> = HashMap::new();
+    for (i, p) in cfg.probes.iter().enumerate() {
+        check_name(&mut c, &mut names, format!("probes[{i}]"), &p.name);
+        if let Err(e) = Params::parse(&p.param) {
+            c.problem(format!("probes[{i}].param"), e.to_string());
+        }
+    }
+    for (i, p) in cfg.extend_probes.iter().enumerate() {
+        check_name(&mut c, &mut names, format!("extend_probes[{i}]"), &p.name);
+        if p.command.trim().is_empty() {
+            c.problem(
+                format!("extend_probes[{i}].command"),
+                "expected a command to run, got an empty string".into(),
+            );
+        }
+        if p.switch == Switch::Auto && p.start_check.is_none() {
+            c.problem(
+                format!("extend_probes[{i}].start_check"),
+                "expected a shell command printing a count: switch = \"auto\" starts the probe only when it prints a \
+                 number > 0"
+                    .into(),
+            );
+        }
+    }
+
+    if c.out.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::sorted(c.out))
+    }
+}
+
+fn check_name<'a>(
+    c: &mut Checker<'_>,
+    names: &mut HashMap<&'a str, String>,
+    at: String,
+    name: &'a str,
+) {
+    if name.trim().is_empty() {
+        c.problem(
+            format!("{at}.name"),
+            "expected a probe name, got an empty string".into(),
+        );
+        return;
+    }
+    if let Some(first) = names.get(name) {
+        let place = match c.cfg.locations.line(first) {
+            Some(line) => format!("{first} (line {line})"),
+            None => first.clone(),
+        };
+        c.problem(
+            format!("{at}.name"),
+            format!("probe `{name}` is already declared at {place}"),
+        );
+    } else {
+        names.insert(name, at);
+    }
+}

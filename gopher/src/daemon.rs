@@ -1,0 +1,432 @@
+//! Wiring: config -> meta -> store -> ingress -> probes and exporters, then
+//! serve until SIGTERM/SIGINT and shut everything down in order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, OutChannel, Switch};
+use crate::export::logfile::{run_writer, RotatingFile};
+use crate::export::{json, prometheus::Exposition};
+use crate::identity::Identity;
+use crate::ingress::{now_ms, Ingress, Subscriber};
+use crate::meta::MetaRegistry;
+use crate::probe::extend::ExtendProbe;
+use crate::probe::supervisor::{self, Restart, StartPolicy, Supervised};
+use crate::probe_api::{Emitted, Emitter, Params, Probe, Shutdown};
+use crate::stats::{DropStage, Stats};
+use crate::store::TableStore;
+
+/// Capacity of the queue from all probes to the ingress, in records.
+pub const INGRESS_QUEUE: usize = 16 * 1024;
+/// Capacity of each push exporter's queue, in records.
+pub const EXPORT_QUEUE: usize = 16 * 1024;
+/// How often metadata is re-sent on the meta channel (COMPAT §6).
+pub const METADATA_PERIOD: Duration = Duration::from_secs(600);
+/// How often an `auto` probe's start check is re-run while it says no.
+pub const AUTO_RECHECK: Duration = Duration::from_secs(30);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The meta directory has errors (one per line).
+    #[error("meta directory {dir}:\n{errors}")]
+    Meta {
+        /// The directory.
+        dir: PathBuf,
+        /// Every problem found.
+        errors: String,
+    },
+    /// A probe in the config cannot be run.
+    #[error("{file}: {key}: {msg}")]
+    Probe {
+        /// The config file.
+        file: PathBuf,
+        /// e.g. `probes[1].name`.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The HTTP listener could not be bound.
+    #[error("web_server: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A log directory or thread could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being set up.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Loads the meta directory named by the config, with every error.
+pub fn load_meta(cfg: &Config) -> Result<MetaRegistry, StartError> {
+    MetaRegistry::load_dir(&cfg.global.meta_dir).map_err(|e| StartError::Meta {
+        dir: cfg.global.meta_dir.clone(),
+        errors: e.to_string(),
+    })
+}
+
+/// The probes the config asks for, checked against the registries; the
+/// returned list pairs each with its start policy. Probes switched off are
+/// left out.
+pub fn plan_probes(
+    cfg: &Config,
+    meta: &MetaRegistry,
+) -> Result<Vec<(String, Params, StartPolicy, supervisor::Factory)>, StartError> {
+    let grace = Duration::from_millis(cfg.supervisor.stop_grace_ms);
+    let file = &cfg.source;
+    let mut out = Vec::new();
+    for (i, p) in cfg.probes.iter().enumerate() {
+        // Native probes have no start check: `auto` means `on`.
+        if p.switch == Switch::Off {
+            continue;
+        }
+        let key = format!("probes[{i}]");
+        if p.library.is_some() {
+            return Err(StartError::Probe {
+                file: file.clone(),
+                key: format!("{key}.library"),
+                msg: "C probe libraries are not supported by this build yet".into(),
+            });
+        }
+        let Some(def) = gopher_probes::native_probe(&p.name) else {
+            let known: Vec<&str> = gopher_probes::NATIVE_PROBES
+                .iter()
+                .map(|d| d.name)
+                .collect();
+            return Err(StartError::Probe {
+                file: file.clone(),
+                key: format!("{key}.name"),
+                msg: format!(
+                    "unknown native probe `{}` (this build has: {})",
+                    p.name,
+                    known.join(", ")
+                ),
+            });
+        };
+        if let Some(missing) = def.tables.iter().find(|t| meta.get(t).is_none()) {
+            return Err(StartError::Probe {
+                file: file.clone(),
+                key: format!("{key}.name"),
+                msg: format!(
+                    "probe `{}` emits table `{missing}` but no .meta file in {} declares it",
+                    p.name,
+                    cfg.global.meta_dir.display()
+                ),
+            });
+        }
+        let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
+            file: file.clone(),
+            key: format!("{key}.param"),
+            msg: e.to_string(),
+        })?;
+        let build = def.build;
+        out.push((
+            p.name.clone(),
+            params,
+            StartPolicy::Always,
+            Box::new(move || Ok(build())) as supervisor::Factory,
+        ));
+    }
+    for p in &cfg.extend_probes {
+        let start = match (p.switch, &p.start_check) {
+            (Switch::Off, _) => continue,
+            (Switch::Auto, Some(c)) => StartPolicy::Check {
+                command: c.clone(),
+                recheck: AUTO_RECHECK,
+            },
+            (Switch::On | Switch::Auto, _) => StartPolicy::Always,
+        };
+        // An extend probe's param belongs to its command line; the legacy
+        // letters are only parsed when they are well-formed.
+        let params = Params::parse(&p.param).unwrap_or_default();
+        let probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
+        out.push((
+            p.name.clone(),
+            params,
+            start,
+            Box::new(move || Ok(Box::new(probe.clone()) as Box<dyn Probe>)) as supervisor::Factory,
+        ));
+    }
+    Ok(out)
+}
+
+/// A running daemon, until [`Daemon::shutdown`].
+#[derive(Debug)]
+pub struct Daemon {
+    shutdown: Shutdown,
+    supervisors: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    exposition: Arc<Exposition>,
+    stats: Arc<Stats>,
+    store: Arc<TableStore>,
+    /// The config it runs.
+    pub config: Config,
+}
+
+impl Daemon {
+    /// Starts everything except the HTTP endpoint.
+    pub fn start(cfg: Config) -> Result<Self, StartError> {
+        let meta = Arc::new(load_meta(&cfg)?);
+        let plan = plan_probes(&cfg, &meta)?;
+        let identity = Identity::load(&cfg.global.state_dir);
+        let stats = Stats::new();
+        let ttl = Duration::from_secs(cfg.imdb.record_timeout);
+        let store = Arc::new(TableStore::new(&meta, ttl, cfg.imdb.max_records_num));
+        let shutdown = Shutdown::new();
+        let mut workers = Vec::new();
+        let mut ingress = Ingress::new(Arc::clone(&meta), Arc::clone(&store), Arc::clone(&stats));
+        let (max_bytes, max_files) = (
+            cfg.logs.max_file_size_mb.saturating_mul(1024 * 1024),
+            cfg.logs.max_files,
+        );
+
+        for (channel, out) in [
+            ("metric", cfg.metric.out_channel),
+            ("event", cfg.event.out_channel),
+            ("meta", cfg.meta.out_channel),
+        ] {
+            if out == OutChannel::Kafka {
+                tracing::error!(channel, "out_channel = \"kafka\" is not available in this build yet; the {channel} channel is off");
+            }
+        }
+        if cfg.metric.out_channel == OutChannel::Logs {
+            let file =
+                RotatingFile::open(&cfg.logs.metric_dir, "metrics.log", max_bytes, max_files)
+                    .map_err(io_err(format!(
+                        "logs.metric_dir {}",
+                        cfg.logs.metric_dir.display()
+                    )))?;
+            let (tx, rx) = sync_channel(EXPORT_QUEUE);
+            ingress.subscribe_records(Subscriber::new(
+                tx,
+                stats.drop_counter(DropStage::ExportQueueFull, "metric_logs"),
+            ));
+            let errors = stats.drop_counter(DropStage::ExportError, "metric_logs");
+            let id = identity.clone();
+            workers.push(spawn("export-metric-logs", move || {
+                run_writer("metric logs", rx, file, errors, |out, r| {
+                    json::metric(out, &id, r)
+                })
+            })?);
+        }
+        if cfg.event.out_channel == OutChannel::Logs {
+            let file = RotatingFile::open(&cfg.logs.event_dir, "events.log", max_bytes, max_files)
+                .map_err(io_err(format!(
+                    "logs.event_dir {}",
+                    cfg.logs.event_dir.display()
+                )))?;
+            let (tx, rx) = sync_channel(EXPORT_QUEUE);
+            ingress.subscribe_events(Subscriber::new(
+                tx,
+                stats.drop_counter(DropStage::ExportQueueFull, "event_logs"),
+            ));
+            let errors = stats.drop_counter(DropStage::ExportError, "event_logs");
+            let id = identity.clone();
+            workers.push(spawn("export-event-logs", move || {
+                run_writer("event logs", rx, file, errors, |out, e| {
+                    json::event(out, &id, e)
+                })
+            })?);
+        }
+        if cfg.meta.out_channel == OutChannel::Logs {
+            let mut file =
+                RotatingFile::open(&cfg.logs.meta_dir, "metadata.log", max_bytes, max_files)
+                    .map_err(io_err(format!(
+                        "logs.meta_dir {}",
+                        cfg.logs.meta_dir.display()
+                    )))?;
+            let meta = Arc::clone(&meta);
+            let sd = shutdown.clone();
+            let errors = stats.drop_counter(DropStage::ExportError, "meta_logs");
+            workers.push(spawn("export-meta-logs", move || {
+                let mut line = String::new();
+                let mut burst = crate::export::logfile::ErrorBurst::default();
+                loop {
+                    let ts = now_ms();
+                    for t in meta.tables() {
+                        line.clear();
+                        json::metadata(&mut line, t, ts);
+                        let r = file.write_line(&line);
+                        if r.is_err() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        burst.report("metadata logs", std::path::Path::new("metadata.log"), &r);
+                    }
+                    let _ = file.flush();
+                    if sd.wait(METADATA_PERIOD) {
+                        return;
+                    }
+                }
+            })?);
+        }
+
+        let (tx, rx) = sync_channel::<Emitted>(INGRESS_QUEUE);
+        workers.push(spawn("ingress", move || ingress.run(rx))?);
+        {
+            let store = Arc::clone(&store);
+            let stats = Arc::clone(&stats);
+            let sd = shutdown.clone();
+            let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            workers.push(spawn("store-sweeper", move || {
+                while !sd.wait(every) {
+                    let n = store.sweep(Instant::now());
+                    stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            })?);
+        }
+
+        let restart = Restart {
+            max: cfg.supervisor.restart_max,
+            backoff: Duration::from_millis(cfg.supervisor.restart_backoff_ms),
+            stable_after: Duration::from_secs(300),
+        };
+        let mut supervisors = Vec::new();
+        for (name, params, start, factory) in plan {
+            let ps = stats.probe(&name);
+            let emitter = Emitter::new(
+                Arc::from(name.as_str()),
+                tx.clone(),
+                Arc::clone(&ps.emit_dropped),
+            );
+            let s = Supervised {
+                name,
+                factory,
+                params,
+                emitter,
+                stats: ps,
+                start,
+                restart,
+            };
+            supervisors
+                .push(supervisor::spawn(s, shutdown.clone()).map_err(io_err("probe thread"))?);
+        }
+        drop(tx);
+        let exposition = Arc::new(Exposition::new(
+            meta,
+            Arc::clone(&store),
+            Arc::clone(&stats),
+            &identity,
+        ));
+        tracing::info!(probes = supervisors.len(), machine_id = %identity.machine_id, "gala-gopher started");
+        Ok(Self {
+            shutdown,
+            supervisors,
+            workers,
+            exposition,
+            stats,
+            store,
+            config: cfg,
+        })
+    }
+
+    /// Renders one scrape and accounts for its time.
+    pub fn scrape(&self) -> String {
+        let t0 = Instant::now();
+        let mut out = String::with_capacity(64 * 1024);
+        self.exposition.render(t0, &mut out);
+        self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.scrape_nanos.fetch_add(ns, Ordering::Relaxed);
+        out
+    }
+
+    /// The store (for tests and the REST API).
+    pub fn store(&self) -> &Arc<TableStore> {
+        &self.store
+    }
+
+    /// Stops probes (children get SIGTERM, then SIGKILL after the grace
+    /// period), drains the ingress and flushes the exporters.
+    pub fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shutdown.trigger();
+        for h in self.supervisors {
+            let _ = h.join();
+        }
+        for h in self.workers {
+            let _ = h.join();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(io_err(format!("thread {name}")))
+}
+
+/// Binds the web_server address; done before anything starts, so a port
+/// conflict is reported without spawning a single probe.
+pub fn bind_http(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    l.set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok(l)
+}
+
+/// Serves `/metrics` (and `/` like the legacy agent) until `stop` resolves.
+/// Must run inside a tokio runtime.
+pub async fn serve_http(
+    daemon: Arc<Daemon>,
+    listener: std::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use axum::{http::header, routing::get, Router};
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("web_server listener"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let handler = move || {
+        let d = Arc::clone(&daemon);
+        async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    crate::export::prometheus::CONTENT_TYPE,
+                )],
+                d.scrape(),
+            )
+        }
+    };
+    let app = Router::new()
+        .route("/metrics", get(handler.clone()))
+        .route("/", get(handler));
+    tracing::info!(%addr, "serving Prometheus metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Count of dropped records, summed over every stage (for tests).
+pub fn total_dropped(stats: &Stats) -> u64 {
+    stats.drops().iter().map(|(_, _, n)| n).sum::<u64>()
+        + stats
+            .probes()
+            .iter()
+            .map(|(_, p)| p.emit_dropped.load(Ordering::Relaxed))
+            .sum::<u64>()
+}

@@ -1,0 +1,471 @@
+//! Prometheus exposition of the store (COMPAT §5), with normal semantics:
+//! every scrape shows the current value of every live series, and scraping
+//! changes nothing, so any number of scrapers see the same series.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::identity::Identity;
+use crate::meta::{FieldType, MetaRegistry, Table};
+use crate::record::{parse_number, Histogram, Reject};
+use crate::stats::{ProbeState, Stats};
+use crate::store::TableStore;
+
+/// Content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Names computed once per table: metric names, label names, HELP text.
+#[derive(Debug)]
+struct TablePlan {
+    /// (field index, sanitized label name) of every key and label field.
+    labels: Vec<(usize, String)>,
+    /// (field index, metric name, TYPE, HELP) of every metric field.
+    metrics: Vec<(usize, String, &'static str, String)>,
+}
+
+/// Renders the exposition text; build once, call per scrape.
+#[derive(Debug)]
+pub struct Exposition {
+    registry: Arc<MetaRegistry>,
+    store: Arc<TableStore>,
+    stats: Arc<Stats>,
+    plans: Vec<TablePlan>,
+    /// `machine_id="..",hostname=".."`, escaped once.
+    identity_labels: String,
+}
+
+impl Exposition {
+    /// Prepares the per-table plans.
+    pub fn new(
+        registry: Arc<MetaRegistry>,
+        store: Arc<TableStore>,
+        stats: Arc<Stats>,
+        id: &Identity,
+    ) -> Self {
+        let plans = registry.tables().iter().map(|t| plan(t)).collect();
+        let mut identity_labels = String::new();
+        push_label(&mut identity_labels, "machine_id", &id.machine_id);
+        identity_labels.push(',');
+        push_label(&mut identity_labels, "hostname", &id.hostname);
+        Self {
+            registry,
+            store,
+            stats,
+            plans,
+            identity_labels,
+        }
+    }
+
+    /// Renders every live series and the self-metrics into `out`.
+    pub fn render(&self, now: Instant, out: &mut String) {
+        let ttl = self.store.ttl();
+        for (idx, plan) in self.plans.iter().enumerate() {
+            let Some(guard) = self.store.lock(idx) else {
+                continue;
+            };
+            if guard.is_empty() {
+                continue;
+            }
+            let live = guard.live_sorted(now, ttl);
+            for (fi, name, ty, help) in &plan.metrics {
+                let mut header = false;
+                for s in &live {
+                    let v = s.values.get(*fi).map_or("", String::as_str);
+                    if v.is_empty() {
+                        continue;
+                    }
+                    if !header {
+                        let _ = writeln!(out, "# HELP {name} {help}");
+                        let _ = writeln!(out, "# TYPE {name} {ty}");
+                        header = true;
+                    }
+                    if *ty == "histogram" {
+                        self.histogram_lines(out, name, plan, &s.values, v);
+                    } else {
+                        out.push_str(name);
+                        self.labels(out, plan, &s.values, None);
+                        out.push(' ');
+                        push_number(out, v);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        self.self_metrics(out);
+    }
+
+    fn labels(&self, out: &mut String, plan: &TablePlan, values: &[String], le: Option<&str>) {
+        out.push('{');
+        for (fi, lname) in &plan.labels {
+            let v = values.get(*fi).map_or("", String::as_str);
+            if !v.is_empty() {
+                push_label(out, lname, v);
+                out.push(',');
+            }
+        }
+        out.push_str(&self.identity_labels);
+        if let Some(le) = le {
+            out.push_str(",le=\"");
+            out.push_str(le);
+            out.push('"');
+        }
+        out.push('}');
+    }
+
+    fn histogram_lines(
+        &self,
+        out: &mut String,
+        name: &str,
+        plan: &TablePlan,
+        values: &[String],
+        v: &str,
+    ) {
+        let Some(h) = Histogram::parse(v) else { return };
+        let mut cumulative = 0u64;
+        let mut le = String::new();
+        for &(bound, count) in &h.buckets {
+            cumulative = cumulative.saturating_add(count);
+            le.clear();
+            push_float(&mut le, bound);
+            let _ = write!(out, "{name}_bucket");
+            self.labels(out, plan, values, Some(&le));
+            let _ = writeln!(out, " {cumulative}");
+        }
+        let _ = write!(out, "{name}_bucket");
+        self.labels(out, plan, values, Some("+Inf"));
+        let _ = writeln!(out, " {cumulative}");
+        let _ = write!(out, "{name}_sum");
+        self.labels(out, plan, values, None);
+        out.push(' ');
+        push_float(out, h.sum);
+        out.push('\n');
+        let _ = write!(out, "{name}_count");
+        self.labels(out, plan, values, None);
+        let _ = writeln!(out, " {cumulative}");
+    }
+
+    fn self_metrics(&self, out: &mut String) {
+        let probes = self.stats.probes();
+        let id = &self.identity_labels;
+        let family = |out: &mut String, name: &str, ty: &str, help: &str| {
+            let _ = writeln!(out, "# HELP gala_gopher_self_{name} {help}");
+            let _ = writeln!(out, "# TYPE gala_gopher_self_{name} {ty}");
+        };
+        family(
+            out,
+            "records_accepted_total",
+            "counter",
+            "Records accepted from each probe.",
+        );
+        for (p, s) in &probes {
+            let _ = writeln!(
+                out,
+                "gala_gopher_self_records_accepted_total{{probe=\"{}\",{id}}} {}",
+                esc(p),
+                s.accepted.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            out,
+            "records_rejected_total",
+            "counter",
+            "Records rejected from each probe, by reason.",
+        );
+        for (p, s) in &probes {
+            for r in Reject::ALL {
+                let _ = writeln!(
+                    out,
+                    "gala_gopher_self_records_rejected_total{{probe=\"{}\",reason=\"{}\",{id}}} {}",
+                    esc(p),
+                    r.as_str(),
+                    s.rejected(r)
+                );
+            }
+        }
+        family(
+            out,
+            "records_dropped_total",
+            "counter",
+            "Records lost after a probe emitted them, by stage and component.",
+        );
+        for (p, s) in &probes {
+            let _ = writeln!(out, "gala_gopher_self_records_dropped_total{{stage=\"ingress_queue_full\",component=\"{}\",{id}}} {}", esc(p), s.emit_dropped.load(Ordering::Relaxed));
+        }
+        for (idx, t) in self.registry.tables().iter().enumerate() {
+            let d = self.store.dropped(idx);
+            if d > 0 {
+                let _ = writeln!(out, "gala_gopher_self_records_dropped_total{{stage=\"store_full\",component=\"{}\",{id}}} {d}", esc(&t.name));
+            }
+        }
+        for (stage, comp, n) in self.stats.drops() {
+            let _ = writeln!(out, "gala_gopher_self_records_dropped_total{{stage=\"{stage}\",component=\"{}\",{id}}} {n}", esc(&comp));
+        }
+        family(
+            out,
+            "probe_restarts_total",
+            "counter",
+            "Times the supervisor restarted each probe.",
+        );
+        for (p, s) in &probes {
+            let _ = writeln!(
+                out,
+                "gala_gopher_self_probe_restarts_total{{probe=\"{}\",{id}}} {}",
+                esc(p),
+                s.restarts.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            out,
+            "probe_state",
+            "gauge",
+            "1 for the current state of each probe, 0 for the others.",
+        );
+        for (p, s) in &probes {
+            let cur = s.state();
+            for st in ProbeState::ALL {
+                let _ = writeln!(
+                    out,
+                    "gala_gopher_self_probe_state{{probe=\"{}\",state=\"{}\",{id}}} {}",
+                    esc(p),
+                    st.as_str(),
+                    u8::from(st == cur)
+                );
+            }
+        }
+        family(
+            out,
+            "series",
+            "gauge",
+            "Live series held in the store, by table.",
+        );
+        for (idx, t) in self.registry.tables().iter().enumerate() {
+            if let Some(g) = self.store.lock(idx) {
+                if !g.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "gala_gopher_self_series{{table=\"{}\",{id}}} {}",
+                        esc(&t.name),
+                        g.len()
+                    );
+                }
+            }
+        }
+        let scrapes = self.stats.scrapes.load(Ordering::Relaxed);
+        let nanos = self.stats.scrape_nanos.load(Ordering::Relaxed);
+        family(
+            out,
+            "scrape_duration_seconds",
+            "summary",
+            "Time spent rendering scrapes of this endpoint.",
+        );
+        let _ = writeln!(
+            out,
+            "gala_gopher_self_scrape_duration_seconds_sum{{{id}}} {}",
+            nanos as f64 / 1e9
+        );
+        let _ = writeln!(
+            out,
+            "gala_gopher_self_scrape_duration_seconds_count{{{id}}} {scrapes}"
+        );
+    }
+}
+
+fn plan(t: &Table) -> TablePlan {
+    let entity = sanitize(&t.entity);
+    let mut labels = Vec::new();
+    let mut metrics = Vec::new();
+    for (i, f) in t.fields.iter().enumerate() {
+        let ty = match f.ty {
+            FieldType::Key | FieldType::Label => {
+                let l = sanitize(&f.name);
+                if l != "machine_id" && l != "hostname" && l != "le" {
+                    labels.push((i, l));
+                }
+                continue;
+            }
+            FieldType::Gauge => "gauge",
+            FieldType::Counter => "counter",
+            FieldType::Histogram => "histogram",
+            FieldType::Untyped => "untyped",
+        };
+        let help = if f.description.trim().is_empty() {
+            format!("{} of table {}.", f.name, t.name)
+        } else {
+            f.description.replace('\\', "\\\\").replace('\n', "\\n")
+        };
+        metrics.push((
+            i,
+            format!("gala_gopher_{entity}_{}", sanitize(&f.name)),
+            ty,
+            help,
+        ));
+    }
+    TablePlan { labels, metrics }
+}
+
+/// Makes a valid metric/label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn esc(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    push_escaped(&mut s, v);
+    s
+}
+
+fn push_escaped(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    push_escaped(out, value);
+    out.push('"');
+}
+
+/// Writes a validated metric value in exposition syntax.
+fn push_number(out: &mut String, v: &str) {
+    if v.bytes().all(|b| {
+        b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'e' || b == b'E' || b == b'+'
+    }) {
+        out.push_str(v);
+    } else {
+        push_float(out, parse_number(v).unwrap_or(f64::NAN));
+    }
+}
+
+fn push_float(out: &mut String, f: f64) {
+    if f.is_nan() {
+        out.push_str("NaN");
+    } else if f == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if f == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{f}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Field;
+    use std::time::Duration;
+
+    fn fixture() -> (Exposition, Arc<TableStore>) {
+        let f = |name: &str, ty, d: &str| Field {
+            name: name.into(),
+            description: d.into(),
+            ty,
+        };
+        let t = Table::new(
+            "tcp_tx",
+            "tcp",
+            vec![
+                f("tgid", FieldType::Key, "process id"),
+                f("comm", FieldType::Label, "command"),
+                f("tx_bytes", FieldType::Counter, "bytes sent"),
+                f("rtt", FieldType::Gauge, ""),
+                f("lat", FieldType::Histogram, "latency, us"),
+            ],
+        );
+        let reg = Arc::new(MetaRegistry::from_checked(vec![t]));
+        let store = Arc::new(TableStore::new(&reg, Duration::from_secs(60), 10));
+        let id = Identity {
+            machine_id: "m-1".into(),
+            hostname: "h\"x".into(),
+        };
+        (
+            Exposition::new(reg, Arc::clone(&store), Stats::new(), &id),
+            store,
+        )
+    }
+
+    #[test]
+    fn exact_exposition_with_labels_nulls_and_histogram() {
+        let (exp, store) = fixture();
+        let now = Instant::now();
+        let mut k = String::new();
+        store.upsert(
+            0,
+            &["12", "", "100", "1.5", "2 10 1 100 3 250 90"],
+            now,
+            0,
+            &mut k,
+        );
+        let mut out = String::new();
+        exp.render(now, &mut out);
+        let table_part: String = out
+            .lines()
+            .take_while(|l| !l.contains("gala_gopher_self_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let id = r#"machine_id="m-1",hostname="h\"x""#;
+        assert_eq!(
+            table_part,
+            format!(
+                "# HELP gala_gopher_tcp_tx_bytes bytes sent\n# TYPE gala_gopher_tcp_tx_bytes counter\n\
+                 gala_gopher_tcp_tx_bytes{{tgid=\"12\",{id}}} 100\n\
+                 # HELP gala_gopher_tcp_rtt rtt of table tcp_tx.\n# TYPE gala_gopher_tcp_rtt gauge\n\
+                 gala_gopher_tcp_rtt{{tgid=\"12\",{id}}} 1.5\n\
+                 # HELP gala_gopher_tcp_lat latency, us\n# TYPE gala_gopher_tcp_lat histogram\n\
+                 gala_gopher_tcp_lat_bucket{{tgid=\"12\",{id},le=\"10\"}} 1\n\
+                 gala_gopher_tcp_lat_bucket{{tgid=\"12\",{id},le=\"100\"}} 4\n\
+                 gala_gopher_tcp_lat_bucket{{tgid=\"12\",{id},le=\"+Inf\"}} 4\n\
+                 gala_gopher_tcp_lat_sum{{tgid=\"12\",{id}}} 250\n\
+                 gala_gopher_tcp_lat_count{{tgid=\"12\",{id}}} 4\n"
+            )
+        );
+    }
+
+    #[test]
+    fn scraping_is_idempotent_and_expired_series_vanish() {
+        let (exp, store) = fixture();
+        let now = Instant::now();
+        let mut k = String::new();
+        store.upsert(0, &["1", "a", "5", "", ""], now, 0, &mut k);
+        let (mut a, mut b) = (String::new(), String::new());
+        exp.render(now, &mut a);
+        exp.render(now, &mut b);
+        assert_eq!(a, b);
+        assert!(a.contains("gala_gopher_tcp_tx_bytes{tgid=\"1\",comm=\"a\""));
+        assert!(
+            !a.contains("gala_gopher_tcp_rtt"),
+            "null metric has no series"
+        );
+        let mut c = String::new();
+        exp.render(now + Duration::from_secs(61), &mut c);
+        assert!(!c.contains("gala_gopher_tcp_tx_bytes{"));
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize("a-b.c"), "a_b_c");
+        assert_eq!(sanitize("9x"), "_9x");
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,339 @@
+//! Ingress: decode and validate what probes emit, then store and fan out.
+//!
+//! One thread drains the probes' bounded queue. For each payload it decodes
+//! the line, validates it against the table's meta, counts a rejection per
+//! probe and reason, upserts the store, and offers the accepted record to the
+//! push exporters (log files, Kafka) through their own bounded queues, never
+//! waiting on them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::meta::{MetaRegistry, Table};
+use crate::probe_api::{Emitted, Payload};
+use crate::record::{self, Reject, EVENT_FIELDS, EVENT_TABLE};
+use crate::stats::{ProbeStats, Stats};
+use crate::store::{TableStore, Upsert};
+
+/// An accepted metric record, as pushed to exporters.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its table.
+    pub table: Arc<Table>,
+    /// Values in meta order, `""` for null.
+    pub values: Vec<String>,
+    /// Wall-clock time of acceptance, ms since the epoch.
+    pub timestamp_ms: u64,
+}
+
+/// An accepted record of the reserved `event` table (COMPAT §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The 12 event values: entity_name, entity_id, metric, pid, comm, ip,
+    /// container_id, pod_id, dev, SeverityText, SeverityNumber, body.
+    pub values: Vec<String>,
+    /// Wall-clock time of acceptance, ms since the epoch.
+    pub timestamp_ms: u64,
+}
+
+/// A bounded queue towards a push exporter, with its drop counter.
+#[derive(Debug, Clone)]
+pub struct Subscriber<T> {
+    tx: SyncSender<T>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<T> Subscriber<T> {
+    /// A subscriber that counts what it cannot queue on `dropped`.
+    pub fn new(tx: SyncSender<T>, dropped: Arc<AtomicU64>) -> Self {
+        Self { tx, dropped }
+    }
+
+    fn offer(&self, item: T) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The ingress stage.
+#[derive(Debug)]
+pub struct Ingress {
+    registry: Arc<MetaRegistry>,
+    store: Arc<TableStore>,
+    stats: Arc<Stats>,
+    records: Vec<Subscriber<Arc<Accepted>>>,
+    events: Vec<Subscriber<Arc<Event>>>,
+    probes: HashMap<Arc<str>, Arc<ProbeStats>>,
+    key_buf: String,
+    /// Reused capacity for the borrowed values of one line.
+    scratch: Vec<&'static str>,
+}
+
+/// Empties a vector of borrowed strings and gives its allocation back with a
+/// `'static` element type, so it can be kept between lines. (Collecting an
+/// emptied `vec::IntoIter` into a vector of the same layout reuses the
+/// allocation; no element survives, so no borrow is extended.)
+fn recycle(mut v: Vec<&str>) -> Vec<&'static str> {
+    v.clear();
+    v.into_iter().map(|_| "").collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Ingress {
+    /// An ingress writing into `store`.
+    pub fn new(registry: Arc<MetaRegistry>, store: Arc<TableStore>, stats: Arc<Stats>) -> Self {
+        Self {
+            registry,
+            store,
+            stats,
+            records: Vec::new(),
+            events: Vec::new(),
+            probes: HashMap::new(),
+            key_buf: String::with_capacity(128),
+            scratch: Vec::with_capacity(64),
+        }
+    }
+
+    /// Adds a push exporter of metric records.
+    pub fn subscribe_records(&mut self, s: Subscriber<Arc<Accepted>>) {
+        self.records.push(s);
+    }
+
+    /// Adds a push exporter of events.
+    pub fn subscribe_events(&mut self, s: Subscriber<Arc<Event>>) {
+        self.events.push(s);
+    }
+
+    /// Drains `rx` until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Emitted>) {
+        while let Ok(item) = rx.recv() {
+            self.process(item, Instant::now(), now_ms());
+        }
+        tracing::debug!("ingress stopped: every probe queue is closed");
+    }
+
+    fn probe_stats(&mut self, probe: &Arc<str>) -> Arc<ProbeStats> {
+        if let Some(s) = self.probes.get(probe) {
+            return Arc::clone(s);
+        }
+        let s = self.stats.probe(probe);
+        self.probes.insert(Arc::clone(probe), Arc::clone(&s));
+        s
+    }
+
+    /// Handles one emitted payload.
+    pub fn process(&mut self, item: Emitted, now: Instant, ts_ms: u64) {
+        let ps = self.probe_stats(&item.probe);
+        let res = match &item.payload {
+            Payload::Line(line) => {
+                let mut values: Vec<&str> = std::mem::take(&mut self.scratch);
+                let res = match record::split_line_into(line, &mut values) {
+                    Ok(table) => self.accept(table, &values, now, ts_ms),
+                    Err(Reject::NotARecord) => {
+                        tracing::debug!(probe = %item.probe, line = %String::from_utf8_lossy(line), "probe output that is not a record");
+                        Err(Reject::NotARecord)
+                    }
+                    Err(e) => Err(e),
+                };
+                self.scratch = recycle(values);
+                res
+            }
+            Payload::Record { table, values } => self.accept(table, values, now, ts_ms),
+        };
+        match res {
+            Ok(()) => {
+                ps.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(why) => ps.reject(why),
+        }
+    }
+
+    /// Ingests one protocol line for `ps` (the benchmarked hot path).
+    pub fn ingest_line(&mut self, ps: &ProbeStats, line: &[u8], now: Instant, ts_ms: u64) {
+        let mut values: Vec<&str> = std::mem::take(&mut self.scratch);
+        let res = match record::split_line_into(line, &mut values) {
+            Ok(table) => self.accept(table, &values, now, ts_ms),
+            Err(e) => Err(e),
+        };
+        self.scratch = recycle(values);
+        match res {
+            Ok(()) => {
+                ps.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(why) => ps.reject(why),
+        }
+    }
+
+    fn accept<S: AsRef<str>>(
+        &mut self,
+        table: &str,
+        values: &[S],
+        now: Instant,
+        ts_ms: u64,
+    ) -> Result<(), Reject> {
+        if table == EVENT_TABLE {
+            return self.accept_event(values, ts_ms);
+        }
+        let idx = self.registry.index_of(table).ok_or(Reject::UnknownTable)?;
+        let meta = self.registry.by_index(idx).ok_or(Reject::UnknownTable)?;
+        record::validate(meta, values)?;
+        if self
+            .store
+            .upsert(idx, values, now, ts_ms, &mut self.key_buf)
+            == Upsert::DroppedFull
+        {
+            // Counted by the store per table; the record still reaches the
+            // push exporters, which are not bounded by the store's cap.
+        }
+        if !self.records.is_empty() {
+            let rec = Arc::new(Accepted {
+                table: Arc::clone(meta),
+                values: values.iter().map(|v| v.as_ref().to_owned()).collect(),
+                timestamp_ms: ts_ms,
+            });
+            for s in &self.records {
+                s.offer(Arc::clone(&rec));
+            }
+        }
+        Ok(())
+    }
+
+    fn accept_event<S: AsRef<str>>(&mut self, values: &[S], ts_ms: u64) -> Result<(), Reject> {
+        if values.len() != EVENT_FIELDS {
+            return Err(Reject::FieldCount);
+        }
+        if values[0].as_ref().is_empty() {
+            return Err(Reject::EmptyKey);
+        }
+        let ev = Arc::new(Event {
+            values: values.iter().map(|v| v.as_ref().to_owned()).collect(),
+            timestamp_ms: ts_ms,
+        });
+        for s in &self.events {
+            s.offer(Arc::clone(&ev));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Field, FieldType};
+    use std::sync::mpsc::sync_channel;
+    use std::time::Duration;
+
+    fn setup() -> (Ingress, Arc<TableStore>, Arc<Stats>) {
+        let f = |name: &str, ty| Field {
+            name: name.into(),
+            description: String::new(),
+            ty,
+        };
+        let t = Table::new(
+            "t",
+            "t",
+            vec![f("k", FieldType::Key), f("v", FieldType::Gauge)],
+        );
+        let reg = Arc::new(MetaRegistry::from_checked(vec![t]));
+        let store = Arc::new(TableStore::new(&reg, Duration::from_secs(60), 100));
+        let stats = Stats::new();
+        (
+            Ingress::new(reg, Arc::clone(&store), Arc::clone(&stats)),
+            store,
+            stats,
+        )
+    }
+
+    fn line(probe: &str, l: &[u8]) -> Emitted {
+        Emitted {
+            probe: probe.into(),
+            payload: Payload::Line(l.to_vec()),
+        }
+    }
+
+    #[test]
+    fn accepts_rejects_and_counts_per_probe() {
+        let (mut ing, store, stats) = setup();
+        let (tx, rx) = sync_channel(10);
+        ing.subscribe_records(Subscriber::new(tx, Arc::new(AtomicU64::new(0))));
+        let now = Instant::now();
+        for l in [
+            &b"|t|a|1|"[..],
+            b"|t|a|",
+            b"|nope|a|1|",
+            b"junk",
+            b"|t||1|",
+            b"|t|b|x|",
+        ] {
+            ing.process(line("p", l), now, 7);
+        }
+        let p = stats.probe("p");
+        assert_eq!(p.accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(p.rejected(Reject::FieldCount), 1);
+        assert_eq!(p.rejected(Reject::UnknownTable), 1);
+        assert_eq!(p.rejected(Reject::NotARecord), 1);
+        assert_eq!(p.rejected(Reject::EmptyKey), 1);
+        assert_eq!(p.rejected(Reject::InvalidNumber), 1);
+        assert_eq!(store.lock(0).expect("t").len(), 1);
+        let got = rx.try_recv().expect("pushed");
+        assert_eq!(got.values, ["a", "1"]);
+        assert_eq!(got.timestamp_ms, 7);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn events_go_to_the_event_channel_only() {
+        let (mut ing, store, stats) = setup();
+        let (tx, rx) = sync_channel(10);
+        ing.subscribe_events(Subscriber::new(tx, Arc::new(AtomicU64::new(0))));
+        let now = Instant::now();
+        ing.process(
+            line(
+                "p",
+                b"|event|proc|42|cpu|42|bash|1.2.3.4|||eth0|WARN|13|too hot|",
+            ),
+            now,
+            1,
+        );
+        ing.process(line("p", b"|event|proc|42|"), now, 1);
+        assert_eq!(rx.try_recv().expect("event").values[11], "too hot");
+        assert_eq!(stats.probe("p").rejected(Reject::FieldCount), 1);
+        assert!(store.lock(0).expect("t").is_empty());
+    }
+
+    #[test]
+    fn full_subscriber_counts_drops_without_blocking() {
+        let (mut ing, _store, _stats) = setup();
+        let (tx, _rx) = sync_channel(1);
+        let dropped = Arc::new(AtomicU64::new(0));
+        ing.subscribe_records(Subscriber::new(tx, Arc::clone(&dropped)));
+        let now = Instant::now();
+        for _ in 0..5 {
+            ing.process(line("p", b"|t|a|1|"), now, 1);
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn ingest_line_hot_path() {
+        let (mut ing, store, stats) = setup();
+        let ps = stats.probe("bench");
+        let now = Instant::now();
+        ing.ingest_line(&ps, b"|t|a|1|", now, 1);
+        ing.ingest_line(&ps, b"|t|a|2|", now, 1);
+        ing.ingest_line(&ps, b"|t|", now, 1);
+        assert_eq!(ps.accepted.load(Ordering::Relaxed), 2);
+        assert_eq!(ps.rejected(Reject::FieldCount), 1);
+        assert_eq!(store.lock(0).expect("t").len(), 1);
+    }
+}

@@ -1,0 +1,392 @@
+//! Extend probes: child processes in any language whose stdout lines are
+//! records (COMPAT §1, §4).
+//!
+//! `command param` runs as `sh -c 'exec command param'` so the legacy quoting
+//! keeps working and the shell is replaced by the probe (signals reach it
+//! directly). The child leads its own process group, so shutdown reaches
+//! its helpers too: SIGTERM to the group, then SIGKILL after the grace
+//! period. `PR_SET_PDEATHSIG` kills it if the daemon dies without cleaning
+//! up, so no probe outlives the agent.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::probe_api::{Probe, ProbeContext, ProbeError, Shutdown};
+use crate::record::MAX_LINE_LEN;
+
+/// A configured extend probe.
+#[derive(Debug, Clone)]
+pub struct ExtendProbe {
+    name: String,
+    command: String,
+    param: String,
+    grace: Duration,
+}
+
+impl ExtendProbe {
+    /// A probe that runs `command param` and stops it within `grace`.
+    pub fn new(name: &str, command: &str, param: &str, grace: Duration) -> Self {
+        Self {
+            name: name.into(),
+            command: command.into(),
+            param: param.into(),
+            grace,
+        }
+    }
+
+    fn shell_line(&self) -> String {
+        if self.param.trim().is_empty() {
+            format!("exec {}", self.command)
+        } else {
+            format!("exec {} {}", self.command, self.param)
+        }
+    }
+}
+
+/// Builds a `sh -c` command in its own process group that dies with us.
+pub fn shell_command(line: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(line)
+        .stdin(Stdio::null())
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe functions (prctl, getppid, kill).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() == 1 {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Sends `sig` to the process group led by `pid`.
+fn signal_group(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: plain syscall; a group that is gone gives ESRCH, ignored.
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+}
+
+/// Waits until `pid` has exited without reaping it, so its pid (and group
+/// id) cannot be reused while we still signal the group.
+fn wait_exit_no_reap(pid: u32) {
+    let id: libc::id_t = pid;
+    loop {
+        // SAFETY: siginfo_t is plain data, zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`.
+        let r = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Stops the child's group when `stop` fires: SIGTERM, then SIGKILL if it
+/// has not exited within `grace`.
+fn spawn_killer(
+    pid: u32,
+    stop: Shutdown,
+    exited: Shutdown,
+    grace: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        stop.wait_forever();
+        if exited.is_triggered() {
+            return;
+        }
+        signal_group(pid, libc::SIGTERM);
+        if !exited.wait(grace) {
+            signal_group(pid, libc::SIGKILL);
+        }
+    })
+}
+
+/// Reads stderr lines into the log, bounded in length.
+fn spawn_stderr_logger(
+    name: String,
+    stderr: impl Read + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.by_ref().take(4096).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&buf);
+                    let text = text.trim_end();
+                    if !text.is_empty() {
+                        tracing::info!(probe = %name, "stderr: {text}");
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl Probe for ExtendProbe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tables(&self) -> &[&str] {
+        &[]
+    }
+
+    fn run(self: Box<Self>, cx: ProbeContext) -> Result<(), ProbeError> {
+        let line = self.shell_line();
+        let mut child: Child = shell_command(&line)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ProbeError::Other(format!("cannot start `{line}`: {e}")))?;
+        let pid = child.id();
+        let stop = cx.shutdown.child();
+        let exited = Shutdown::new();
+        let killer = spawn_killer(pid, stop.clone(), exited.clone(), self.grace);
+        let logger = child
+            .stderr
+            .take()
+            .map(|e| spawn_stderr_logger(self.name.clone(), e));
+
+        if let Some(out) = child.stdout.take() {
+            read_records(out, &cx);
+        }
+        wait_exit_no_reap(pid);
+        exited.trigger();
+        // Helpers the probe left behind in its group go with it.
+        signal_group(pid, libc::SIGKILL);
+        let status = child.wait();
+        stop.trigger();
+        let _ = killer.join();
+        if let Some(l) = logger {
+            let _ = l.join();
+        }
+        if cx.shutdown.is_triggered() {
+            return Ok(());
+        }
+        match status {
+            Ok(s) => Err(ProbeError::Other(format!("`{line}` exited: {s}"))),
+            Err(e) => Err(ProbeError::Other(format!("`{line}`: wait failed: {e}"))),
+        }
+    }
+}
+
+/// Forwards each stdout line to the emitter. A line over the protocol limit
+/// is cut at the limit (and then rejected as too long by the ingress); the
+/// rest of it is skipped, so memory stays bounded.
+fn read_records(out: impl Read, cx: &ProbeContext) {
+    let mut r = BufReader::with_capacity(64 * 1024, out);
+    let mut buf = Vec::with_capacity(512);
+    let limit = (MAX_LINE_LEN + 2) as u64;
+    loop {
+        buf.clear();
+        match r.by_ref().take(limit).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') && buf.len() as u64 == limit {
+            // Too long: skip to the end of the line.
+            let mut sink = Vec::new();
+            loop {
+                sink.clear();
+                match r.by_ref().take(64 * 1024).read_until(b'\n', &mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if sink.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        cx.emitter.line(buf.clone());
+    }
+}
+
+/// Runs a `start_check` command through the shell and says whether the
+/// first line of its output is a number greater than zero (COMPAT §4).
+pub fn start_check(cmd: &str, timeout: Duration) -> Result<bool, String> {
+    let mut child = shell_command(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run start_check `{cmd}`: {e}"))?;
+    let pid = child.id();
+    let done = Shutdown::new();
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            if !done.wait(timeout) {
+                signal_group(pid, libc::SIGKILL);
+            }
+        })
+    };
+    let mut first = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out.take(4096)).read_line(&mut first);
+    }
+    let _ = child.wait();
+    done.trigger();
+    let _ = watchdog.join();
+    let n = first.trim();
+    match n.parse::<f64>() {
+        Ok(v) => Ok(v > 0.0),
+        Err(_) if n.is_empty() => Ok(false),
+        Err(_) => Err(format!(
+            "start_check `{cmd}` printed `{n}`, expected a number"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe_api::{Emitted, Emitter, Params, Payload};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Arc;
+
+    fn cx(cap: usize) -> (ProbeContext, std::sync::mpsc::Receiver<Emitted>) {
+        let (tx, rx) = sync_channel(cap);
+        let em = Emitter::new("x".into(), tx, Arc::new(AtomicU64::new(0)));
+        (
+            ProbeContext {
+                emitter: em,
+                params: Params::default(),
+                shutdown: Shutdown::new(),
+            },
+            rx,
+        )
+    }
+
+    fn lines(rx: &std::sync::mpsc::Receiver<Emitted>) -> Vec<String> {
+        rx.try_iter()
+            .map(|e| match e.payload {
+                Payload::Line(l) => String::from_utf8_lossy(&l).into_owned(),
+                Payload::Record { .. } => "record".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forwards_stdout_lines_and_reports_exit() {
+        let (cx, rx) = cx(100);
+        let p = ExtendProbe::new(
+            "x",
+            "printf",
+            "'|t|1|\\n\\n|t|2|\\r\\nplain\\n'",
+            Duration::from_secs(1),
+        );
+        let err = Box::new(p)
+            .run(cx)
+            .expect_err("exit is an error before shutdown");
+        assert!(err.to_string().contains("exited"), "{err}");
+        assert_eq!(lines(&rx), ["|t|1|", "|t|2|", "plain"]);
+    }
+
+    #[test]
+    fn overlong_lines_are_cut_and_the_next_line_survives() {
+        let (cx, rx) = cx(100);
+        let p = ExtendProbe::new(
+            "x",
+            "sh",
+            "-c 'head -c 20000 /dev/zero | tr \"\\\\0\" a; echo; echo \"|t|ok|\"'",
+            Duration::from_secs(1),
+        );
+        let _ = Box::new(p).run(cx);
+        let got = lines(&rx);
+        assert_eq!(
+            got.len(),
+            2,
+            "{:?}",
+            got.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert!(got[0].len() > MAX_LINE_LEN);
+        assert_eq!(got[1], "|t|ok|");
+    }
+
+    #[test]
+    fn shutdown_terminates_the_whole_group() {
+        let (cx, _rx) = cx(10);
+        let stop = cx.shutdown.clone();
+        let dir = tempfile::tempdir().expect("tmp");
+        let pidfile = dir.path().join("pid");
+        // A helper in the background that ignores SIGTERM must still die.
+        let script = format!(
+            "-c 'trap \"\" TERM; sleep 300 & echo $! > {}; wait'",
+            pidfile.display()
+        );
+        let p = ExtendProbe::new("x", "sh", &script, Duration::from_millis(300));
+        let t = std::thread::spawn(move || Box::new(p).run(cx));
+        let mut tries = 0;
+        while !pidfile.exists()
+            || std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            tries += 1;
+            assert!(tries < 250, "helper never started");
+        }
+        let helper: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid number");
+        stop.trigger();
+        t.join().expect("join").expect("clean stop on shutdown");
+        // Gone, or a zombie waiting for init to reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        assert!(
+            stat.is_empty() || state == "Z",
+            "helper {helper} survived shutdown: {stat}"
+        );
+    }
+
+    #[test]
+    fn start_check_reads_the_first_number() {
+        assert_eq!(start_check("echo 2", Duration::from_secs(5)), Ok(true));
+        assert_eq!(
+            start_check("echo 0; echo 5", Duration::from_secs(5)),
+            Ok(false)
+        );
+        assert_eq!(start_check("true", Duration::from_secs(5)), Ok(false));
+        assert!(start_check("echo nginx", Duration::from_secs(5)).is_err());
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            start_check("sleep 30", Duration::from_millis(200)),
+            Ok(false)
+        );
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+}

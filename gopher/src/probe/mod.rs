@@ -1,0 +1,4 @@
+//! Probe runners and their supervisor.
+
+pub mod extend;
+pub mod supervisor;

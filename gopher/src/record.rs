@@ -1,0 +1,352 @@
+//! The legacy line protocol `|table|v1|v2|...|vn|` and its strict decoder.
+//!
+//! Decoding is pure and allocation-free: [`split_line`] borrows the table
+//! name and values from the input, [`validate`] checks them against the
+//! table's meta. Every failure is a [`Reject`] with a stable reason name,
+//! counted per probe by the ingress; nothing here panics on any input (a
+//! fuzz target and a proptest check that).
+
+use crate::meta::{FieldType, Table};
+
+/// Longest accepted line, in bytes, newline excluded (COMPAT §1).
+pub const MAX_LINE_LEN: usize = 8192;
+
+/// Name of the reserved event table.
+pub const EVENT_TABLE: &str = "event";
+
+/// Number of values of a line of the reserved `event` table.
+pub const EVENT_FIELDS: usize = 12;
+
+/// Why a line or record was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// The line does not start with `|` (not a record at all).
+    NotARecord,
+    /// Longer than [`MAX_LINE_LEN`].
+    TooLong,
+    /// Does not end with `|`.
+    Unterminated,
+    /// Not valid UTF-8.
+    InvalidUtf8,
+    /// Table name empty.
+    EmptyTable,
+    /// No `.meta` declares the table.
+    UnknownTable,
+    /// The first key is empty.
+    EmptyKey,
+    /// The number of values differs from the meta field count.
+    FieldCount,
+    /// A metric value is not a number (or not a well-formed histogram).
+    InvalidNumber,
+    /// A value contains a control character.
+    ControlChar,
+}
+
+impl Reject {
+    /// Every reason, for pre-registering self-metric series.
+    pub const ALL: [Reject; 10] = [
+        Reject::NotARecord,
+        Reject::TooLong,
+        Reject::Unterminated,
+        Reject::InvalidUtf8,
+        Reject::EmptyTable,
+        Reject::UnknownTable,
+        Reject::EmptyKey,
+        Reject::FieldCount,
+        Reject::InvalidNumber,
+        Reject::ControlChar,
+    ];
+
+    /// Stable snake_case name, used as the `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::NotARecord => "not_a_record",
+            Reject::TooLong => "too_long",
+            Reject::Unterminated => "unterminated",
+            Reject::InvalidUtf8 => "invalid_utf8",
+            Reject::EmptyTable => "empty_table",
+            Reject::UnknownTable => "unknown_table",
+            Reject::EmptyKey => "empty_key",
+            Reject::FieldCount => "field_count",
+            Reject::InvalidNumber => "invalid_number",
+            Reject::ControlChar => "control_char",
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A line split into its table name and borrowed values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLine<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Values, `""` for null.
+    pub values: Vec<&'a str>,
+}
+
+/// Splits a protocol line (a trailing `\n` or `\r\n` is tolerated) into its
+/// table and values, without looking at meta.
+pub fn split_line(line: &[u8]) -> Result<RawLine<'_>, Reject> {
+    let mut values = Vec::new();
+    let table = split_line_into(line, &mut values)?;
+    Ok(RawLine { table, values })
+}
+
+/// Like [`split_line`] but fills `values` in place, so a hot loop reuses one
+/// vector. Returns the table name.
+pub fn split_line_into<'a>(line: &'a [u8], values: &mut Vec<&'a str>) -> Result<&'a str, Reject> {
+    values.clear();
+    let line = trim_newline(line);
+    if line.first() != Some(&b'|') {
+        return Err(Reject::NotARecord);
+    }
+    if line.len() > MAX_LINE_LEN {
+        return Err(Reject::TooLong);
+    }
+    if line.len() < 2 || line.last() != Some(&b'|') {
+        return Err(Reject::Unterminated);
+    }
+    let body = std::str::from_utf8(&line[1..line.len() - 1]).map_err(|_| Reject::InvalidUtf8)?;
+    if body.bytes().any(|b| b < 0x20 && b != b'\t') {
+        return Err(Reject::ControlChar);
+    }
+    let mut parts = body.split('|');
+    let table = parts.next().unwrap_or_default();
+    if table.is_empty() {
+        return Err(Reject::EmptyTable);
+    }
+    values.extend(parts);
+    Ok(table)
+}
+
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Checks values against their table: count, first key, numeric metrics.
+pub fn validate<S: AsRef<str>>(table: &Table, values: &[S]) -> Result<(), Reject> {
+    if values.len() != table.fields.len() {
+        return Err(Reject::FieldCount);
+    }
+    if let Some(&k) = table.keys.first() {
+        if values[k].as_ref().is_empty() {
+            return Err(Reject::EmptyKey);
+        }
+    }
+    for (field, v) in table.fields.iter().zip(values) {
+        let v = v.as_ref();
+        if v.is_empty() {
+            continue;
+        }
+        match field.ty {
+            FieldType::Gauge | FieldType::Counter | FieldType::Untyped => {
+                if parse_number(v).is_none() {
+                    return Err(Reject::InvalidNumber);
+                }
+            }
+            FieldType::Histogram => {
+                if Histogram::parse(v).is_none() {
+                    return Err(Reject::InvalidNumber);
+                }
+            }
+            FieldType::Key | FieldType::Label => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses a metric value: decimal integer or float, also `NaN`/`+Inf`/`-Inf`.
+pub fn parse_number(v: &str) -> Option<f64> {
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    // Fast path for plain unsigned integers, the common case.
+    if v.len() <= 15 && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(v.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0')) as f64);
+    }
+    match v {
+        "NaN" | "nan" => Some(f64::NAN),
+        "+Inf" | "inf" | "+inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => {
+            // Rust accepts "infinity"/"nan" spellings we don't want; the
+            // match above already took the ones we do.
+            if v.bytes()
+                .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+            {
+                return None;
+            }
+            v.parse::<f64>().ok()
+        }
+    }
+}
+
+/// A decoded V2 histogram value `N b1 c1 ... bN cN sum max`.
+///
+/// `bi` is a bucket's upper bound and `ci` the observations in that bucket
+/// alone (not cumulative); the exporter makes them cumulative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// `(upper bound, count in bucket)`, bounds strictly increasing.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Largest observation.
+    pub max: f64,
+}
+
+impl Histogram {
+    /// Parses the space-separated form; `None` when malformed.
+    pub fn parse(v: &str) -> Option<Self> {
+        let mut it = v.split_ascii_whitespace();
+        let n: usize = it.next()?.parse().ok()?;
+        if n > 256 {
+            return None;
+        }
+        let mut buckets = Vec::with_capacity(n);
+        let mut prev = f64::NEG_INFINITY;
+        for _ in 0..n {
+            let b = parse_number(it.next()?)?;
+            let c: u64 = it.next()?.parse().ok()?;
+            if b.is_nan() || b <= prev {
+                return None;
+            }
+            prev = b;
+            buckets.push((b, c));
+        }
+        let sum = parse_number(it.next()?)?;
+        let max = parse_number(it.next()?)?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(Self { buckets, sum, max })
+    }
+
+    /// Total number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0u64, |a, &(_, c)| a.saturating_add(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Field;
+
+    fn table() -> Table {
+        let f = |name: &str, ty| Field {
+            name: name.into(),
+            description: String::new(),
+            ty,
+        };
+        Table::new(
+            "t",
+            "e",
+            vec![
+                f("k", FieldType::Key),
+                f("l", FieldType::Label),
+                f("g", FieldType::Gauge),
+                f("c", FieldType::Counter),
+            ],
+        )
+    }
+
+    #[test]
+    fn splits_a_record() {
+        let r = split_line(b"|t|a|b|1|2|\n").expect("valid");
+        assert_eq!(r.table, "t");
+        assert_eq!(r.values, ["a", "b", "1", "2"]);
+        assert!(validate(&table(), &r.values).is_ok());
+    }
+
+    #[test]
+    fn rejects_per_compat_rules() {
+        assert_eq!(split_line(b"hello"), Err(Reject::NotARecord));
+        assert_eq!(split_line(b""), Err(Reject::NotARecord));
+        assert_eq!(split_line(b"|"), Err(Reject::Unterminated));
+        assert_eq!(split_line(b"|t|1"), Err(Reject::Unterminated));
+        assert_eq!(split_line(b"||1|"), Err(Reject::EmptyTable));
+        assert_eq!(split_line(b"|t|\xff|"), Err(Reject::InvalidUtf8));
+        assert_eq!(split_line(b"|t|a\x01|"), Err(Reject::ControlChar));
+        let mut long = b"|t|".to_vec();
+        long.resize(MAX_LINE_LEN, b'x');
+        long.push(b'|');
+        assert_eq!(split_line(&long), Err(Reject::TooLong));
+        long.truncate(MAX_LINE_LEN - 1);
+        long.push(b'|');
+        assert!(split_line(&long).is_ok(), "exactly 8192 bytes is accepted");
+
+        let t = table();
+        assert_eq!(validate(&t, &["a", "b", "1"]), Err(Reject::FieldCount));
+        assert_eq!(
+            validate(&t, &["a", "b", "1", "2", "3"]),
+            Err(Reject::FieldCount)
+        );
+        assert_eq!(validate(&t, &["", "b", "1", "2"]), Err(Reject::EmptyKey));
+        assert_eq!(
+            validate(&t, &["a", "b", "x1", "2"]),
+            Err(Reject::InvalidNumber)
+        );
+        assert_eq!(
+            validate(&t, &["a", "", "", "2"]),
+            Ok(()),
+            "empty non-key values are nulls"
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number("42"), Some(42.0));
+        assert_eq!(parse_number("-1.5e3"), Some(-1500.0));
+        assert_eq!(parse_number("+Inf"), Some(f64::INFINITY));
+        assert!(parse_number("NaN").is_some_and(f64::is_nan));
+        assert_eq!(parse_number("infinity"), None);
+        assert_eq!(parse_number("0x10"), None);
+        assert_eq!(parse_number("12abc"), None);
+        assert_eq!(parse_number("99999999999999999999"), Some(1e20));
+    }
+
+    #[test]
+    fn histograms() {
+        let h = Histogram::parse("3 10 1 100 2 1000 0 250 180").expect("valid");
+        assert_eq!(h.buckets, vec![(10.0, 1), (100.0, 2), (1000.0, 0)]);
+        assert_eq!(h.count(), 3);
+        assert_eq!(h.sum, 250.0);
+        assert!(Histogram::parse("2 10 1").is_none());
+        assert!(
+            Histogram::parse("2 10 1 5 1 0 0").is_none(),
+            "bounds must increase"
+        );
+        assert!(Histogram::parse("1 10 1 5 5 extra").is_none());
+        assert!(Histogram::parse("1 10 -1 5 5").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let t = table();
+            if let Ok(r) = split_line(&bytes) {
+                let _ = validate(&t, &r.values);
+            }
+            let mut v = Vec::new();
+            let _ = split_line_into(&bytes, &mut v);
+        }
+
+        #[test]
+        fn roundtrips_pipe_free_values(vals in proptest::collection::vec("[a-z0-9 .]{0,12}", 1..20)) {
+            let line = format!("|x|{}|", vals.join("|"));
+            let r = split_line(line.as_bytes()).expect("well-formed");
+            proptest::prop_assert_eq!(r.table, "x");
+            proptest::prop_assert_eq!(r.values, vals.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! `system_tcp`: one record per TCP socket from `/proc/net/tcp` and
+//! `/proc/net/tcp6`, at most [`MAX_SOCKETS`] per period.
+//!
+//! The kernel lists listening sockets first, so under the cap the listeners
+//! are always reported. Records are keyed by the address and port pair; two
+//! sockets sharing it (e.g. `SO_REUSEPORT` listeners) share one series.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use super::{io_error, Collect, Periodic, PROC_ROOT};
+use crate::api::{Emitter, Probe, ProbeError};
+
+/// Probe name.
+pub const PROBE: &str = "system_tcp";
+/// Table name (`meta/system_tcp.meta`).
+pub const TABLE: &str = "system_tcp";
+/// Most sockets reported per period, IPv4 and IPv6 together.
+pub const MAX_SOCKETS: usize = 4096;
+
+/// Fields in meta order: four keys, the seed's `st` and `retrnsmt` gauges,
+/// then extras.
+pub const FIELDS: &[&str] = &[
+    "local_address",
+    "local_port",
+    "rem_address",
+    "rem_port",
+    "st",
+    "retrnsmt",
+    "tx_queue",
+    "rx_queue",
+    "uid",
+    "inode",
+];
+
+/// Byte order of the kernel that wrote the file: it prints each 32-bit word
+/// of an address as a host-order integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteOrder {
+    /// x86, arm64, riscv, ...
+    Little,
+    /// s390x, ...
+    Big,
+}
+
+impl ByteOrder {
+    /// The byte order of this machine, and so of its kernel.
+    pub const NATIVE: Self = if cfg!(target_endian = "big") {
+        Self::Big
+    } else {
+        Self::Little
+    };
+}
+
+/// One line of `/proc/net/tcp{,6}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// Local address.
+    pub local: IpAddr,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote address (unspecified for a listener).
+    pub remote: IpAddr,
+    /// Remote port (0 for a listener).
+    pub remote_port: u16,
+    /// Kernel TCP state number (1 ESTABLISHED .. 10 LISTEN, 11 CLOSING).
+    pub state: u8,
+    /// Send queue bytes (for a listener: 0).
+    pub tx_queue: u32,
+    /// Receive queue bytes (for a listener: the accept backlog).
+    pub rx_queue: u32,
+    /// Unrecovered retransmission timeouts.
+    pub retransmits: u32,
+    /// Owner's user id.
+    pub uid: u32,
+    /// Socket inode (0 for TIME_WAIT).
+    pub inode: u64,
+}
+
+/// A whole hexadecimal number of at most 8 digits (no sign, no prefix).
+fn hex_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
+}
+
+/// Decodes an address: 8 hex digits for IPv4 or 32 for IPv6, each group of
+/// 8 being a 32-bit word printed in the kernel's byte order.
+pub fn decode_addr(hex: &str, order: ByteOrder) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let v = hex_u32(hex.get(i * 8..i * 8 + 8)?)?;
+        Some(match order {
+            ByteOrder::Little => v.to_le_bytes(),
+            ByteOrder::Big => v.to_be_bytes(),
+        })
+    };
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                chunk.copy_from_slice(&word(i)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// Decodes `ADDR:PORT` (port in hex).
+fn decode_endpoint(s: &str, order: ByteOrder) -> Option<(IpAddr, u16)> {
+    let (addr, port) = s.split_once(':')?;
+    if port.len() != 4 {
+        return None;
+    }
+    Some((
+        decode_addr(addr, order)?,
+        u16::try_from(hex_u32(port)?).ok()?,
+    ))
+}
+
+/// Parses one socket line. `None` for the header line and for anything
+/// malformed.
+pub fn parse_tcp_line(line: &str, order: ByteOrder) -> Option<TcpSocket> {
+    let mut w = line.split_whitespace();
+    let slot = w.next()?;
+    if !slot
+        .strip_suffix(':')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (local, local_port) = decode_endpoint(w.next()?, order)?;
+    let (remote, remote_port) = decode_endpoint(w.next()?, order)?;
+    let state = u8::try_from(hex_u32(w.next()?)?).ok()?;
+    let (tx, rx) = w.next()?.split_once(':')?;
+    let (tx_queue, rx_queue) = (hex_u32(tx)?, hex_u32(rx)?);
+    let _timer = w.next()?;
+    let retransmits = hex_u32(w.next()?)?;
+    let uid = w.next()?.parse().ok()?;
+    let _timeout = w.next()?;
+    let inode = w.next()?.parse().ok()?;
+    Some(TcpSocket {
+        local,
+        local_port,
+        remote,
+        remote_port,
+        state,
+        tx_queue,
+        rx_queue,
+        retransmits,
+        uid,
+        inode,
+    })
+}
+
+/// The sockets of a whole file's text (the first line is the header).
+pub fn parse_tcp(text: &str, order: ByteOrder) -> impl Iterator<Item = TcpSocket> + '_ {
+    text.lines()
+        .skip(1)
+        .filter_map(move |l| parse_tcp_line(l, order))
+}
+
+/// The record for one socket. Addresses are dotted IPv4 or RFC 5952 IPv6
+/// text (`::1`, `::ffff:127.0.0.1`), numbers in decimal.
+pub fn record_values(s: &TcpSocket) -> Vec<String> {
+    vec![
+        s.local.to_string(),
+        s.local_port.to_string(),
+        s.remote.to_string(),
+        s.remote_port.to_string(),
+        s.state.to_string(),
+        s.retransmits.to_string(),
+        s.tx_queue.to_string(),
+        s.rx_queue.to_string(),
+        s.uid.to_string(),
+        s.inode.to_string(),
+    ]
+}
+
+/// Streams `<root>/net/tcp` and `<root>/net/tcp6` each period, line by
+/// line, so memory stays small however many sockets there are.
+#[derive(Debug)]
+pub struct TcpCollector {
+    tcp: PathBuf,
+    tcp6: PathBuf,
+    order: ByteOrder,
+    line: String,
+    warned: bool,
+}
+
+impl TcpCollector {
+    /// A collector for the proc filesystem at `root`, on this machine's byte
+    /// order.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            tcp: root.join("net/tcp"),
+            tcp6: root.join("net/tcp6"),
+            order: ByteOrder::NATIVE,
+            line: String::with_capacity(256),
+            warned: false,
+        }
+    }
+}
+
+/// Emits the sockets of one file, at most `room`, reading it line by line
+/// into `line`; returns how many were emitted and whether more were left. A
+/// missing file counts as empty when `optional` (`tcp6` without IPv6).
+fn emit_file(
+    path: &Path,
+    optional: bool,
+    room: usize,
+    order: ByteOrder,
+    line: &mut String,
+    emitter: &Emitter,
+) -> Result<(usize, bool), ProbeError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if optional && e.kind() == ErrorKind::NotFound => return Ok((0, false)),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    let mut reader = BufReader::with_capacity(16 * 1024, file);
+    let (mut emitted, mut skipped) = (0usize, 0usize);
+    let mut header = true;
+    loop {
+        line.clear();
+        if reader.read_line(line).map_err(|e| io_error(path, e))? == 0 {
+            break;
+        }
+        if std::mem::take(&mut header) {
+            continue;
+        }
+        let Some(sock) = parse_tcp_line(line, order) else {
+            skipped += 1;
+            continue;
+        };
+        if emitted == room {
+            return Ok((emitted, true));
+        }
+        emitter.record(TABLE, record_values(&sock));
+        emitted += 1;
+    }
+    if skipped > 0 {
+        tracing::debug!(probe = PROBE, path = %path.display(), skipped, "malformed socket lines skipped");
+    }
+    Ok((emitted, false))
+}
+
+impl Collect for TcpCollector {
+    fn collect(&mut self, emitter: &Emitter) -> Result<(), ProbeError> {
+        let (n4, mut capped) = emit_file(
+            &self.tcp,
+            false,
+            MAX_SOCKETS,
+            self.order,
+            &mut self.line,
+            emitter,
+        )?;
+        if !capped {
+            let room = MAX_SOCKETS.saturating_sub(n4);
+            capped = emit_file(&self.tcp6, true, room, self.order, &mut self.line, emitter)?.1;
+        }
+        if capped && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                probe = PROBE,
+                cap = MAX_SOCKETS,
+                "more TCP sockets than the per-period cap; the rest are not reported"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Builds the probe over the real `/proc`.
+pub fn build() -> Box<dyn Probe> {
+    Periodic::boxed(PROBE, &[TABLE], TcpCollector::new(Path::new(PROC_ROOT)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::test_support::{check_meta, drain, emitter, fixture_root};
+
+    const TCP: &str = include_str!("../../../tests/data/proc/net/tcp");
+    const TCP6: &str = include_str!("../../../tests/data/proc/net/tcp6");
+
+    fn rows(text: &str) -> Vec<Vec<String>> {
+        parse_tcp(text, ByteOrder::Little)
+            .map(|s| record_values(&s))
+            .collect()
+    }
+
+    #[test]
+    fn meta_matches_fields() {
+        check_meta(include_str!("../../../meta/system_tcp.meta"), TABLE, FIELDS);
+    }
+
+    #[test]
+    fn parses_ipv4_fixture() {
+        // Fixture from an x86_64 kernel: listeners first, an established pair
+        // with 100 unread bytes, a v4 client of a dual-stack listener, a TIME_WAIT.
+        let want: [[&str; 10]; 6] = [
+            [
+                "127.0.0.1",
+                "8080",
+                "0.0.0.0",
+                "0",
+                "10",
+                "0",
+                "0",
+                "0",
+                "0",
+                "8439",
+            ],
+            [
+                "0.0.0.0", "2024", "0.0.0.0", "0", "10", "0", "0", "0", "0", "548",
+            ],
+            [
+                "127.0.0.1",
+                "60152",
+                "127.0.0.1",
+                "6443",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "8446",
+            ],
+            [
+                "127.0.0.1",
+                "8080",
+                "127.0.0.1",
+                "55762",
+                "1",
+                "0",
+                "0",
+                "100",
+                "0",
+                "8441",
+            ],
+            [
+                "127.0.0.1",
+                "55762",
+                "127.0.0.1",
+                "8080",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "8440",
+            ],
+            [
+                "127.0.0.1",
+                "55776",
+                "127.0.0.1",
+                "8080",
+                "6",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+        ];
+        assert_eq!(rows(TCP), want);
+    }
+
+    #[test]
+    fn parses_ipv6_fixture_with_loopback_and_v4_mapped() {
+        let want: [[&str; 10]; 5] = [
+            ["::1", "9090", "::", "0", "10", "0", "0", "0", "0", "8442"],
+            ["::", "6443", "::", "0", "10", "0", "0", "0", "0", "8445"],
+            [
+                "::1", "53664", "::1", "9090", "1", "0", "0", "0", "0", "8443",
+            ],
+            [
+                "::ffff:127.0.0.1",
+                "6443",
+                "::ffff:127.0.0.1",
+                "60152",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "8447",
+            ],
+            [
+                "::1", "9090", "::1", "53664", "1", "0", "0", "0", "0", "8444",
+            ],
+        ];
+        assert_eq!(rows(TCP6), want);
+    }
+
+    #[test]
+    fn decodes_both_byte_orders() {
+        use ByteOrder::{Big, Little};
+        let v4 = |s: &str| Some(IpAddr::V4(s.parse().expect("v4")));
+        let v6 = |s: &str| Some(IpAddr::V6(s.parse().expect("v6")));
+        assert_eq!(decode_addr("0100007F", Little), v4("127.0.0.1"));
+        assert_eq!(decode_addr("7F000001", Big), v4("127.0.0.1"));
+        assert_eq!(decode_addr("0202A8C0", Little), v4("192.168.2.2"));
+        assert_eq!(
+            decode_addr("B80D0120000000000000000001000000", Little),
+            v6("2001:db8::1")
+        );
+        assert_eq!(
+            decode_addr("20010DB8000000000000000000000001", Big),
+            v6("2001:db8::1")
+        );
+        assert_eq!(
+            decode_addr("0000000000000000FFFF00000100007F", Little),
+            v6("::ffff:127.0.0.1")
+        );
+        assert_eq!(
+            decode_addr("00000000000000000000FFFF7F000001", Big),
+            v6("::ffff:127.0.0.1")
+        );
+        assert_eq!(
+            decode_addr("00000000000000000000000001000000", Little),
+            v6("::1")
+        );
+        let line = "   7: 7F000001:0016 0A000002:C350 01 00000010:00000002 01:00000014 00000003  1000        0 4242 1 0 20 4 30 10 -1";
+        let s = parse_tcp_line(line, Big).expect("big-endian line");
+        assert_eq!(
+            record_values(&s),
+            [
+                "127.0.0.1",
+                "22",
+                "10.0.0.2",
+                "50000",
+                "1",
+                "3",
+                "16",
+                "2",
+                "1000",
+                "4242"
+            ]
+            .map(String::from)
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let bad = [
+            "",
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+            "0: 0100007F:1F90",
+            "0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0",
+            "0: 0100007:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
+            "0: 0100007F:1F9 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
+            "0: +100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
+            "0: 0100007F:1F90 00000000:0000 1FF 00000000:00000000 00:00000000 00000000 0 0 1",
+            "0: 0100007F:1F90 00000000:0000 0A 0000000000:00000000 00:00000000 00000000 0 0 1",
+            "0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 -1 0 1",
+            "x: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
+            "0: 0100007F\u{e9}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
+            "0: 0000000000000000FFFF00000100007:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
+        ];
+        for line in bad {
+            assert_eq!(parse_tcp_line(line, ByteOrder::Little), None, "{line:?}");
+        }
+        let ok = "0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1";
+        assert!(parse_tcp_line(ok, ByteOrder::Little).is_some());
+    }
+
+    #[test]
+    fn collects_both_files_from_a_proc_root() {
+        let mut c = TcpCollector::new(&fixture_root());
+        c.order = ByteOrder::Little;
+        let (em, rx) = emitter(64);
+        c.collect(&em).expect("collect");
+        let recs = drain(&rx);
+        assert_eq!(recs.len(), 11);
+        assert!(recs
+            .iter()
+            .all(|(t, v)| *t == TABLE && v.len() == FIELDS.len()));
+        assert!(!c.warned);
+    }
+
+    #[test]
+    fn missing_tcp6_is_empty_but_missing_tcp_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("net")).expect("mkdir");
+        let mut c = TcpCollector::new(dir.path());
+        let (em, _rx) = emitter(4);
+        match c.collect(&em) {
+            Err(ProbeError::Io { path, .. }) => assert!(path.ends_with("net/tcp"), "{path}"),
+            other => panic!("expected Io, got {other:?}"),
+        }
+        std::fs::write(dir.path().join("net/tcp"), TCP).expect("write");
+        c.order = ByteOrder::Little;
+        let (em, rx) = emitter(16);
+        c.collect(&em).expect("no tcp6 is fine");
+        assert_eq!(drain(&rx).len(), 6);
+    }
+
+    #[test]
+    fn caps_sockets_per_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("net")).expect("mkdir");
+        let mut text = String::from("  sl  local_address rem_address   st\n");
+        for i in 0..MAX_SOCKETS + 10 {
+            text.push_str(&format!(
+                "{i}: 0100007F:{:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 {i} 1 0 100 0 0 10 0\n",
+                i % 65536
+            ));
+        }
+        std::fs::write(dir.path().join("net/tcp"), &text).expect("write tcp");
+        std::fs::write(dir.path().join("net/tcp6"), TCP6).expect("write tcp6");
+        let mut c = TcpCollector::new(dir.path());
+        c.order = ByteOrder::Little;
+        let (em, rx) = emitter(MAX_SOCKETS + 100);
+        c.collect(&em).expect("collect");
+        assert_eq!(drain(&rx).len(), MAX_SOCKETS);
+        assert!(c.warned);
+        // The cap also spans both files.
+        std::fs::write(
+            dir.path().join("net/tcp"),
+            text.lines()
+                .take(MAX_SOCKETS - 1)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .expect("write tcp");
+        c.warned = false;
+        c.collect(&em).expect("collect");
+        assert_eq!(drain(&rx).len(), MAX_SOCKETS);
+        assert!(c.warned);
+    }
+}

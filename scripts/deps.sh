@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the build, `make run`, the tests or the benchmarks need, and
+# only what is missing, so a second run is fast. Usage: scripts/deps.sh run|test|bench
+set -euo pipefail
+what=${1:-test}
+
+need_apt=()
+want() { # want <command> <debian package>
+    command -v "$1" >/dev/null 2>&1 || need_apt+=("$2")
+}
+
+want cc gcc
+want curl curl
+want pkg-config pkg-config
+case "$what" in
+    run) ;;
+    test)
+        want promtool prometheus
+        ;;
+    bench)
+        want promtool prometheus
+        [ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
+        ;;
+    *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+esac
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: missing ${need_apt[*]} and not root: install them with apt-get" >&2
+        exit 1
+    fi
+    echo "deps: installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # The Debian packages start their services; we run our own instances.
+    for svc in prometheus prometheus-node-exporter; do
+        if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+        pkill -x "$svc" >/dev/null 2>&1 || true
+    done
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "deps: cargo is not on PATH; this machine kind ships a Rust toolchain (rustup) - source ~/.cargo/env" >&2
+    exit 1
+fi

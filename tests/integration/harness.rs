@@ -1,0 +1,321 @@
+//! Starting the real `gala-gopher` binary on a temporary config and talking
+//! to it over real HTTP on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Root of the source tree.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The daemon binary built by `cargo build -p gala-gopher` (`make test`
+/// builds it first). Fails loudly when it is missing.
+pub fn bin() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let p = target.join("debug").join("gala-gopher");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p gala-gopher` first (`make test` does)",
+        p.display()
+    );
+    p
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A temporary agent setup: a directory with meta/, logs and a config.
+#[derive(Debug)]
+pub struct Setup {
+    /// Holds everything; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The web_server port.
+    pub port: u16,
+}
+
+impl Setup {
+    /// A temp dir with `meta/` holding the repo's meta files plus `extra_meta`
+    /// (name, content) files.
+    pub fn new(extra_meta: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = dir.path().join("meta");
+        std::fs::create_dir_all(&meta).expect("meta dir");
+        for e in std::fs::read_dir(repo().join("meta")).expect("repo meta/") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), meta.join(e.file_name())).expect("copy meta");
+        }
+        for (name, content) in extra_meta {
+            std::fs::write(meta.join(name), content).expect("write meta");
+        }
+        Self {
+            dir,
+            port: free_port(),
+        }
+    }
+
+    /// Path inside the setup.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The common TOML head: meta dir, state/log dirs in the temp dir, port,
+    /// fast restarts. Append `[[probes]]`/`[[extend_probes]]` after it.
+    pub fn base_config(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            r#"[global]
+log_level = "debug"
+meta_dir = "{d}/meta"
+state_dir = "{d}/state"
+
+[metric]
+out_channel = "web_server"
+
+[event]
+out_channel = "logs"
+
+[meta]
+out_channel = "logs"
+
+[imdb]
+record_timeout = 60
+
+[web_server]
+port = {port}
+bind_addr = "127.0.0.1"
+
+[logs]
+metric_dir = "{d}/logs/metrics"
+event_dir = "{d}/logs/event"
+meta_dir = "{d}/logs/meta"
+debug_dir = "{d}/logs/debug"
+
+[supervisor]
+restart_max = 3
+restart_backoff_ms = 100
+stop_grace_ms = 2000
+"#,
+            port = self.port
+        )
+    }
+
+    /// Writes an executable shell script into the setup and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+
+    /// Writes `config` to `gala-gopher.toml` and starts the agent on it.
+    pub fn start(&self, config: &str) -> Agent {
+        let cfg = self.path("gala-gopher.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        Agent::spawn(&cfg, self.port, &self.path("agent.log"))
+    }
+}
+
+/// A running agent, killed on drop.
+#[derive(Debug)]
+pub struct Agent {
+    /// The process.
+    pub child: Child,
+    /// The web_server port.
+    pub port: u16,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the binary and waits until it serves HTTP (or exits).
+    pub fn spawn(config: &Path, port: u16, log: &Path) -> Self {
+        let err = std::fs::File::create(log).expect("log file");
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn gala-gopher");
+        let mut a = Self {
+            child,
+            port,
+            log: log.to_path_buf(),
+        };
+        wait_for(Duration::from_secs(20), "the agent to serve :port", || {
+            if let Ok(Some(st)) = a.child.try_wait() {
+                panic!("agent exited early ({st}); log:\n{}", a.log_text());
+            }
+            http_get(port, "/metrics")
+                .ok()
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        });
+        a
+    }
+
+    /// One scrape of /metrics; panics unless it is a 200.
+    pub fn scrape(&self) -> String {
+        let (status, body) = http_get(self.port, "/metrics").expect("scrape");
+        assert_eq!(status, 200, "scrape status; body: {body}");
+        body
+    }
+
+    /// The agent's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: plain kill(2) of our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "agent ignored SIGTERM; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Value of the exposition series whose line starts with `prefix`
+/// (metric name and labels up to a point).
+pub fn series_value(expo: &str, prefix: &str) -> Option<f64> {
+    expo.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `promtool check metrics` on `expo`; returns (exit code, output).
+pub fn promtool(expo: &str) -> (i32, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is required for this test: `make test` installs it (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(expo.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The state of each process in `pids` that still exists and is not a zombie.
+pub fn live_pids(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            !stat.is_empty() && state != "Z"
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `gala-gopher` binary on temporary configs,
+//! scraped over real HTTP and checked with the real `promtool`.
+
+#![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
+
+mod harness;
+
+mod agent;
+mod bad_input;
