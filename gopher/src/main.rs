@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use gopher::config::Config;
 use gopher::daemon::{self, Daemon};
+use gopher::export::logfile::RotatingFile;
 
 /// The gala-gopher node agent: runs probes, keeps their live series and
 /// exports them to Prometheus, log files (and Kafka).
@@ -87,17 +88,29 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs go to stderr (the journal under systemd), or to
+/// `logs.debug_dir/<global.log_file_name>` rotated like the other log files.
+fn init_logging(cfg: &Config) -> Result<(), String> {
+    let level = &cfg.global.log_level;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOPHER_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "warn,gopher={level},gala_gopher={level},gopher_probes={level}"
-        ))
+        tracing_subscriber::EnvFilter::new(format!("warn,gopher={level},gala_gopher={level},gopher_probes={level}"))
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match &cfg.global.log_file_name {
+        None => builder.with_writer(std::io::stderr).init(),
+        Some(name) => {
+            let path = cfg.logs.debug_dir.join(name);
+            let (dir, file) = match (path.parent(), path.file_name()) {
+                (Some(d), Some(f)) => (d.to_path_buf(), f.to_string_lossy().into_owned()),
+                _ => return Err(format!("global.log_file_name: `{name}` is not a file name")),
+            };
+            let max = cfg.logs.max_file_size_mb.saturating_mul(1024 * 1024);
+            let f = RotatingFile::open(&dir, &file, max, cfg.logs.max_files)
+                .map_err(|e| format!("global.log_file_name: cannot open {}: {e}", path.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+        }
+    }
+    Ok(())
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -108,7 +121,10 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.global.log_level);
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("{}: {e}", cfg.source.display());
+        return ExitCode::from(2);
+    }
     let addr = std::net::SocketAddr::new(cfg.web_server.bind_addr, cfg.web_server.port);
     let listener = match daemon::bind_http(addr) {
         Ok(l) => l,

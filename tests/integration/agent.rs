@@ -130,10 +130,10 @@ fn native_probes_report_the_seed_os_tables() {
 #[test]
 fn logs_channel_writes_json_lines() {
     let s = Setup::new(&[("demo_app.meta", DEMO_META)]);
-    let cfg = s.base_config().replace(
-        "[metric]\nout_channel = \"web_server\"",
-        "[metric]\nout_channel = \"logs\"",
-    );
+    let cfg = s
+        .base_config()
+        .replace("[metric]\nout_channel = \"web_server\"", "[metric]\nout_channel = \"logs\"")
+        .replace("log_level = \"debug\"", "log_level = \"debug\"\nlog_file_name = \"gopher.log\"");
     let script = s.script(
         "demo.sh",
         "echo '|demo_app|100|nginx|42|3|'\nexec sleep 600",
@@ -165,6 +165,9 @@ fn logs_channel_writes_json_lines() {
     assert_eq!(m["keys"], serde_json::json!(["pid"]));
     assert_eq!(m["labels"], serde_json::json!(["comm"]));
     assert_eq!(m["metrics"], serde_json::json!(["requests", "inflight"]));
+    // global.log_file_name sends the agent's own log to logs.debug_dir.
+    let own_log = std::fs::read_to_string(s.path("logs/debug/gopher.log")).unwrap();
+    assert!(own_log.contains("gala-gopher started"), "{own_log}");
 }
 
 #[test]

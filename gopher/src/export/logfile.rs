@@ -97,6 +97,29 @@ impl RotatingFile {
     }
 }
 
+/// Appends raw bytes (the agent's own log lines), rotating by size and
+/// flushing each write so nothing waits in a buffer.
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = buf.len() as u64;
+        if self.written > 0 && self.written + len > self.max_bytes {
+            self.rotate()?;
+        }
+        if self.out.is_none() {
+            self.reopen()?;
+        }
+        let out = self.out.as_mut().ok_or_else(|| std::io::Error::other("log file not open"))?;
+        out.write_all(buf)?;
+        out.flush()?;
+        self.written += len;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        RotatingFile::flush(self)
+    }
+}
+
 fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::NotFound {
         Ok(())
