@@ -89,6 +89,15 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn count(ps: &ProbeStats, res: Result<(), Reject>) {
+    match res {
+        Ok(()) => {
+            ps.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(why) => ps.reject(why),
+    }
+}
+
 impl Ingress {
     /// An ingress writing into `store`.
     pub fn new(registry: Arc<MetaRegistry>, store: Arc<TableStore>, stats: Arc<Stats>) -> Self {
@@ -136,42 +145,31 @@ impl Ingress {
         let ps = self.probe_stats(&item.probe);
         let res = match &item.payload {
             Payload::Line(line) => {
-                let mut values: Vec<&str> = std::mem::take(&mut self.scratch);
-                let res = match record::split_line_into(line, &mut values) {
-                    Ok(table) => self.accept(table, &values, now, ts_ms),
-                    Err(Reject::NotARecord) => {
-                        tracing::debug!(probe = %item.probe, line = %String::from_utf8_lossy(line), "probe output that is not a record");
-                        Err(Reject::NotARecord)
-                    }
-                    Err(e) => Err(e),
-                };
-                self.scratch = recycle(values);
+                let res = self.line(line, now, ts_ms);
+                if res == Err(Reject::NotARecord) {
+                    tracing::debug!(probe = %item.probe, line = %String::from_utf8_lossy(line), "probe output that is not a record");
+                }
                 res
             }
             Payload::Record { table, values } => self.accept(table, values, now, ts_ms),
         };
-        match res {
-            Ok(()) => {
-                ps.accepted.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(why) => ps.reject(why),
-        }
+        count(&ps, res);
     }
 
     /// Ingests one protocol line for `ps` (the benchmarked hot path).
     pub fn ingest_line(&mut self, ps: &ProbeStats, line: &[u8], now: Instant, ts_ms: u64) {
+        let res = self.line(line, now, ts_ms);
+        count(ps, res);
+    }
+
+    fn line(&mut self, line: &[u8], now: Instant, ts_ms: u64) -> Result<(), Reject> {
         let mut values: Vec<&str> = std::mem::take(&mut self.scratch);
         let res = match record::split_line_into(line, &mut values) {
             Ok(table) => self.accept(table, &values, now, ts_ms),
             Err(e) => Err(e),
         };
         self.scratch = recycle(values);
-        match res {
-            Ok(()) => {
-                ps.accepted.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(why) => ps.reject(why),
-        }
+        res
     }
 
     fn accept<S: AsRef<str>>(
