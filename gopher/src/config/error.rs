@@ -57,11 +57,12 @@ impl ConfigProblem {
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
+        match (self.file.as_os_str().is_empty(), self.line) {
+            (false, Some(line)) => write!(f, "{}:{line}: ", self.file.display())?,
+            (false, None) => write!(f, "{}: ", self.file.display())?,
+            (true, Some(line)) => write!(f, "line {line}: ")?,
+            (true, None) => {}
         }
-        f.write_str(": ")?;
         if let Some(key) = &self.key {
             write!(f, "key `{key}`: ")?;
         }

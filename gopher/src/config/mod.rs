@@ -383,8 +383,9 @@ impl Default for RestApiServer {
     }
 }
 
-/// `[kafka]`: the producer shared by the kafka channels.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[kafka]`: the producer shared by the kafka channels. Its `Debug` output
+/// hides the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Kafka {
     /// Bootstrap brokers, `host:port[,host:port]`.
@@ -411,6 +412,28 @@ pub struct Kafka {
     pub kafka_topic: Ignored,
     /// V0 `switch` (now the channels' `out_channel`): accepted and ignored.
     pub switch: Ignored,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka")
+            .field("kafka_broker", &self.kafka_broker)
+            .field("batch_num_messages", &self.batch_num_messages)
+            .field("compression_codec", &self.compression_codec)
+            .field(
+                "queue_buffering_max_messages",
+                &self.queue_buffering_max_messages,
+            )
+            .field(
+                "queue_buffering_max_kbytes",
+                &self.queue_buffering_max_kbytes,
+            )
+            .field("queue_buffering_max_ms", &self.queue_buffering_max_ms)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Kafka {
@@ -586,3 +609,6 @@ impl Config {
         validate::validate(self)
     }
 }
+
+#[cfg(test)]
+mod tests;

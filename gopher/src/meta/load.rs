@@ -697,14 +697,17 @@ fn key_names(t: &Table) -> Vec<&str> {
         .collect()
 }
 
+/// (table index, field index) of a field.
+type FieldAt = (usize, usize);
+
 /// The rules across tables: unique table names, identical keys per entity,
 /// field names unique within an entity. Returns the tables that pass.
 fn check_tables(parsed: Vec<Parsed>, errors: &mut Vec<MetaError>) -> Vec<Table> {
     let (tables, field_lines): (Vec<Table>, Vec<Vec<usize>>) =
         parsed.into_iter().map(|p| (p.table, p.field_lines)).unzip();
     let mut by_name: HashMap<String, usize> = HashMap::new();
-    // entity -> (index of its first table, field name -> (table index, field index)).
-    let mut entities: HashMap<String, (usize, HashMap<String, (usize, usize)>)> = HashMap::new();
+    // entity -> (index of its first table, field name -> where it was first declared).
+    let mut entities: HashMap<String, (usize, HashMap<String, FieldAt>)> = HashMap::new();
     let mut keep = vec![true; tables.len()];
     for (ti, t) in tables.iter().enumerate() {
         if let Some(&first) = by_name.get(&t.name) {
@@ -1102,5 +1105,31 @@ mod tests {
             ),
             "{errors:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn parse_meta_never_panics(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "version = \"1\"\n", "measurements: (", ")", "{", "}", ",", "table_name: \"t\",",
+                    "name: \"event\",", "entity_name: \"e\",", "fields: (", "{ type: \"key\", name: \"k\" }",
+                    "{ type: \"gauge\", name: \"k\" }", "{ type: \"Unknown\", name: \"l\" }", "type: 5,", "x = 1;",
+                ]),
+                0..40,
+            )
+        ) {
+            let _ = parse_meta(Path::new("p.meta"), &parts.concat());
+        }
+
+        #[test]
+        fn parse_meta_never_panics_on_text(s in "\\PC*") {
+            let _ = parse_meta(Path::new("p.meta"), &s);
+        }
     }
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The benchmarks (`make bench`): ingestion against a naive peer, and the
+# daemon beside Prometheus node_exporter. Each prints ratios against its peer
+# run in this same job; see bench/RESULTS.md.
+# Outputs (scrapes, logs, the full text of both runs) go to target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+out=${BENCH_OUT:-target/bench}
+mkdir -p "$out"
+
+$CARGO build --release -p gala-gopher -p gopher-bench
+target=${CARGO_TARGET_DIR:-target}/release
+
+echo "== machine"
+echo "nproc $(nproc); $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'); kernel $(uname -r); $(grep MemTotal /proc/meminfo | tr -s ' ')"
+
+echo "== ingestion (one core): gala-gopher ingress vs a naive split + HashMap"
+"$target/ingest" "$@" | tee "$out/ingest.txt"
+
+echo "== gala-gopher beside node_exporter (127.0.0.1, about 100 s)"
+"$target/peer" --gopher "$target/gala-gopher" --out-dir "$out" | tee "$out/peer.txt"
+
+if command -v promtool >/dev/null 2>&1 && [ -s "$out/gala-gopher-scrape.txt" ]; then
+    echo "== promtool check metrics on a gala-gopher scrape"
+    rc=0
+    promtool check metrics <"$out/gala-gopher-scrape.txt" || rc=$?
+    case $rc in
+        0) echo "promtool: clean" ;;
+        3) echo "promtool: lint findings only (exit 3)" ;;
+        *) echo "promtool: parse error (exit $rc)"; exit 1 ;;
+    esac
+fi

@@ -1,0 +1,551 @@
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn load(path: &Path) -> Config {
+    match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A source path whose directory has no `../meta`, so meta_dir takes the installed default.
+const SRC: &str = "/cfg/gala-gopher.toml";
+const CONF: &str = "/cfg/gala-gopher.conf";
+
+fn toml_ok(src: &str) -> Config {
+    match Config::from_toml_str(src, Path::new(SRC)) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn toml_err(src: &str) -> Vec<String> {
+    match Config::from_toml_str(src, Path::new(SRC)) {
+        Ok(c) => panic!("unexpectedly valid: {c:?}"),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn conf_err(src: &str) -> Vec<String> {
+    match Config::from_libconfig_str(src, Path::new(CONF)) {
+        Ok(c) => panic!("unexpectedly valid: {c:?}"),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn probe(name: &str, param: &str, switch: Switch) -> ProbeConf {
+    ProbeConf {
+        name: name.into(),
+        param: param.into(),
+        switch,
+        library: None,
+        interval: Ignored,
+    }
+}
+
+#[test]
+fn the_shipped_configs_load_and_agree() {
+    let toml = load(&repo().join("config/gala-gopher.toml"));
+    let conf = load(&repo().join("config/gala-gopher.conf"));
+    assert_ne!(toml.source, conf.source);
+    assert_eq!(
+        Config {
+            source: PathBuf::new(),
+            ..toml.clone()
+        },
+        Config {
+            source: PathBuf::new(),
+            ..conf
+        }
+    );
+
+    // The shipped TOML is the defaults plus the four system probes, reading
+    // the meta files of the source tree.
+    let want = Config {
+        source: repo().join("config/gala-gopher.toml"),
+        global: Global {
+            meta_dir: repo().join("meta"),
+            ..Global::default()
+        },
+        probes: [
+            "system_meminfo",
+            "system_vmstat",
+            "system_inode",
+            "system_tcp",
+        ]
+        .iter()
+        .map(|n| probe(n, "-t 5", Switch::On))
+        .collect(),
+        ..Config::default()
+    };
+    assert_eq!(toml, want);
+    assert!(toml.extend_probes.is_empty());
+    assert_eq!(toml.metric.out_channel, OutChannel::WebServer);
+    assert_eq!(toml.event.out_channel, OutChannel::Logs);
+    assert_eq!(toml.meta.out_channel, OutChannel::Logs);
+}
+
+#[test]
+fn defaults() {
+    let c = Config::default();
+    assert_eq!(
+        c.metric,
+        Channel {
+            out_channel: OutChannel::WebServer,
+            kafka_topic: "gala_gopher".into()
+        }
+    );
+    assert_eq!(
+        c.meta,
+        Channel {
+            out_channel: OutChannel::Logs,
+            kafka_topic: "gala_gopher_metadata".into()
+        }
+    );
+    assert_eq!(
+        (
+            c.event.out_channel,
+            c.event.kafka_topic.as_str(),
+            c.event.timeout
+        ),
+        (OutChannel::Logs, "gala_gopher_event", 600)
+    );
+    assert_eq!(
+        (
+            c.imdb.max_tables_num,
+            c.imdb.max_records_num,
+            c.imdb.max_metrics_num,
+            c.imdb.record_timeout
+        ),
+        (1024, 1024, 64, 60)
+    );
+    assert_eq!(
+        (c.web_server.port, c.web_server.bind_addr),
+        (8888, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    );
+    assert_eq!(c.rest_api_server.port, 9999);
+    assert_eq!(c.kafka.kafka_broker, "localhost:9092");
+    assert_eq!(c.logs.metric_dir, Path::new("/var/log/gala-gopher/metrics"));
+    assert_eq!((c.logs.max_file_size_mb, c.logs.max_files), (16, 5));
+    assert_eq!(
+        (
+            c.supervisor.restart_max,
+            c.supervisor.restart_backoff_ms,
+            c.supervisor.stop_grace_ms
+        ),
+        (3, 1000, 5000)
+    );
+    assert_eq!(c.global.log_level, "info");
+    assert_eq!(c.global.state_dir, Path::new("/var/lib/gala-gopher"));
+    assert_eq!(c.global.pin_path, Path::new("/sys/fs/bpf/gala-gopher"));
+    assert_eq!(c.validate(), Ok(()));
+    // An empty file is the defaults.
+    assert_eq!(
+        toml_ok(""),
+        Config {
+            source: SRC.into(),
+            ..Config::default()
+        }
+    );
+}
+
+#[test]
+fn a_legacy_v1_conf_with_every_section_loads() {
+    let path = repo().join("tests/data/config/legacy_v1.conf");
+    let c = load(&path);
+    assert_eq!(c.global.log_level, "debug");
+    assert_eq!(c.global.log_file_name.as_deref(), Some("gopher.log"));
+    assert!(c.global.rest_api_on);
+    assert_eq!(
+        c.metric,
+        Channel {
+            out_channel: OutChannel::Kafka,
+            kafka_topic: "gala_gopher".into()
+        }
+    );
+    assert_eq!(c.event.out_channel, OutChannel::Kafka);
+    assert_eq!(c.meta.out_channel, OutChannel::Off);
+    assert_eq!(c.imdb.max_records_num, 2048);
+    assert_eq!(c.web_server.bind_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    assert!(!c.web_server.ssl_auth);
+    assert_eq!(c.web_server.private_key, None);
+    assert_eq!(c.kafka.kafka_broker, "10.0.0.1:9092,10.0.0.2:9092");
+    assert_eq!(
+        (c.kafka.username.as_deref(), c.kafka.password.as_deref()),
+        (None, None)
+    );
+    assert_eq!(
+        c.probes,
+        [
+            probe("system_meminfo", "-t 5", Switch::On),
+            probe("system_tcp", "-t 10 -l warn", Switch::Off)
+        ]
+    );
+    assert_eq!(
+        c.extend_probes,
+        [
+            ExtendProbeConf {
+                name: "pg_stat".into(),
+                command: "python3 /opt/gala-gopher/extend_probes/pg_stat_probe.py".into(),
+                param: String::new(),
+                switch: Switch::Auto,
+                start_check: Some("ps -ef | grep postgres | grep -v grep | wc -l".into()),
+                check_type: CheckType::Count,
+            },
+            ExtendProbeConf {
+                name: "redis".into(),
+                command: "python3 /opt/gala-gopher/extend_probes/redis_probe.py".into(),
+                param: "-p 6379".into(),
+                switch: Switch::On,
+                start_check: None,
+                check_type: CheckType::Count,
+            },
+        ]
+    );
+    assert_eq!(c.locations.line("extend_probes[1].param"), Some(120));
+    assert_eq!(c.locations.line("extend_probes[1].nothing"), Some(117));
+}
+
+#[test]
+fn toml_values_and_passthrough() {
+    let c = toml_ok(
+        "[global]\nlog_level = \"WARN\"\n[meta]\nout_channel = \"kafka\"\n[event]\nout_channel = \"\"\n\
+         [kafka.options]\n\"security.protocol\" = \"sasl_plaintext\"\n\
+         [[extend_probes]]\nname = \"x\"\ncommand = \"/bin/x\"\nswitch = \"auto\"\nstart_check = \"echo 1\"\n",
+    );
+    assert_eq!(c.global.log_level, "warn");
+    assert_eq!(
+        c.meta,
+        Channel {
+            out_channel: OutChannel::Kafka,
+            kafka_topic: "gala_gopher_metadata".into()
+        }
+    );
+    assert_eq!(c.event.out_channel, OutChannel::Off);
+    assert_eq!(
+        c.kafka.options.get("security.protocol").map(String::as_str),
+        Some("sasl_plaintext")
+    );
+    assert_eq!(c.extend_probes[0].start_check.as_deref(), Some("echo 1"));
+    assert_eq!(c.locations.line("extend_probes[0].start_check"), Some(13));
+}
+
+// --- validation rules: exact messages with file, line and key -------------
+
+#[test]
+fn port_zero() {
+    assert_eq!(
+        toml_err(
+            "[web_server]\nbind_addr = \"127.0.0.1\"\nport = 0\n[rest_api_server]\nport = 0\n"
+        ),
+        [
+            "/cfg/gala-gopher.toml:3: key `web_server.port`: expected a port 1..65535, got 0",
+            "/cfg/gala-gopher.toml:5: key `rest_api_server.port`: expected a port 1..65535, got 0",
+        ]
+    );
+    assert_eq!(
+        conf_err("web_server = {\n  port = 0;\n};"),
+        ["/cfg/gala-gopher.conf:2: key `web_server.port`: expected a port 1..65535, got 0"]
+    );
+}
+
+#[test]
+fn bad_probe_param() {
+    let src = "[[probes]]\nname = \"a\"\n[[probes]]\nname = \"b\"\nparam = \"-t 5\"\n\
+               [[probes]]\nname = \"c\"\nparam = \"-t 0\"\n[[probes]]\nname = \"d\"\nparam = \"-q\"\n";
+    assert_eq!(
+        toml_err(src),
+        [
+            "/cfg/gala-gopher.toml:8: key `probes[2].param`: option `-t`: `0` is not a number from 1 to 3600",
+            "/cfg/gala-gopher.toml:11: key `probes[3].param`: unknown option `-q` (expected one of -t -s -T -J -O \
+             -D -F -P -l -U -L -c -C -d -p -w -n -m)",
+        ]
+    );
+}
+
+#[test]
+fn extend_probe_rules() {
+    let src = "[[extend_probes]]\nname = \"a\"\ncommand = \"  \"\n\
+               [[extend_probes]]\nname = \"b\"\ncommand = \"/bin/b\"\nswitch = \"auto\"\n\
+               [[extend_probes]]\nname = \"c\"\ncommand = \"/bin/c\"\nswitch = \"auto\"\nstart_check = \"\"\n";
+    assert_eq!(
+        toml_err(src),
+        [
+            "/cfg/gala-gopher.toml:3: key `extend_probes[0].command`: expected a command to run, got an empty string",
+            "/cfg/gala-gopher.toml:4: key `extend_probes[1].start_check`: expected a shell command printing a \
+             count: switch = \"auto\" starts the probe only when it prints a number > 0",
+            "/cfg/gala-gopher.toml:12: key `extend_probes[2].start_check`: expected a shell command printing a \
+             count: switch = \"auto\" starts the probe only when it prints a number > 0",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_probe_names() {
+    let src = "probes = (\n { name = \"tcp\"; },\n { name = \"x\"; },\n { name = \"tcp\"; }\n);\n\
+               extend_probes = (\n { name = \"x\"; command = \"/bin/x\"; },\n { name = \"\"; command = \"/bin/y\"; }\n);";
+    assert_eq!(
+        conf_err(src),
+        [
+            "/cfg/gala-gopher.conf:4: key `probes[2].name`: probe `tcp` is already declared at probes[0] (line 2)",
+            "/cfg/gala-gopher.conf:7: key `extend_probes[0].name`: probe `x` is already declared at probes[1] (line 3)",
+            "/cfg/gala-gopher.conf:8: key `extend_probes[1].name`: expected a probe name, got an empty string",
+        ]
+    );
+}
+
+#[test]
+fn zero_limits() {
+    let src = "[imdb]\nmax_tables_num = 0\nmax_records_num = 0\nmax_metrics_num = 0\nrecord_timeout = 0\n\
+               [logs]\nmax_file_size_mb = 0\nmax_files = 0\n";
+    let msg = "expected a number greater than 0, got 0";
+    assert_eq!(
+        toml_err(src),
+        [
+            format!("/cfg/gala-gopher.toml:2: key `imdb.max_tables_num`: {msg}"),
+            format!("/cfg/gala-gopher.toml:3: key `imdb.max_records_num`: {msg}"),
+            format!("/cfg/gala-gopher.toml:4: key `imdb.max_metrics_num`: {msg}"),
+            format!("/cfg/gala-gopher.toml:5: key `imdb.record_timeout`: {msg}"),
+            format!("/cfg/gala-gopher.toml:7: key `logs.max_file_size_mb`: {msg}"),
+            format!("/cfg/gala-gopher.toml:8: key `logs.max_files`: {msg}"),
+        ]
+    );
+}
+
+#[test]
+fn other_value_rules() {
+    let src = "[global]\nlog_level = \"verbose\"\n[event]\nout_channel = \"web_server\"\n\
+               [metric]\nout_channel = \"kafka\"\nkafka_topic = \"\"\n\
+               [web_server]\nssl_auth = true\n[kafka]\nkafka_broker = \"\"\ncompression_codec = \"brotli\"\n";
+    assert_eq!(
+        toml_err(src),
+        [
+            "/cfg/gala-gopher.toml:2: key `global.log_level`: expected one of trace, debug, info, warn, error, got \
+             `verbose`",
+            "/cfg/gala-gopher.toml:4: key `event.out_channel`: expected \"logs\", \"kafka\" or \"\" (off), got \
+             \"web_server\" (only metrics are served on the web server)",
+            "/cfg/gala-gopher.toml:7: key `metric.kafka_topic`: expected a topic name (out_channel is kafka), got an \
+             empty string",
+            "/cfg/gala-gopher.toml:9: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false",
+            "/cfg/gala-gopher.toml:11: key `kafka.kafka_broker`: expected a broker address host:port (a channel uses \
+             kafka), got an empty string",
+            "/cfg/gala-gopher.toml:12: key `kafka.compression_codec`: expected one of none, gzip, snappy, lz4, zstd, \
+             got `brotli`",
+        ]
+    );
+    assert_eq!(
+        conf_err("rest_api_server = { ssl_auth = \"on\"; };"),
+        ["/cfg/gala-gopher.conf:1: key `rest_api_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"]
+    );
+}
+
+#[test]
+fn unknown_keys_and_sections() {
+    assert_eq!(
+        toml_err("[web_server]\nport = 1\nprot = 2\n[global2]\nx = 1\n"),
+        [
+            "/cfg/gala-gopher.toml:3: key `web_server.prot`: unknown field `prot`, expected one of `port`, \
+             `bind_addr`, `ssl_auth`, `private_key`, `cert_file`, `ca_file`",
+            "/cfg/gala-gopher.toml:4: key `global2`: unknown section `global2`, expected one of global, metric, \
+             event, meta, ingress, egress, imdb, web_server, rest_api_server, kafka, logs, supervisor, probes, \
+             extend_probes",
+        ]
+    );
+    assert_eq!(
+        conf_err("probes = (\n { name = \"a\"; },\n { name = \"b\";\n   swich = \"on\"; }\n);"),
+        [
+            "/cfg/gala-gopher.conf:4: key `probes[1].swich`: unknown field `swich`, expected one of `name`, \
+             `param`, `switch`, `library`, `interval`"
+        ]
+    );
+    assert_eq!(
+        conf_err("metric = { out_chanel = \"logs\"; };"),
+        ["/cfg/gala-gopher.conf:1: key `metric.out_chanel`: unknown field `out_chanel`, expected `out_channel` or \
+          `kafka_topic`"]
+    );
+}
+
+#[test]
+fn wrong_types_and_missing_keys() {
+    assert_eq!(
+        toml_err("[web_server]\nport = \"8888\"\n[imdb]\nrecord_timeout = -1\n[[probes]]\nparam = \"-t 5\"\n"),
+        [
+            "/cfg/gala-gopher.toml:2: key `web_server.port`: invalid type: string \"8888\", expected u16",
+            "/cfg/gala-gopher.toml:4: key `imdb.record_timeout`: invalid value: integer `-1`, expected u64",
+            "/cfg/gala-gopher.toml:5: key `probes[0]`: missing field `name`",
+        ]
+    );
+    assert_eq!(
+        conf_err("web_server = { bind_addr = \"localhost\"; };\nmetric = { out_channel = \"stdout\"; };\n\
+                  probes = ( { name = \"a\"; switch = \"maybe\"; } );\nlogs = 5;\nextend_probes = { };"),
+        [
+            "/cfg/gala-gopher.conf:1: key `web_server.bind_addr`: invalid IP address syntax",
+            "/cfg/gala-gopher.conf:2: key `metric.out_channel`: expected \"web_server\", \"logs\", \"kafka\" or \"\" \
+             (off), got \"stdout\"",
+            "/cfg/gala-gopher.conf:3: key `probes[0].switch`: unknown variant `maybe`, expected one of `on`, `off`, \
+             `auto`",
+            "/cfg/gala-gopher.conf:4: key `logs`: invalid type: integer `5`, expected struct Logs",
+            "/cfg/gala-gopher.conf:5: key `extend_probes`: expected a list of groups, found a group",
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors() {
+    assert_eq!(
+        toml_err("[web_server]\nport = = 1\n"),
+        ["/cfg/gala-gopher.toml:2: extra `=`, expected nothing"]
+    );
+    assert_eq!(
+        conf_err("web_server = {\n  port = 8888 8889;\n};"),
+        ["/cfg/gala-gopher.conf:2: column 15: expected `;` or `,` after setting `port`, found `8889`"]
+    );
+    assert_eq!(
+        conf_err("@include \"more.conf\""),
+        ["/cfg/gala-gopher.conf:1: column 1: `@include` is not supported: copy the included settings into this file"]
+    );
+}
+
+#[test]
+fn validate_is_pure_and_reports_everything() {
+    let mut c = Config::default();
+    c.web_server.port = 0;
+    c.imdb.record_timeout = 0;
+    c.probes.push(probe("x", "-t", Switch::On));
+    let e = match c.validate() {
+        Ok(()) => panic!("valid"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        e,
+        "key `imdb.record_timeout`: expected a number greater than 0, got 0\n\
+         key `web_server.port`: expected a port 1..65535, got 0\n\
+         key `probes[0].param`: option `-t` needs a value"
+    );
+}
+
+#[test]
+fn meta_dir_resolution() {
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    };
+    let write = |p: &Path, s: &str| {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).ok();
+        }
+        if let Err(e) = std::fs::write(p, s) {
+            panic!("{}: {e}", p.display());
+        }
+    };
+    let cfg = tmp.path().join("config/gala-gopher.toml");
+    write(&cfg, "");
+    // No sibling meta/ directory yet: the installed default.
+    assert_eq!(load(&cfg).global.meta_dir, default_meta_dir(None));
+    // A sibling meta/ without .meta files is not used either.
+    std::fs::create_dir_all(tmp.path().join("meta")).ok();
+    assert_eq!(load(&cfg).global.meta_dir, default_meta_dir(None));
+    // Running from a source tree: config/gala-gopher.toml -> meta/.
+    write(&tmp.path().join("meta/a.meta"), "");
+    assert_eq!(load(&cfg).global.meta_dir, tmp.path().join("meta"));
+    // A relative meta_dir is resolved against the config file's directory.
+    write(&cfg, "[global]\nmeta_dir = \"my-meta\"\n");
+    assert_eq!(
+        load(&cfg).global.meta_dir,
+        tmp.path().join("config/my-meta")
+    );
+    write(&cfg, "[global]\nmeta_dir = \"/abs/meta\"\n");
+    assert_eq!(load(&cfg).global.meta_dir, Path::new("/abs/meta"));
+}
+
+#[test]
+fn load_picks_the_format() {
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    };
+    let conf_text = "web_server = { port = 1234; };";
+    let toml_text = "[web_server]\nport = 4321\n";
+    for (name, text, port) in [
+        ("a.conf", conf_text, 1234),
+        ("a.toml", toml_text, 4321),
+        ("sniffed-libconfig", conf_text, 1234),
+        ("sniffed-toml", toml_text, 4321),
+    ] {
+        let p = tmp.path().join(name);
+        if let Err(e) = std::fs::write(&p, text) {
+            panic!("{e}");
+        }
+        assert_eq!(load(&p).web_server.port, port, "{name}");
+        assert_eq!(load(&p).source, p);
+    }
+    let missing = tmp.path().join("missing.toml");
+    let e = match Config::load(&missing) {
+        Ok(_) => panic!("loaded a missing file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.starts_with(&format!(
+            "{}: cannot read the config file: ",
+            missing.display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn kafka_password_is_not_in_debug_output() {
+    let c = toml_ok("[kafka]\nusername = \"u\"\npassword = \"s3cret\"\n");
+    assert_eq!(c.kafka.password.as_deref(), Some("s3cret"));
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("s3cret") && dbg.contains("<hidden>"), "{dbg}");
+}
+
+#[test]
+fn legacy_spellings() {
+    let c = match Config::from_libconfig_str(
+        "global = { log_level = \"ERROR\"; log_file_name = \"\"; rest_api_on = \"on\"; };\n\
+         web_server = { ssl_auth = \"OFF\"; ca_file = \"\"; };\n\
+         kafka = { kafka_topic = \"old\"; switch = \"on\"; };\n\
+         probes = ( { name = \"a\"; interval = 1; library = \"\"; } );",
+        Path::new(CONF),
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(c.global.log_level, "error");
+    assert_eq!(c.global.log_file_name, None);
+    assert!(c.global.rest_api_on);
+    assert!(!c.web_server.ssl_auth);
+    assert_eq!(c.probes, [probe("a", "", Switch::On)]);
+}
+
+proptest::proptest! {
+    #[test]
+    fn loading_never_panics(s in "\\PC*") {
+        let _ = Config::from_toml_str(&s, Path::new(SRC));
+        let _ = Config::from_libconfig_str(&s, Path::new(CONF));
+    }
+
+    #[test]
+    fn loading_config_like_text_never_panics(
+        parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "[web_server]\n", "port = ", "0", "70000", "\"x\"", "\n", "[[probes]]\n", "name = \"a\"\n",
+                "param = \"-t 0\"\n", "web_server = {", "};", "probes = (", "{ name = \"a\"; }", ",", ");",
+                "switch = \"auto\"", "[global]\n", "meta_dir = \"m\"\n", "true", "[kafka.options]\n",
+            ]),
+            0..24,
+        )
+    ) {
+        let s = parts.concat();
+        let _ = Config::from_toml_str(&s, Path::new(SRC));
+        let _ = Config::from_libconfig_str(&s, Path::new(CONF));
+    }
+}
