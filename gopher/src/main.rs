@@ -93,9 +93,13 @@ fn check_config(path: &Path) -> ExitCode {
 fn init_logging(cfg: &Config) -> Result<(), String> {
     let level = &cfg.global.log_level;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOPHER_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("warn,gopher={level},gala_gopher={level},gopher_probes={level}"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,gopher={level},gala_gopher={level},gopher_probes={level}"
+        ))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match &cfg.global.log_file_name {
         None => builder.with_writer(std::io::stderr).init(),
         Some(name) => {
@@ -105,9 +109,13 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
                 _ => return Err(format!("global.log_file_name: `{name}` is not a file name")),
             };
             let max = cfg.logs.max_file_size_mb.saturating_mul(1024 * 1024);
-            let f = RotatingFile::open(&dir, &file, max, cfg.logs.max_files)
-                .map_err(|e| format!("global.log_file_name: cannot open {}: {e}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            let f = RotatingFile::open(&dir, &file, max, cfg.logs.max_files).map_err(|e| {
+                format!("global.log_file_name: cannot open {}: {e}", path.display())
+            })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
         }
     }
     Ok(())

@@ -205,7 +205,9 @@ impl Rep {
     /// Records per second of this thread's CPU time (robust to a busy
     /// machine, at the 10 ms resolution of procfs ticks).
     fn cpu_rate(&self) -> Option<f64> {
-        self.cpu.filter(|c| !c.is_zero()).map(|c| self.records as f64 / c.as_secs_f64())
+        self.cpu
+            .filter(|c| !c.is_zero())
+            .map(|c| self.records as f64 / c.as_secs_f64())
     }
 
     fn on_cpu(&self) -> Option<f64> {
@@ -375,7 +377,11 @@ fn run() -> anyhow::Result<bool> {
             a / b
         );
     }
-    let min_share = ours.iter().chain(&base).filter_map(Rep::on_cpu).fold(1.0, f64::min);
+    let min_share = ours
+        .iter()
+        .chain(&base)
+        .filter_map(Rep::on_cpu)
+        .fold(1.0, f64::min);
     if min_share < 0.9 {
         println!(
             "ingest: WARNING: the benchmark thread was on a CPU only {:.0}% of the time in some repetition: \

@@ -32,7 +32,12 @@ const CPU_MAX_TIME: Duration = Duration::from_secs(15);
 /// slowest default probe (5 s).
 const WARMUP: Duration = Duration::from_secs(12);
 /// The tables of the default probes; the warm-up waits until each shows.
-const DEFAULT_ENTITIES: [&str; 4] = ["system_meminfo", "system_vmstat", "system_inode", "system_tcp"];
+const DEFAULT_ENTITIES: [&str; 4] = [
+    "system_meminfo",
+    "system_vmstat",
+    "system_inode",
+    "system_tcp",
+];
 
 /// Figures of the legacy C agent, for reference.
 const LEGACY_RSS_MB: f64 = 10.9;
@@ -47,11 +52,14 @@ struct Opts {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn opts() -> anyhow::Result<Opts> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
     let mut o = Opts {
         gopher: target.join("release").join("gala-gopher"),
         node_exporter: PathBuf::from("/usr/bin/prometheus-node-exporter"),
@@ -65,9 +73,14 @@ fn opts() -> anyhow::Result<Opts> {
         match a.as_str() {
             "--gopher" => o.gopher = val("--gopher")?.into(),
             "--node-exporter" => o.node_exporter = val("--node-exporter")?.into(),
-            "--idle-secs" => o.idle = Duration::from_secs(val("--idle-secs")?.parse().context("--idle-secs")?),
+            "--idle-secs" => {
+                o.idle = Duration::from_secs(val("--idle-secs")?.parse().context("--idle-secs")?)
+            }
             "--out-dir" => o.out_dir = Some(val("--out-dir")?.into()),
-            "--budget-secs" => o.budget = Duration::from_secs(val("--budget-secs")?.parse().context("--budget-secs")?),
+            "--budget-secs" => {
+                o.budget =
+                    Duration::from_secs(val("--budget-secs")?.parse().context("--budget-secs")?)
+            }
             "-h" | "--help" => {
                 println!("usage: peer [--gopher PATH] [--node-exporter PATH] [--idle-secs S] [--out-dir DIR] [--budget-secs S]");
                 std::process::exit(0);
@@ -75,7 +88,10 @@ fn opts() -> anyhow::Result<Opts> {
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    for (what, p) in [("gala-gopher", &o.gopher), ("node_exporter", &o.node_exporter)] {
+    for (what, p) in [
+        ("gala-gopher", &o.gopher),
+        ("node_exporter", &o.node_exporter),
+    ] {
         if !p.exists() {
             bail!("{what} binary {} is missing (cargo build --release -p gala-gopher; scripts/deps.sh bench)", p.display());
         }
@@ -116,8 +132,14 @@ struct Server {
 }
 
 impl Server {
-    fn start(name: &'static str, mut cmd: Command, port: u16, log: PathBuf) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    fn start(
+        name: &'static str,
+        mut cmd: Command,
+        port: u16,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
         let child = cmd
             .stdin(Stdio::null())
@@ -125,8 +147,16 @@ impl Server {
             .stderr(err)
             .spawn()
             .with_context(|| format!("start {name}"))?;
-        println!("peer: started {name} pid {} on 127.0.0.1:{port}", child.id());
-        Ok(Self { name, child, port, log })
+        println!(
+            "peer: started {name} pid {} on 127.0.0.1:{port}",
+            child.id()
+        );
+        Ok(Self {
+            name,
+            child,
+            port,
+            log,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -139,7 +169,11 @@ impl Server {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{} exited ({st}); its log ends with:\n{}", self.name, tail.join("\n"));
+            bail!(
+                "{} exited ({st}); its log ends with:\n{}",
+                self.name,
+                tail.join("\n")
+            );
         }
         Ok(())
     }
@@ -149,7 +183,10 @@ impl Server {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(3) {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -173,11 +210,16 @@ fn scrape(port: u16) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_nodelay(true)?;
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
     let mut raw = Vec::with_capacity(256 * 1024);
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8(raw).context("response is not UTF-8")?;
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("no end of headers in the response") };
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("no end of headers in the response")
+    };
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
         bail!("HTTP status {status:?}");
@@ -198,19 +240,26 @@ fn unchunk(mut rest: &str) -> anyhow::Result<String> {
     let mut out = String::with_capacity(rest.len());
     loop {
         let (line, after) = rest.split_once("\r\n").context("truncated chunk size")?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .context("bad chunk size")?;
         if size == 0 {
             return Ok(out);
         }
         let data = after.get(..size).context("truncated chunk")?;
         out.push_str(data);
-        rest = after.get(size..).unwrap_or("").strip_prefix("\r\n").context("chunk without CRLF")?;
+        rest = after
+            .get(size..)
+            .unwrap_or("")
+            .strip_prefix("\r\n")
+            .context("chunk without CRLF")?;
     }
 }
 
 /// Series in an exposition: lines that are neither empty nor comments.
 fn series(body: &str) -> usize {
-    body.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count()
+    body.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count()
 }
 
 /// Memory and thread figures from /proc/<pid>/status, in kB.
@@ -224,11 +273,18 @@ struct Mem {
 }
 
 fn mem(pid: u32) -> anyhow::Result<Mem> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("read /proc/{pid}/status"))?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
     let mut m = Mem::default();
     for line in s.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
-        let n = v.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let n = v
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
         match k {
             "VmRSS" => m.rss = n,
             "RssAnon" => m.anon = n,
@@ -246,8 +302,12 @@ fn mem(pid: u32) -> anyhow::Result<Mem> {
 
 /// utime + stime of the whole process (every thread, live or gone), in ticks.
 fn ticks(pid: u32) -> anyhow::Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("read /proc/{pid}/stat"))?;
-    let rest = s.rfind(')').map(|i| &s[i + 1..]).context("malformed stat")?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    let rest = s
+        .rfind(')')
+        .map(|i| &s[i + 1..])
+        .context("malformed stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of stat(5); `rest` starts at field 3.
     let u: u64 = f.get(11).context("no utime")?.parse()?;
@@ -256,8 +316,14 @@ fn ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn clk_tck() -> anyhow::Result<f64> {
-    let o = Command::new("getconf").arg("CLK_TCK").output().context("run getconf CLK_TCK")?;
-    let v: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().context("parse getconf CLK_TCK")?;
+    let o = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("run getconf CLK_TCK")?;
+    let v: f64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .context("parse getconf CLK_TCK")?;
     if v <= 0.0 {
         bail!("CLK_TCK is {v}");
     }
@@ -273,10 +339,15 @@ fn gopher_config(dir: &Path, port: u16) -> anyhow::Result<String> {
     let meta = repo.join("meta");
     let default = repo.join("config").join("gala-gopher.toml");
     if default.exists() {
-        let src = std::fs::read_to_string(&default).with_context(|| format!("read {}", default.display()))?;
-        let mut t: toml::Table = src.parse().with_context(|| format!("parse {}", default.display()))?;
+        let src = std::fs::read_to_string(&default)
+            .with_context(|| format!("read {}", default.display()))?;
+        let mut t: toml::Table = src
+            .parse()
+            .with_context(|| format!("parse {}", default.display()))?;
         let mut set = |section: &str, key: &str, v: toml::Value| {
-            let s = t.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let s = t
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let Some(s) = s.as_table_mut() {
                 s.insert(key.to_owned(), v);
             }
@@ -290,16 +361,26 @@ fn gopher_config(dir: &Path, port: u16) -> anyhow::Result<String> {
         set("logs", "debug_dir", s(format!("{d}/logs/debug")));
         set("web_server", "port", toml::Value::Integer(i64::from(port)));
         set("web_server", "bind_addr", s("127.0.0.1".into()));
-        set("rest_api_server", "port", toml::Value::Integer(i64::from(free_port()?)));
+        set(
+            "rest_api_server",
+            "port",
+            toml::Value::Integer(i64::from(free_port()?)),
+        );
         set("rest_api_server", "bind_addr", s("127.0.0.1".into()));
         if let Some(g) = t.get_mut("global").and_then(toml::Value::as_table_mut) {
             // Log to stderr, which goes to this run's log file.
             g.remove("log_file_name");
         }
-        println!("peer: gala-gopher config derived from {}", default.display());
+        println!(
+            "peer: gala-gopher config derived from {}",
+            default.display()
+        );
         return Ok(toml::to_string(&t)?);
     }
-    println!("peer: {} does not exist; using its documented defaults", default.display());
+    println!(
+        "peer: {} does not exist; using its documented defaults",
+        default.display()
+    );
     let mut c = format!(
         r#"[global]
 log_level = "info"
@@ -331,8 +412,15 @@ debug_dir = "{d}/logs/debug"
 "#,
         meta = meta.display()
     );
-    for (name, param) in [("system_meminfo", ""), ("system_vmstat", ""), ("system_inode", ""), ("system_tcp", "-t 5")] {
-        c.push_str(&format!("\n[[probes]]\nname = \"{name}\"\nparam = \"{param}\"\nswitch = \"on\"\n"));
+    for (name, param) in [
+        ("system_meminfo", ""),
+        ("system_vmstat", ""),
+        ("system_inode", ""),
+        ("system_tcp", "-t 5"),
+    ] {
+        c.push_str(&format!(
+            "\n[[probes]]\nname = \"{name}\"\nparam = \"{param}\"\nswitch = \"on\"\n"
+        ));
     }
     Ok(c)
 }
@@ -403,7 +491,11 @@ fn cpu_run(s: &mut Server, dl: &Deadline) -> anyhow::Result<(usize, u64, Duratio
 }
 
 fn row(name: &str, g: f64, ne: f64, prec: usize) {
-    let ratio = if ne == 0.0 { "n/a".to_owned() } else { format!("{:.2}", g / ne) };
+    let ratio = if ne == 0.0 {
+        "n/a".to_owned()
+    } else {
+        format!("{:.2}", g / ne)
+    };
     println!("{name:<26} gopher {g:>9.prec$}  node_exporter {ne:>9.prec$}  ratio {ratio}");
 }
 
@@ -412,13 +504,20 @@ fn run() -> anyhow::Result<()> {
     let t_start = Instant::now();
     let dl = Deadline(t_start + o.budget);
     let clk = clk_tck()?;
-    let dir = tempfile::Builder::new().prefix("gopher-bench-peer.").tempdir().context("temp dir")?;
+    let dir = tempfile::Builder::new()
+        .prefix("gopher-bench-peer.")
+        .tempdir()
+        .context("temp dir")?;
 
     let gport = free_port()?;
     let nport = free_port()?;
     let cfg = dir.path().join("gala-gopher.toml");
     std::fs::write(&cfg, gopher_config(dir.path(), gport)?).context("write the temp config")?;
-    let check = Command::new(&o.gopher).arg("check-config").arg(&cfg).output().context("run gala-gopher check-config")?;
+    let check = Command::new(&o.gopher)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .context("run gala-gopher check-config")?;
     if !check.status.success() {
         bail!(
             "gala-gopher check-config {} failed:\n{}{}",
@@ -430,10 +529,21 @@ fn run() -> anyhow::Result<()> {
 
     let mut cmd = Command::new(&o.gopher);
     cmd.arg("--config").arg(&cfg).current_dir(dir.path());
-    let mut g = Server::start("gala-gopher", cmd, gport, dir.path().join("gala-gopher.log"))?;
+    let mut g = Server::start(
+        "gala-gopher",
+        cmd,
+        gport,
+        dir.path().join("gala-gopher.log"),
+    )?;
     let mut cmd = Command::new(&o.node_exporter);
-    cmd.arg(format!("--web.listen-address=127.0.0.1:{nport}")).current_dir(dir.path());
-    let mut n = Server::start("node_exporter", cmd, nport, dir.path().join("node_exporter.log"))?;
+    cmd.arg(format!("--web.listen-address=127.0.0.1:{nport}"))
+        .current_dir(dir.path());
+    let mut n = Server::start(
+        "node_exporter",
+        cmd,
+        nport,
+        dir.path().join("node_exporter.log"),
+    )?;
     let started = Instant::now();
 
     // Ready: both answer, and gala-gopher shows every default probe's table.
@@ -453,14 +563,25 @@ fn run() -> anyhow::Result<()> {
         }
         if Instant::now() >= ready_by {
             if gb.is_none() || nb.is_none() {
-                bail!("servers not answering after 20 s (gala-gopher {}, node_exporter {})", gb.is_some(), nb.is_some());
+                bail!(
+                    "servers not answering after 20 s (gala-gopher {}, node_exporter {})",
+                    gb.is_some(),
+                    nb.is_some()
+                );
             }
-            println!("peer: WARNING: gala-gopher shows no series of {} after 20 s", missing.join(", "));
+            println!(
+                "peer: WARNING: gala-gopher shows no series of {} after 20 s",
+                missing.join(", ")
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("peer: both ready after {:.1} s; warming up until {} s", started.elapsed().as_secs_f64(), WARMUP.as_secs());
+    println!(
+        "peer: both ready after {:.1} s; warming up until {} s",
+        started.elapsed().as_secs_f64(),
+        WARMUP.as_secs()
+    );
     std::thread::sleep(WARMUP.saturating_sub(started.elapsed()));
 
     let mut fg = Figures::default();
@@ -470,7 +591,10 @@ fn run() -> anyhow::Result<()> {
 
     // Idle: no scrapes, both side by side.
     if o.idle + Duration::from_secs(30) > dl.left() {
-        bail!("not enough time budget left for {} s of idle measurement", o.idle.as_secs());
+        bail!(
+            "not enough time budget left for {} s of idle measurement",
+            o.idle.as_secs()
+        );
     }
     println!("peer: idle for {} s (no scrapes)", o.idle.as_secs());
     let (g0, n0, t0) = (ticks(g.pid())?, ticks(n.pid())?, Instant::now());
@@ -504,7 +628,10 @@ fn run() -> anyhow::Result<()> {
     }
     g.stop();
     n.stop();
-    let logs: Vec<(&str, String)> = [&g, &n].iter().map(|s| (s.name, std::fs::read_to_string(&s.log).unwrap_or_default())).collect();
+    let logs: Vec<(&str, String)> = [&g, &n]
+        .iter()
+        .map(|s| (s.name, std::fs::read_to_string(&s.log).unwrap_or_default()))
+        .collect();
 
     if let Some(out) = &o.out_dir {
         std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
@@ -517,30 +644,96 @@ fn run() -> anyhow::Result<()> {
     }
 
     println!();
-    println!("peer: CLK_TCK {clk}, idle window {:.1} s, total run {:.0} s", wall.as_secs_f64(), t_start.elapsed().as_secs_f64());
-    row("rss_mb_after_warmup", mb(fg.mem_warm.rss), mb(fnx.mem_warm.rss), 1);
-    row("rss_mb_after_100_scrapes", mb(fg.mem_scraped.rss), mb(fnx.mem_scraped.rss), 1);
-    row("  rss_anon_mb", mb(fg.mem_scraped.anon), mb(fnx.mem_scraped.anon), 1);
-    row("  rss_file_mb", mb(fg.mem_scraped.file), mb(fnx.mem_scraped.file), 1);
-    row("  vm_hwm_mb", mb(fg.mem_scraped.hwm), mb(fnx.mem_scraped.hwm), 1);
-    row("threads", fg.mem_scraped.threads as f64, fnx.mem_scraped.threads as f64, 0);
+    println!(
+        "peer: CLK_TCK {clk}, idle window {:.1} s, total run {:.0} s",
+        wall.as_secs_f64(),
+        t_start.elapsed().as_secs_f64()
+    );
+    row(
+        "rss_mb_after_warmup",
+        mb(fg.mem_warm.rss),
+        mb(fnx.mem_warm.rss),
+        1,
+    );
+    row(
+        "rss_mb_after_100_scrapes",
+        mb(fg.mem_scraped.rss),
+        mb(fnx.mem_scraped.rss),
+        1,
+    );
+    row(
+        "  rss_anon_mb",
+        mb(fg.mem_scraped.anon),
+        mb(fnx.mem_scraped.anon),
+        1,
+    );
+    row(
+        "  rss_file_mb",
+        mb(fg.mem_scraped.file),
+        mb(fnx.mem_scraped.file),
+        1,
+    );
+    row(
+        "  vm_hwm_mb",
+        mb(fg.mem_scraped.hwm),
+        mb(fnx.mem_scraped.hwm),
+        1,
+    );
+    row(
+        "threads",
+        fg.mem_scraped.threads as f64,
+        fnx.mem_scraped.threads as f64,
+        0,
+    );
     row("idle_cpu_pct", fg.idle_pct, fnx.idle_pct, 3);
-    row("  idle_ticks", fg.idle_ticks as f64, fnx.idle_ticks as f64, 0);
+    row(
+        "  idle_ticks",
+        fg.idle_ticks as f64,
+        fnx.idle_ticks as f64,
+        0,
+    );
     row("series_per_scrape", fg.series as f64, fnx.series as f64, 0);
     row("bytes_per_scrape", fg.bytes as f64, fnx.bytes as f64, 0);
-    row("  scrapes_timed", fg.cpu_scrapes as f64, fnx.cpu_scrapes as f64, 0);
-    row("  cpu_ticks_in_run", fg.cpu_ticks as f64, fnx.cpu_ticks as f64, 0);
+    row(
+        "  scrapes_timed",
+        fg.cpu_scrapes as f64,
+        fnx.cpu_scrapes as f64,
+        0,
+    );
+    row(
+        "  cpu_ticks_in_run",
+        fg.cpu_ticks as f64,
+        fnx.cpu_ticks as f64,
+        0,
+    );
     row("cpu_ms_per_scrape", fg.ms_per_scrape, fnx.ms_per_scrape, 3);
-    row("cpu_ms_per_1000_series", fg.ms_per_1000_series(), fnx.ms_per_1000_series(), 3);
-    println!("reference: legacy C gala-gopher: rss_mb {LEGACY_RSS_MB}, idle_cpu_pct {LEGACY_IDLE_PCT}");
+    row(
+        "cpu_ms_per_1000_series",
+        fg.ms_per_1000_series(),
+        fnx.ms_per_1000_series(),
+        3,
+    );
+    println!(
+        "reference: legacy C gala-gopher: rss_mb {LEGACY_RSS_MB}, idle_cpu_pct {LEGACY_IDLE_PCT}"
+    );
     println!("reference: tick resolution: {:.3} ms of CPU per scrape for gopher, {:.3} for node_exporter", 1000.0 / clk / fg.cpu_scrapes.max(1) as f64, 1000.0 / clk / fnx.cpu_scrapes.max(1) as f64);
     println!();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     let rss = mb(fg.mem_scraped.rss);
-    println!("target gala-gopher rss < 10 MB after 100 scrapes: {rss:.1} MB: {}", verdict(rss < 10.0));
-    println!("target gala-gopher idle cpu < 0.1 % of a core: {:.3} %: {}", fg.idle_pct, verdict(fg.idle_pct < 0.1));
+    println!(
+        "target gala-gopher rss < 10 MB after 100 scrapes: {rss:.1} MB: {}",
+        verdict(rss < 10.0)
+    );
+    println!(
+        "target gala-gopher idle cpu < 0.1 % of a core: {:.3} %: {}",
+        fg.idle_pct,
+        verdict(fg.idle_pct < 0.1)
+    );
     let r = fg.ms_per_1000_series() / fnx.ms_per_1000_series();
-    println!("target cpu per 1000 series, gala-gopher / node_exporter < 1: {r:.2}: {}", verdict(r < 1.0));
+    println!(
+        "target cpu per 1000 series, gala-gopher / node_exporter < 1: {r:.2}: {}",
+        verdict(r < 1.0)
+    );
     Ok(())
 }
 

@@ -108,7 +108,10 @@ impl Write for RotatingFile {
         if self.out.is_none() {
             self.reopen()?;
         }
-        let out = self.out.as_mut().ok_or_else(|| std::io::Error::other("log file not open"))?;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("log file not open"))?;
         out.write_all(buf)?;
         out.flush()?;
         self.written += len;

@@ -358,19 +358,25 @@ mod tests {
             .expect("pid number");
         stop.trigger();
         t.join().expect("join").expect("clean stop on shutdown");
-        // Gone, or a zombie waiting for init to reap it.
-        let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("");
-        assert!(
-            stat.is_empty() || state == "Z",
-            "helper {helper} survived shutdown: {stat}"
-        );
+        // Gone, or a zombie waiting for init to reap it; SIGKILL is
+        // delivered asynchronously, so give the kernel a moment.
+        let gone = || {
+            let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            stat.is_empty() || state == "Z"
+        };
+        let t0 = std::time::Instant::now();
+        while !gone() && t0.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "helper {helper} survived shutdown");
     }
 
     #[test]
