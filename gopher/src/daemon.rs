@@ -194,6 +194,7 @@ impl Daemon {
         let shutdown = Shutdown::new();
         let mut workers = Vec::new();
         let mut ingress = Ingress::new(Arc::clone(&meta), Arc::clone(&store), Arc::clone(&stats));
+        ingress.set_event_timeout(Duration::from_secs(cfg.event.timeout));
         let (max_bytes, max_files) = (
             cfg.logs.max_file_size_mb.saturating_mul(1024 * 1024),
             cfg.logs.max_files,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::meta::{MetaRegistry, Table};
 use crate::probe_api::{Emitted, Payload};
@@ -71,7 +71,15 @@ pub struct Ingress {
     key_buf: String,
     /// Reused capacity for the borrowed values of one line.
     scratch: Vec<&'static str>,
+    /// `event.timeout`: an event of the same entity and metric is passed on
+    /// at most once per this period.
+    event_timeout: Duration,
+    /// When each (entity_name, entity_id, metric) was last passed on.
+    event_seen: HashMap<String, Instant>,
 }
+
+/// Most distinct events remembered for de-duplication.
+const EVENT_SEEN_MAX: usize = 16 * 1024;
 
 /// Empties a vector of borrowed strings and gives its allocation back with a
 /// `'static` element type, so it can be kept between lines. (Collecting an
@@ -110,7 +118,15 @@ impl Ingress {
             probes: HashMap::new(),
             key_buf: String::with_capacity(128),
             scratch: Vec::with_capacity(64),
+            event_timeout: Duration::ZERO,
+            event_seen: HashMap::new(),
         }
+    }
+
+    /// Passes an event of the same entity and metric on at most once per
+    /// `timeout` (`event.timeout`); zero passes every event.
+    pub fn set_event_timeout(&mut self, timeout: Duration) {
+        self.event_timeout = timeout;
     }
 
     /// Adds a push exporter of metric records.
@@ -180,7 +196,7 @@ impl Ingress {
         ts_ms: u64,
     ) -> Result<(), Reject> {
         if table == EVENT_TABLE {
-            return self.accept_event(values, ts_ms);
+            return self.accept_event(values, now, ts_ms);
         }
         let idx = self.registry.index_of(table).ok_or(Reject::UnknownTable)?;
         let meta = self.registry.by_index(idx).ok_or(Reject::UnknownTable)?;
@@ -206,12 +222,40 @@ impl Ingress {
         Ok(())
     }
 
-    fn accept_event<S: AsRef<str>>(&mut self, values: &[S], ts_ms: u64) -> Result<(), Reject> {
+    fn accept_event<S: AsRef<str>>(
+        &mut self,
+        values: &[S],
+        now: Instant,
+        ts_ms: u64,
+    ) -> Result<(), Reject> {
         if values.len() != EVENT_FIELDS {
             return Err(Reject::FieldCount);
         }
         if values[0].as_ref().is_empty() {
             return Err(Reject::EmptyKey);
+        }
+        if !self.event_timeout.is_zero() {
+            let key = format!(
+                "{}|{}|{}",
+                values[0].as_ref(),
+                values[1].as_ref(),
+                values[2].as_ref()
+            );
+            if let Some(last) = self.event_seen.get(&key) {
+                if now.saturating_duration_since(*last) < self.event_timeout {
+                    self.stats.events_suppressed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+            if self.event_seen.len() >= EVENT_SEEN_MAX {
+                let timeout = self.event_timeout;
+                self.event_seen
+                    .retain(|_, t| now.saturating_duration_since(*t) < timeout);
+                if self.event_seen.len() >= EVENT_SEEN_MAX {
+                    self.event_seen.clear();
+                }
+            }
+            self.event_seen.insert(key, now);
         }
         let ev = Arc::new(Event {
             values: values.iter().map(|v| v.as_ref().to_owned()).collect(),
@@ -307,6 +351,28 @@ mod tests {
         assert_eq!(rx.try_recv().expect("event").values[11], "too hot");
         assert_eq!(stats.probe("p").rejected(Reject::FieldCount), 1);
         assert!(store.lock(0).expect("t").is_empty());
+    }
+
+    #[test]
+    fn repeated_events_are_suppressed_within_the_timeout() {
+        let (mut ing, _store, stats) = setup();
+        ing.set_event_timeout(Duration::from_secs(600));
+        let (tx, rx) = sync_channel(10);
+        ing.subscribe_events(Subscriber::new(tx, Arc::new(AtomicU64::new(0))));
+        let t0 = Instant::now();
+        let ev = b"|event|proc|42|cpu|42|bash|||||WARN|13|hot|";
+        ing.process(line("p", ev), t0, 1);
+        ing.process(line("p", ev), t0 + Duration::from_secs(10), 2);
+        ing.process(
+            line("p", b"|event|proc|43|cpu|43|bash|||||WARN|13|hot|"),
+            t0,
+            3,
+        );
+        ing.process(line("p", ev), t0 + Duration::from_secs(601), 4);
+        let got: Vec<u64> = rx.try_iter().map(|e| e.timestamp_ms).collect();
+        assert_eq!(got, [1, 3, 4]);
+        assert_eq!(stats.events_suppressed.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.probe("p").accepted.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub struct Stats {
     pub scrape_nanos: AtomicU64,
     /// Series removed because they expired.
     pub expired: AtomicU64,
+    /// Events not passed on because the same one was sent within `event.timeout`.
+    pub events_suppressed: AtomicU64,
 }
 
 impl Stats {

@@ -252,6 +252,23 @@ impl Exposition {
                 }
             }
         }
+        family(out, "events_suppressed_total", "counter", "Events not passed on because the same entity and metric was reported within event.timeout.");
+        let _ = writeln!(
+            out,
+            "gala_gopher_self_events_suppressed_total{{{id}}} {}",
+            self.stats.events_suppressed.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "series_expired_total",
+            "counter",
+            "Series removed from the store after record_timeout without an update.",
+        );
+        let _ = writeln!(
+            out,
+            "gala_gopher_self_series_expired_total{{{id}}} {}",
+            self.stats.expired.load(Ordering::Relaxed)
+        );
         let scrapes = self.stats.scrapes.load(Ordering::Relaxed);
         let nanos = self.stats.scrape_nanos.load(Ordering::Relaxed);
         family(
