@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use gopher::config::Config;
-use gopher::daemon::{self, Daemon};
-use gopher::export::logfile::RotatingFile;
+use gala_gopher::config::Config;
+use gala_gopher::daemon::{self, Daemon};
+use gala_gopher::export::logfile::RotatingFile;
 
 /// The gala-gopher node agent: runs probes, keeps their live series and
 /// exports them to Prometheus, log files (and Kafka).
@@ -94,7 +94,7 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
     let level = &cfg.global.log_level;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOPHER_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
-            "warn,gopher={level},gala_gopher={level},gopher_probes={level}"
+            "warn,gala_gopher={level},gopher_probes={level}"
         ))
     });
     let builder = tracing_subscriber::fmt()
