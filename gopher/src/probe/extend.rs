@@ -7,40 +7,103 @@
 //! its helpers too: SIGTERM to the group, then SIGKILL after the grace
 //! period. `PR_SET_PDEATHSIG` kills it if the daemon dies without cleaning
 //! up, so no probe outlives the agent.
+//!
+//! C probes run the same way, inside a probe host process (see
+//! [`super::cabi`]), with a hang watchdog: a host that prints nothing, not
+//! even its heartbeat, for its hang timeout is killed and restarted.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::ingress::now_ms;
 
 use crate::probe_api::{Probe, ProbeContext, ProbeError, Shutdown};
 use crate::record::MAX_LINE_LEN;
 
-/// A configured extend probe.
+/// How a child probe is started.
 #[derive(Debug, Clone)]
-pub struct ExtendProbe {
-    name: String,
-    command: String,
-    param: String,
-    grace: Duration,
+pub enum Launch {
+    /// A shell command line (extend probes): run as `sh -c 'exec LINE'`.
+    Shell(String),
+    /// A program and its arguments, with extra environment (C probe hosts).
+    Exec {
+        /// The program.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<OsString>,
+        /// Extra environment variables.
+        env: Vec<(OsString, OsString)>,
+    },
 }
 
-impl ExtendProbe {
-    /// A probe that runs `command param` and stops it within `grace`.
+/// A probe run as a child process whose stdout lines are records: extend
+/// probes, and C probes inside a probe host.
+#[derive(Debug, Clone)]
+pub struct ChildProbe {
+    name: String,
+    launch: Launch,
+    grace: Duration,
+    hang_timeout: Option<Duration>,
+}
+
+/// The extend probe of the legacy config: `command param` through the shell.
+pub type ExtendProbe = ChildProbe;
+
+impl ChildProbe {
+    /// An extend probe that runs `command param` and stops it within `grace`.
     pub fn new(name: &str, command: &str, param: &str, grace: Duration) -> Self {
+        let line = if param.trim().is_empty() {
+            format!("exec {command}")
+        } else {
+            format!("exec {command} {param}")
+        };
         Self {
             name: name.into(),
-            command: command.into(),
-            param: param.into(),
+            launch: Launch::Shell(line),
             grace,
+            hang_timeout: None,
         }
     }
 
-    fn shell_line(&self) -> String {
-        if self.param.trim().is_empty() {
-            format!("exec {}", self.command)
-        } else {
-            format!("exec {} {}", self.command, self.param)
+    /// A child started from `launch`.
+    pub fn with_launch(name: &str, launch: Launch, grace: Duration) -> Self {
+        Self {
+            name: name.into(),
+            launch,
+            grace,
+            hang_timeout: None,
+        }
+    }
+
+    /// Kill and restart the child when it shows no sign of life (no stdout
+    /// line, empty heartbeat lines included) for `timeout`.
+    pub fn hang_timeout(mut self, timeout: Duration) -> Self {
+        self.hang_timeout = Some(timeout);
+        self
+    }
+
+    fn command(&self) -> (Command, String) {
+        match &self.launch {
+            Launch::Shell(line) => (shell_command(line), line.clone()),
+            Launch::Exec { program, args, env } => {
+                let mut cmd = Command::new(program);
+                cmd.args(args)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .stdin(Stdio::null());
+                dies_with_parent(&mut cmd);
+                let shown = std::iter::once(program.as_os_str())
+                    .chain(args.iter().map(OsString::as_os_str))
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (cmd, shown)
+            }
         }
     }
 }
@@ -48,12 +111,17 @@ impl ExtendProbe {
 /// Builds a `sh -c` command in its own process group that dies with us.
 pub fn shell_command(line: &str) -> Command {
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(line)
-        .stdin(Stdio::null())
-        .process_group(0);
+    cmd.arg("-c").arg(line).stdin(Stdio::null());
+    dies_with_parent(&mut cmd);
+    cmd
+}
+
+/// Puts the child in its own process group and has the kernel SIGKILL it
+/// if the daemon dies.
+fn dies_with_parent(cmd: &mut Command) {
+    cmd.process_group(0);
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls async-signal-safe functions (prctl, getppid, kill).
+    // calls async-signal-safe functions (prctl, getppid, kill, getpid).
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(
@@ -73,7 +141,6 @@ pub fn shell_command(line: &str) -> Command {
             Ok(())
         });
     }
-    cmd
 }
 
 /// Sends `sig` to the process group led by `pid`.
@@ -102,15 +169,31 @@ fn wait_exit_no_reap(pid: u32) {
 }
 
 /// Stops the child's group when `stop` fires: SIGTERM, then SIGKILL if it
-/// has not exited within `grace`.
+/// has not exited within `grace`. With a hang timeout it also polls the
+/// child's last sign of life once a second and SIGKILLs a silent child,
+/// setting `hung`.
 fn spawn_killer(
     pid: u32,
     stop: Shutdown,
     exited: Shutdown,
     grace: Duration,
+    watchdog: Option<(Duration, Arc<AtomicU64>, Arc<AtomicBool>)>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        stop.wait_forever();
+        match &watchdog {
+            None => stop.wait_forever(),
+            Some((timeout, last_ms, hung)) => {
+                while !stop.wait(Duration::from_secs(1)) {
+                    let silent = now_ms().saturating_sub(last_ms.load(Ordering::Relaxed));
+                    if u128::from(silent) > timeout.as_millis() {
+                        hung.store(true, Ordering::Relaxed);
+                        signal_group(pid, libc::SIGKILL);
+                        stop.wait_forever();
+                        return;
+                    }
+                }
+            }
+        }
         if exited.is_triggered() {
             return;
         }
@@ -145,7 +228,7 @@ fn spawn_stderr_logger(
     })
 }
 
-impl Probe for ExtendProbe {
+impl Probe for ChildProbe {
     fn name(&self) -> &str {
         &self.name
     }
@@ -155,8 +238,8 @@ impl Probe for ExtendProbe {
     }
 
     fn run(self: Box<Self>, cx: ProbeContext) -> Result<(), ProbeError> {
-        let line = self.shell_line();
-        let mut child: Child = shell_command(&line)
+        let (mut cmd, line) = self.command();
+        let mut child: Child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -164,14 +247,19 @@ impl Probe for ExtendProbe {
         let pid = child.id();
         let stop = cx.shutdown.child();
         let exited = Shutdown::new();
-        let killer = spawn_killer(pid, stop.clone(), exited.clone(), self.grace);
+        let last_ms = Arc::new(AtomicU64::new(now_ms()));
+        let hung = Arc::new(AtomicBool::new(false));
+        let watchdog = self
+            .hang_timeout
+            .map(|t| (t, Arc::clone(&last_ms), Arc::clone(&hung)));
+        let killer = spawn_killer(pid, stop.clone(), exited.clone(), self.grace, watchdog);
         let logger = child
             .stderr
             .take()
             .map(|e| spawn_stderr_logger(self.name.clone(), e));
 
         if let Some(out) = child.stdout.take() {
-            read_records(out, &cx);
+            read_records(out, &cx, &last_ms);
         }
         wait_exit_no_reap(pid);
         exited.trigger();
@@ -186,6 +274,12 @@ impl Probe for ExtendProbe {
         if cx.shutdown.is_triggered() {
             return Ok(());
         }
+        if hung.load(Ordering::Relaxed) {
+            let secs = self.hang_timeout.unwrap_or_default().as_secs();
+            return Err(ProbeError::Other(format!(
+                "`{line}` hung: no output for {secs} s, killed"
+            )));
+        }
         match status {
             Ok(s) => Err(ProbeError::Other(format!("`{line}` exited: {s}"))),
             Err(e) => Err(ProbeError::Other(format!("`{line}`: wait failed: {e}"))),
@@ -196,7 +290,7 @@ impl Probe for ExtendProbe {
 /// Forwards each stdout line to the emitter. A line over the protocol limit
 /// is cut at the limit (and then rejected as too long by the ingress); the
 /// rest of it is skipped, so memory stays bounded.
-fn read_records(out: impl Read, cx: &ProbeContext) {
+fn read_records(out: impl Read, cx: &ProbeContext, last_ms: &AtomicU64) {
     let mut r = BufReader::with_capacity(64 * 1024, out);
     let mut buf = Vec::with_capacity(512);
     let limit = (MAX_LINE_LEN + 2) as u64;
@@ -218,6 +312,7 @@ fn read_records(out: impl Read, cx: &ProbeContext) {
                 }
             }
         }
+        last_ms.store(now_ms(), Ordering::Relaxed);
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
@@ -377,6 +472,47 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(gone(), "helper {helper} survived shutdown");
+    }
+
+    #[test]
+    fn a_silent_child_is_killed_as_hung_but_heartbeats_keep_it_alive() {
+        let (cx1, _rx) = cx(10);
+        let t0 = std::time::Instant::now();
+        let p = ChildProbe::new("x", "sleep", "30", Duration::from_secs(1))
+            .hang_timeout(Duration::from_secs(1));
+        let err = Box::new(p).run(cx1).expect_err("hung");
+        assert!(err.to_string().contains("hung"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+
+        // Empty lines are heartbeats: 3 s of them and no hang at 1 s.
+        let (cx2, rx) = cx(10);
+        let p = ChildProbe::new(
+            "x",
+            "sh",
+            "-c 'for i in 1 2 3 4 5 6; do echo; sleep 0.5; done; echo \"|t|1|\"'",
+            Duration::from_secs(1),
+        )
+        .hang_timeout(Duration::from_secs(1));
+        let err = Box::new(p).run(cx2).expect_err("exits");
+        assert!(err.to_string().contains("exited"), "{err}");
+        assert_eq!(lines(&rx), ["|t|1|"], "heartbeats are not records");
+    }
+
+    #[test]
+    fn exec_launch_passes_args_and_env() {
+        let (cx, rx) = cx(10);
+        let launch = Launch::Exec {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo \"|t|$1|$GOPHER_X|\"".into(),
+                "sh".into(),
+                "a b".into(),
+            ],
+            env: vec![("GOPHER_X".into(), "y".into())],
+        };
+        let _ = Box::new(ChildProbe::with_launch("x", launch, Duration::from_secs(1))).run(cx);
+        assert_eq!(lines(&rx), ["|t|a b|y|"]);
     }
 
     #[test]
