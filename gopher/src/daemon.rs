@@ -15,6 +15,7 @@ use crate::export::{json, prometheus::Exposition};
 use crate::identity::Identity;
 use crate::ingress::{now_ms, Ingress, Subscriber};
 use crate::meta::MetaRegistry;
+use crate::probe::cabi::{self, CSource};
 use crate::probe::extend::ExtendProbe;
 use crate::probe::supervisor::{self, Restart, StartPolicy, Supervised};
 use crate::probe_api::{Emitted, Emitter, Params, Probe, Shutdown};
@@ -100,51 +101,49 @@ pub fn plan_probes(
             continue;
         }
         let key = format!("probes[{i}]");
-        if p.library.is_some() {
-            return Err(StartError::Probe {
-                file: file.clone(),
-                key: format!("{key}.library"),
-                msg: "C probe libraries are not supported by this build yet".into(),
-            });
+        let params = Params::parse(&p.param)
+            .map_err(|e| StartError::Probe { file: file.clone(), key: format!("{key}.param"), msg: e.to_string() })?;
+        let hang = p.hang_timeout_secs.map_or_else(|| cabi::default_hang_timeout(params.period()), Duration::from_secs);
+        let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
+            let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang)
+                .map_err(|e| StartError::Probe { file: file.clone(), key: key.clone(), msg: format!("cannot find the gala-gopher binary to host C probes: {e}") })?;
+            Ok(Box::new(move || Ok(Box::new(probe.clone()) as Box<dyn Probe>)))
+        };
+        if let Some(lib) = &p.library {
+            if !lib.is_file() {
+                return Err(StartError::Probe { file: file.clone(), key: format!("{key}.library"), msg: format!("{} is not a file", lib.display()) });
+            }
+            out.push((p.name.clone(), params, StartPolicy::Always, c_probe(CSource::Library(lib.clone()))?));
+            continue;
         }
-        let Some(def) = gopher_probes::native_probe(&p.name) else {
-            let known: Vec<&str> = gopher_probes::NATIVE_PROBES
-                .iter()
-                .map(|d| d.name)
-                .collect();
+        let tables: &[&str] = if let Some(def) = gopher_probes::native_probe(&p.name) {
+            def.tables
+        } else if let Some(c) = gopher_probes_c::builtin(&p.name) {
+            c.tables
+        } else {
+            let known: Vec<&str> =
+                gopher_probes::NATIVE_PROBES.iter().map(|d| d.name).chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name)).collect();
             return Err(StartError::Probe {
                 file: file.clone(),
                 key: format!("{key}.name"),
-                msg: format!(
-                    "unknown native probe `{}` (this build has: {})",
-                    p.name,
-                    known.join(", ")
-                ),
+                msg: format!("unknown probe `{}` (this build has: {}; a C probe of your own needs `library`)", p.name, known.join(", ")),
             });
         };
-        if let Some(missing) = def.tables.iter().find(|t| meta.get(t).is_none()) {
+        if let Some(missing) = tables.iter().find(|t| meta.get(t).is_none()) {
             return Err(StartError::Probe {
                 file: file.clone(),
                 key: format!("{key}.name"),
-                msg: format!(
-                    "probe `{}` emits table `{missing}` but no .meta file in {} declares it",
-                    p.name,
-                    cfg.global.meta_dir.display()
-                ),
+                msg: format!("probe `{}` emits table `{missing}` but no .meta file in {} declares it", p.name, cfg.global.meta_dir.display()),
             });
         }
-        let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
-            file: file.clone(),
-            key: format!("{key}.param"),
-            msg: e.to_string(),
-        })?;
-        let build = def.build;
-        out.push((
-            p.name.clone(),
-            params,
-            StartPolicy::Always,
-            Box::new(move || Ok(build())) as supervisor::Factory,
-        ));
+        let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {
+            Some(def) => {
+                let build = def.build;
+                Box::new(move || Ok(build()))
+            }
+            None => c_probe(CSource::Builtin(p.name.clone()))?,
+        };
+        out.push((p.name.clone(), params, StartPolicy::Always, factory));
     }
     for p in &cfg.extend_probes {
         let start = match (p.switch, &p.start_check) {

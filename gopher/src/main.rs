@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use gala_gopher::config::Config;
 use gala_gopher::daemon::{self, Daemon};
 use gala_gopher::export::logfile::RotatingFile;
+use gala_gopher::probe::cabi::{self, CSource};
 
 /// The gala-gopher node agent: runs probes, keeps their live series and
 /// exports them to Prometheus, log files (and Kafka).
@@ -31,6 +32,22 @@ enum Cmd {
         /// The config file to check.
         file: Option<PathBuf>,
     },
+    /// Runs one C probe in this process (started by the daemon, not by hand).
+    #[command(hide = true)]
+    ProbeHost {
+        /// The probe's configured name.
+        #[arg(long)]
+        name: String,
+        /// The probe's legacy param string.
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        param: String,
+        /// A C probe compiled into this build.
+        #[arg(long, conflicts_with = "library", required_unless_present = "library")]
+        builtin: Option<String>,
+        /// A shared library with a C probe.
+        #[arg(long)]
+        library: Option<PathBuf>,
+    },
 }
 
 fn default_config() -> PathBuf {
@@ -50,6 +67,20 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::CheckConfig { file }) => {
             check_config(&file.or(cli.config).unwrap_or_else(default_config))
+        }
+        Some(Cmd::ProbeHost { name, param, builtin, library }) => {
+            let source = match (builtin, library) {
+                (Some(b), _) => CSource::Builtin(b),
+                (None, Some(l)) => CSource::Library(l),
+                (None, None) => return ExitCode::from(2),
+            };
+            match cabi::host_main(&name, &source, &param) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("[error] probe {name}: {e}");
+                    ExitCode::from(cabi::EXIT_REFUSED)
+                }
+            }
         }
         None => run(&cli.config.unwrap_or_else(default_config)),
     }
@@ -97,11 +128,12 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
             "warn,gala_gopher={level},gopher_probes={level}"
         ))
     });
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
     match &cfg.global.log_file_name {
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
         Some(name) => {
             let path = cfg.logs.debug_dir.join(name);
             let (dir, file) = match (path.parent(), path.file_name()) {

@@ -541,9 +541,14 @@ pub struct ProbeConf {
     /// Whether it runs.
     #[serde(default)]
     pub switch: Switch,
-    /// Reserved for C probes loaded from a shared library.
+    /// A C probe in a shared library (new-ABI descriptor, or a legacy
+    /// source built with `-Dmain=probe_main_<name>`).
     #[serde(default, deserialize_with = "legacy::opt_nonempty_path")]
     pub library: Option<PathBuf>,
+    /// C probes: kill and restart the probe host after this many seconds
+    /// without a record or a finished collection (default 3 × period + 10).
+    #[serde(default)]
+    pub hang_timeout_secs: Option<u64>,
     /// V0 per-probe `interval`: accepted and ignored (use `-t` in `param`).
     #[serde(default)]
     pub interval: Ignored,

@@ -45,6 +45,7 @@ fn probe(name: &str, param: &str, switch: Switch) -> ProbeConf {
         param: param.into(),
         switch,
         library: None,
+        hang_timeout_secs: None,
         interval: Ignored,
     }
 }
@@ -361,7 +362,7 @@ fn unknown_keys_and_sections() {
         conf_err("probes = (\n { name = \"a\"; },\n { name = \"b\";\n   swich = \"on\"; }\n);"),
         [
             "/cfg/gala-gopher.conf:4: key `probes[1].swich`: unknown field `swich`, expected one of `name`, \
-             `param`, `switch`, `library`, `interval`"
+             `param`, `switch`, `library`, `hang_timeout_secs`, `interval`"
         ]
     );
     assert_eq!(

@@ -50,6 +50,7 @@ pub struct ChildProbe {
     launch: Launch,
     grace: Duration,
     hang_timeout: Option<Duration>,
+    refused_exit: Option<i32>,
 }
 
 /// The extend probe of the legacy config: `command param` through the shell.
@@ -68,6 +69,7 @@ impl ChildProbe {
             launch: Launch::Shell(line),
             grace,
             hang_timeout: None,
+            refused_exit: None,
         }
     }
 
@@ -78,6 +80,7 @@ impl ChildProbe {
             launch,
             grace,
             hang_timeout: None,
+            refused_exit: None,
         }
     }
 
@@ -85,6 +88,13 @@ impl ChildProbe {
     /// line, empty heartbeat lines included) for `timeout`.
     pub fn hang_timeout(mut self, timeout: Duration) -> Self {
         self.hang_timeout = Some(timeout);
+        self
+    }
+
+    /// An exit with `code` means the child refused to run (bad library,
+    /// ABI mismatch): it is reported as unsupported and not restarted.
+    pub fn refused_exit_code(mut self, code: i32) -> Self {
+        self.refused_exit = Some(code);
         self
     }
 
@@ -219,8 +229,16 @@ fn spawn_stderr_logger(
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&buf);
                     let text = text.trim_end();
-                    if !text.is_empty() {
-                        tracing::info!(probe = %name, "stderr: {text}");
+                    // C probes log through gopher_log as `[level] message`.
+                    match gopher::log::parse_log_line(text) {
+                        Some((level, msg)) => match level {
+                            gopher::gopher_log_level::GOPHER_LOG_DEBUG => tracing::debug!(probe = %name, "{msg}"),
+                            gopher::gopher_log_level::GOPHER_LOG_INFO => tracing::info!(probe = %name, "{msg}"),
+                            gopher::gopher_log_level::GOPHER_LOG_WARN => tracing::warn!(probe = %name, "{msg}"),
+                            gopher::gopher_log_level::GOPHER_LOG_ERROR => tracing::error!(probe = %name, "{msg}"),
+                        },
+                        None if !text.is_empty() => tracing::info!(probe = %name, "stderr: {text}"),
+                        None => {}
                     }
                 }
             }
@@ -281,6 +299,9 @@ impl Probe for ChildProbe {
             )));
         }
         match status {
+            Ok(s) if s.code().is_some() && s.code() == self.refused_exit => {
+                Err(ProbeError::Unsupported(format!("`{line}` refused to run ({s}); see its error above")))
+            }
             Ok(s) => Err(ProbeError::Other(format!("`{line}` exited: {s}"))),
             Err(e) => Err(ProbeError::Other(format!("`{line}`: wait failed: {e}"))),
         }

@@ -119,6 +119,13 @@ fn supervise(s: Supervised, shutdown: &Shutdown) {
         }
         let why = match outcome {
             Ok(()) => "returned".to_owned(),
+            Err(ProbeError::Unsupported(why)) => {
+                // Restarting cannot fix a missing kernel feature, a refused
+                // library or an ABI mismatch.
+                s.stats.set_state(ProbeState::Failed);
+                tracing::error!(probe = %s.name, "probe cannot run here and will not be restarted: {why}");
+                return;
+            }
             Err(e) => e.to_string(),
         };
         if failures >= s.restart.max {
@@ -205,6 +212,33 @@ mod tests {
             assert_eq!(stats.restarts.load(Ordering::Relaxed), 3);
             assert_eq!(stats.state(), ProbeState::Failed);
         }
+    }
+
+    struct Unsupported(Arc<AtomicU32>);
+    impl Probe for Unsupported {
+        fn name(&self) -> &str {
+            "nobtf"
+        }
+        fn tables(&self) -> &[&str] {
+            &[]
+        }
+        fn run(self: Box<Self>, _cx: ProbeContext) -> Result<(), ProbeError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(ProbeError::Unsupported("no BTF at /sys/kernel/btf/vmlinux".into()))
+        }
+    }
+
+    #[test]
+    fn unsupported_is_failed_at_once() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let stats = Stats::new().probe("nobtf");
+        let mut s = supervised(false, Arc::new(AtomicU32::new(0)), Arc::clone(&stats));
+        let r = Arc::clone(&runs);
+        s.factory = Box::new(move || Ok(Box::new(Unsupported(Arc::clone(&r))) as Box<dyn Probe>));
+        spawn(s, Shutdown::new()).expect("spawn").join().expect("join");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.restarts.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.state(), ProbeState::Failed);
     }
 
     #[test]
