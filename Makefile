@@ -16,7 +16,7 @@ build:
 ## Install what the tests need and run every test.
 test:
 	scripts/deps.sh test
-	$(CARGO) build -p gala-gopher
+	$(CARGO) build -p gala-gopher -p gopher-ffi
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

@@ -101,19 +101,42 @@ pub fn plan_probes(
             continue;
         }
         let key = format!("probes[{i}]");
-        let params = Params::parse(&p.param)
-            .map_err(|e| StartError::Probe { file: file.clone(), key: format!("{key}.param"), msg: e.to_string() })?;
-        let hang = p.hang_timeout_secs.map_or_else(|| cabi::default_hang_timeout(params.period()), Duration::from_secs);
+        let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
+            file: file.clone(),
+            key: format!("{key}.param"),
+            msg: e.to_string(),
+        })?;
+        let hang = p.hang_timeout_secs.map_or_else(
+            || cabi::default_hang_timeout(params.period()),
+            Duration::from_secs,
+        );
         let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
-            let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang)
-                .map_err(|e| StartError::Probe { file: file.clone(), key: key.clone(), msg: format!("cannot find the gala-gopher binary to host C probes: {e}") })?;
-            Ok(Box::new(move || Ok(Box::new(probe.clone()) as Box<dyn Probe>)))
+            let probe =
+                cabi::child_probe(&p.name, &source, &p.param, grace, hang).map_err(|e| {
+                    StartError::Probe {
+                        file: file.clone(),
+                        key: key.clone(),
+                        msg: format!("cannot find the gala-gopher binary to host C probes: {e}"),
+                    }
+                })?;
+            Ok(Box::new(move || {
+                Ok(Box::new(probe.clone()) as Box<dyn Probe>)
+            }))
         };
         if let Some(lib) = &p.library {
             if !lib.is_file() {
-                return Err(StartError::Probe { file: file.clone(), key: format!("{key}.library"), msg: format!("{} is not a file", lib.display()) });
+                return Err(StartError::Probe {
+                    file: file.clone(),
+                    key: format!("{key}.library"),
+                    msg: format!("{} is not a file", lib.display()),
+                });
             }
-            out.push((p.name.clone(), params, StartPolicy::Always, c_probe(CSource::Library(lib.clone()))?));
+            out.push((
+                p.name.clone(),
+                params,
+                StartPolicy::Always,
+                c_probe(CSource::Library(lib.clone()))?,
+            ));
             continue;
         }
         let tables: &[&str] = if let Some(def) = gopher_probes::native_probe(&p.name) {
@@ -121,8 +144,11 @@ pub fn plan_probes(
         } else if let Some(c) = gopher_probes_c::builtin(&p.name) {
             c.tables
         } else {
-            let known: Vec<&str> =
-                gopher_probes::NATIVE_PROBES.iter().map(|d| d.name).chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name)).collect();
+            let known: Vec<&str> = gopher_probes::NATIVE_PROBES
+                .iter()
+                .map(|d| d.name)
+                .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name))
+                .collect();
             return Err(StartError::Probe {
                 file: file.clone(),
                 key: format!("{key}.name"),
@@ -133,7 +159,11 @@ pub fn plan_probes(
             return Err(StartError::Probe {
                 file: file.clone(),
                 key: format!("{key}.name"),
-                msg: format!("probe `{}` emits table `{missing}` but no .meta file in {} declares it", p.name, cfg.global.meta_dir.display()),
+                msg: format!(
+                    "probe `{}` emits table `{missing}` but no .meta file in {} declares it",
+                    p.name,
+                    cfg.global.meta_dir.display()
+                ),
             });
         }
         let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {

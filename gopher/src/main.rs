@@ -68,7 +68,12 @@ fn main() -> ExitCode {
         Some(Cmd::CheckConfig { file }) => {
             check_config(&file.or(cli.config).unwrap_or_else(default_config))
         }
-        Some(Cmd::ProbeHost { name, param, builtin, library }) => {
+        Some(Cmd::ProbeHost {
+            name,
+            param,
+            builtin,
+            library,
+        }) => {
             let source = match (builtin, library) {
                 (Some(b), _) => CSource::Builtin(b),
                 (None, Some(l)) => CSource::Library(l),
@@ -133,7 +138,10 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
         .with_env_filter(filter)
         .with_target(false);
     match &cfg.global.log_file_name {
-        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
         Some(name) => {
             let path = cfg.logs.debug_dir.join(name);
             let (dir, file) = match (path.parent(), path.file_name()) {

@@ -7,3 +7,4 @@ mod harness;
 
 mod agent;
 mod bad_input;
+mod cprobes;

@@ -40,14 +40,30 @@ pub enum CSource {
 }
 
 /// The daemon side: a child probe that runs `gala-gopher probe-host`.
-pub fn child_probe(name: &str, source: &CSource, param: &str, grace: Duration, hang_timeout: Duration) -> std::io::Result<ChildProbe> {
+pub fn child_probe(
+    name: &str,
+    source: &CSource,
+    param: &str,
+    grace: Duration,
+    hang_timeout: Duration,
+) -> std::io::Result<ChildProbe> {
     let exe = std::env::current_exe()?;
-    let mut args: Vec<OsString> = vec!["probe-host".into(), "--name".into(), name.into(), "--param".into(), param.into()];
+    let mut args: Vec<OsString> = vec![
+        "probe-host".into(),
+        "--name".into(),
+        name.into(),
+        "--param".into(),
+        param.into(),
+    ];
     match source {
         CSource::Builtin(b) => args.extend(["--builtin".into(), b.into()]),
         CSource::Library(p) => args.extend(["--library".into(), p.into()]),
     }
-    let launch = Launch::Exec { program: exe, args, env: vec![(gopher::GOPHER_PARAM_ENV.into(), param.into())] };
+    let launch = Launch::Exec {
+        program: exe,
+        args,
+        env: vec![(gopher::GOPHER_PARAM_ENV.into(), param.into())],
+    };
     Ok(ChildProbe::with_launch(name, launch, grace)
         .hang_timeout(hang_timeout)
         .refused_exit_code(i32::from(EXIT_REFUSED)))
@@ -104,8 +120,14 @@ struct Entry {
 fn check(desc: &gopher_probe_desc, origin: &str) -> Result<Entry, HostError> {
     // SAFETY: the descriptor is a static of a loaded object; its name, by
     // the ABI contract, is NULL or a static NUL-terminated string.
-    let info = unsafe { desc.validate() }.map_err(|source| HostError::Desc { path: origin.to_owned(), source })?;
-    Ok(Entry { f: info.entry, period_secs: info.period_secs })
+    let info = unsafe { desc.validate() }.map_err(|source| HostError::Desc {
+        path: origin.to_owned(),
+        source,
+    })?;
+    Ok(Entry {
+        f: info.entry,
+        period_secs: info.period_secs,
+    })
 }
 
 fn dlerror_text() -> String {
@@ -122,20 +144,30 @@ fn dlerror_text() -> String {
 fn resolve(name: &str, source: &CSource) -> Result<Entry, HostError> {
     match source {
         CSource::Builtin(b) => {
-            let p = gopher_probes_c::builtin(b).ok_or_else(|| HostError::UnknownBuiltin(b.clone()))?;
+            let p =
+                gopher_probes_c::builtin(b).ok_or_else(|| HostError::UnknownBuiltin(b.clone()))?;
             check((p.desc)(), &format!("built-in C probe {b}"))
         }
         CSource::Library(path) => {
-            let c_path = CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| HostError::Load { path: path.clone(), msg: "path contains a NUL byte".into() })?;
+            let c_path =
+                CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| HostError::Load {
+                    path: path.clone(),
+                    msg: "path contains a NUL byte".into(),
+                })?;
             // SAFETY: a valid C string; the handle is kept for the life of
             // the process (the probe's code must stay mapped).
-            let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            let handle =
+                unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
             if handle.is_null() {
-                return Err(HostError::Load { path: path.clone(), msg: dlerror_text() });
+                return Err(HostError::Load {
+                    path: path.clone(),
+                    msg: dlerror_text(),
+                });
             }
             let sym = |s: &str| -> *mut libc::c_void {
-                let Ok(c) = CString::new(s) else { return std::ptr::null_mut() };
+                let Ok(c) = CString::new(s) else {
+                    return std::ptr::null_mut();
+                };
                 // SAFETY: valid handle and C string.
                 unsafe { libc::dlsym(handle, c.as_ptr()) }
             };
@@ -149,12 +181,16 @@ fn resolve(name: &str, source: &CSource) -> Result<Entry, HostError> {
             let legacy = format!("probe_main_{name}");
             let main = sym(&legacy);
             if main.is_null() {
-                return Err(HostError::NoEntry { path: path.clone(), legacy });
+                return Err(HostError::NoEntry {
+                    path: path.clone(),
+                    legacy,
+                });
             }
             // SAFETY: a legacy entry is `int main(struct probe_params *)`
             // (V1) or `int main()` (V0); calling either with one pointer
             // argument is sound on the C ABIs we build for.
-            let f: ProbeEntryFn = unsafe { std::mem::transmute::<*mut libc::c_void, ProbeEntryFn>(main) };
+            let f: ProbeEntryFn =
+                unsafe { std::mem::transmute::<*mut libc::c_void, ProbeEntryFn>(main) };
             Ok(Entry { f, period_secs: 0 })
         }
     }
@@ -189,11 +225,12 @@ pub fn host_main(name: &str, source: &CSource, param: &str) -> Result<(), HostEr
     unsafe {
         libc::setvbuf(c_stdout(), std::ptr::null_mut(), libc::_IOLBF, 0);
     }
-    let period_secs = if param.split_whitespace().any(|w| w.starts_with("-t")) || entry.period_secs == 0 {
-        params.period
-    } else {
-        entry.period_secs
-    };
+    let period_secs =
+        if param.split_whitespace().any(|w| w.starts_with("-t")) || entry.period_secs == 0 {
+            params.period
+        } else {
+            entry.period_secs
+        };
     let period = Duration::from_secs(u64::from(period_secs.max(1)));
     let mut c_params = probe_params::from_params(&params);
     loop {

@@ -232,10 +232,18 @@ fn spawn_stderr_logger(
                     // C probes log through gopher_log as `[level] message`.
                     match gopher::log::parse_log_line(text) {
                         Some((level, msg)) => match level {
-                            gopher::gopher_log_level::GOPHER_LOG_DEBUG => tracing::debug!(probe = %name, "{msg}"),
-                            gopher::gopher_log_level::GOPHER_LOG_INFO => tracing::info!(probe = %name, "{msg}"),
-                            gopher::gopher_log_level::GOPHER_LOG_WARN => tracing::warn!(probe = %name, "{msg}"),
-                            gopher::gopher_log_level::GOPHER_LOG_ERROR => tracing::error!(probe = %name, "{msg}"),
+                            gopher::gopher_log_level::GOPHER_LOG_DEBUG => {
+                                tracing::debug!(probe = %name, "{msg}")
+                            }
+                            gopher::gopher_log_level::GOPHER_LOG_INFO => {
+                                tracing::info!(probe = %name, "{msg}")
+                            }
+                            gopher::gopher_log_level::GOPHER_LOG_WARN => {
+                                tracing::warn!(probe = %name, "{msg}")
+                            }
+                            gopher::gopher_log_level::GOPHER_LOG_ERROR => {
+                                tracing::error!(probe = %name, "{msg}")
+                            }
                         },
                         None if !text.is_empty() => tracing::info!(probe = %name, "stderr: {text}"),
                         None => {}
@@ -300,7 +308,9 @@ impl Probe for ChildProbe {
         }
         match status {
             Ok(s) if s.code().is_some() && s.code() == self.refused_exit => {
-                Err(ProbeError::Unsupported(format!("`{line}` refused to run ({s}); see its error above")))
+                Err(ProbeError::Unsupported(format!(
+                    "`{line}` refused to run ({s}); see its error above"
+                )))
             }
             Ok(s) => Err(ProbeError::Other(format!("`{line}` exited: {s}"))),
             Err(e) => Err(ProbeError::Other(format!("`{line}`: wait failed: {e}"))),

@@ -1,5 +1,5 @@
 //! Probe runners and their supervisor.
 
+pub mod cabi;
 pub mod extend;
 pub mod supervisor;
-pub mod cabi;

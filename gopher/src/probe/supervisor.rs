@@ -224,7 +224,9 @@ mod tests {
         }
         fn run(self: Box<Self>, _cx: ProbeContext) -> Result<(), ProbeError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Err(ProbeError::Unsupported("no BTF at /sys/kernel/btf/vmlinux".into()))
+            Err(ProbeError::Unsupported(
+                "no BTF at /sys/kernel/btf/vmlinux".into(),
+            ))
         }
     }
 
@@ -235,7 +237,10 @@ mod tests {
         let mut s = supervised(false, Arc::new(AtomicU32::new(0)), Arc::clone(&stats));
         let r = Arc::clone(&runs);
         s.factory = Box::new(move || Ok(Box::new(Unsupported(Arc::clone(&r))) as Box<dyn Probe>));
-        spawn(s, Shutdown::new()).expect("spawn").join().expect("join");
+        spawn(s, Shutdown::new())
+            .expect("spawn")
+            .join()
+            .expect("join");
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(stats.restarts.load(Ordering::Relaxed), 0);
         assert_eq!(stats.state(), ProbeState::Failed);
