@@ -168,9 +168,18 @@ pub fn run_writer<T>(
     let mut line = String::with_capacity(1024);
     let mut burst = ErrorBurst::default();
     let path = file.path.clone();
+    // With nothing buffered, block without a timeout: an idle agent does
+    // not wake up once a second per log file.
+    let mut pending = false;
     loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
+        let next = if pending {
+            rx.recv_timeout(Duration::from_secs(1))
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        match next {
             Ok(item) => {
+                pending = true;
                 line.clear();
                 format(&mut line, &item);
                 let r = file.write_line(&line);
@@ -182,6 +191,7 @@ pub fn run_writer<T>(
             Err(RecvTimeoutError::Timeout) => {
                 let r = file.flush();
                 burst.report(what, &path, &r);
+                pending = false;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
