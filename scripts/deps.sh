@@ -12,14 +12,28 @@ want() { # want <command> <debian package>
 want cc gcc
 want curl curl
 want pkg-config pkg-config
+# The bundled librdkafka (rdkafka crate) builds with make and links OpenSSL
+# (TLS, SASL/SCRAM) and zlib (gzip).
+want make make
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+[ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+# eBPF probes (probes-rs/build.rs): clang compiles the BPF C, libbpf (vendored)
+# links against libelf.
+want clang clang
+pkg-config --exists libelf 2>/dev/null || need_apt+=(libelf-dev)
 case "$what" in
     run) ;;
     test)
         want promtool prometheus
+        # tcp_link integration tests: namespaces and veth pairs, loss by iptables.
+        want ip iproute2
+        want iptables iptables
         ;;
     bench)
         want promtool prometheus
         [ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
+        # tcp_link benchmark: per-program run time from `bpftool prog show`.
+        want bpftool bpftool
         ;;
     *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
@@ -44,3 +58,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "deps: cargo is not on PATH; this machine kind ships a Rust toolchain (rustup) - source ~/.cargo/env" >&2
     exit 1
 fi
+
+# The Kafka tests and benchmark run a tansu broker (installed only if missing).
+case "$what" in
+    test|bench) "$(dirname "$0")/kafka.sh" ;;
+esac

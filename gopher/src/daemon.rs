@@ -187,7 +187,13 @@ pub fn plan_probes(
         // An extend probe's param belongs to its command line; the legacy
         // letters are only parsed when they are well-formed.
         let params = Params::parse(&p.param).unwrap_or_default();
-        let probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
+        let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
+        match std::env::current_exe() {
+            Ok(exe) => probe = probe.death_guard(exe),
+            Err(e) => {
+                tracing::warn!(probe = %p.name, error = %e, "cannot find the gala-gopher binary; this probe may outlive a killed agent")
+            }
+        }
         out.push((
             p.name.clone(),
             params,
@@ -216,6 +222,7 @@ impl Daemon {
     pub fn start(cfg: Config) -> Result<Self, StartError> {
         let meta = Arc::new(load_meta(&cfg)?);
         let plan = plan_probes(&cfg, &meta)?;
+        restrict_capabilities(&plan);
         let identity = Identity::load(&cfg.global.state_dir);
         let stats = Stats::new();
         let ttl = Duration::from_secs(cfg.imdb.record_timeout);
@@ -229,14 +236,20 @@ impl Daemon {
             cfg.logs.max_files,
         );
 
-        for (channel, out) in [
-            ("metric", cfg.metric.out_channel),
-            ("event", cfg.event.out_channel),
-            ("meta", cfg.meta.out_channel),
-        ] {
-            if out == OutChannel::Kafka {
-                tracing::error!(channel, "out_channel = \"kafka\" is not available in this build yet; the {channel} channel is off");
-            }
+        if let Some(kafka) = crate::export::kafka::for_config(
+            &cfg,
+            &meta,
+            &identity,
+            &stats,
+            &mut ingress,
+            EXPORT_QUEUE,
+        )
+        .map_err(|e| StartError::Io {
+            what: "kafka".into(),
+            source: std::io::Error::other(e),
+        })? {
+            let sd = shutdown.clone();
+            workers.push(spawn("export-kafka", move || kafka.run(&sd))?);
         }
         if cfg.metric.out_channel == OutChannel::Logs {
             let file =
@@ -356,6 +369,7 @@ impl Daemon {
             Arc::clone(&stats),
             &identity,
         ));
+        lower_main_thread_capabilities();
         tracing::info!(probes = supervisors.len(), machine_id = %identity.machine_id, "gala-gopher started");
         Ok(Self {
             shutdown,
@@ -396,6 +410,45 @@ impl Daemon {
             let _ = h.join();
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Drops every capability that no thread of the agent needs, on the main
+/// thread before it starts any other: capabilities belong to threads and a
+/// new thread inherits its creator's, so every thread gets the smaller sets.
+///
+/// What stays permitted (`gopher_probes::privilege::keep_set`):
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to read `/proc/<pid>/fd` and
+/// `/proc/<pid>/ns` of other users' processes (socket owners); with an eBPF
+/// probe configured, also CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels
+/// before 5.8) and CAP_SYS_RESOURCE (locked-memory limit before 5.11), so
+/// that the supervisor can restart the probe. The eBPF probe lowers its own
+/// thread's effective set after attaching. The bounding set is kept: extend
+/// and C probes are separate programs that ran as root under the legacy
+/// agent, and a root `execve` gets it back.
+pub fn restrict_capabilities(plan: &[(String, Params, StartPolicy, supervisor::Factory)]) {
+    use gopher_probes::privilege;
+    let ebpf = plan
+        .iter()
+        .any(|(name, ..)| gopher_probes::EBPF_PROBES.contains(&name.as_str()));
+    match privilege::restrict_process(&privilege::keep_set(ebpf)) {
+        Ok(d) if d.dropped.is_empty() => {
+            tracing::debug!(kept = %d.kept.join(","), "no capability to drop")
+        }
+        Ok(d) => tracing::info!(
+            dropped = %d.dropped.join(","),
+            kept = %d.kept.join(","),
+            "capabilities dropped"
+        ),
+        Err(e) => tracing::warn!("cannot drop capabilities: {e}"),
+    }
+}
+
+/// The main thread serves HTTP after start and loads nothing: only the
+/// /proc-reading capabilities stay effective on it.
+fn lower_main_thread_capabilities() {
+    if let Err(e) = gopher_probes::privilege::lower_after_attach() {
+        tracing::warn!("cannot lower the main thread's capabilities: {e}");
     }
 }
 

@@ -32,6 +32,17 @@ enum Cmd {
         /// The config file to check.
         file: Option<PathBuf>,
     },
+    /// Re-arms the parent-death signal, then execs the command (how the
+    /// daemon starts every probe child; not for use by hand).
+    #[command(hide = true)]
+    ExecChild {
+        /// The daemon's pid: exit at once if it is no longer our parent.
+        #[arg(long)]
+        parent: u32,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Runs one C probe in this process (started by the daemon, not by hand).
     #[command(hide = true)]
     ProbeHost {
@@ -68,6 +79,7 @@ fn main() -> ExitCode {
         Some(Cmd::CheckConfig { file }) => {
             check_config(&file.or(cli.config).unwrap_or_else(default_config))
         }
+        Some(Cmd::ExecChild { parent, command }) => exec_child(parent, &command),
         Some(Cmd::ProbeHost {
             name,
             param,
@@ -89,6 +101,20 @@ fn main() -> ExitCode {
         }
         None => run(&cli.config.unwrap_or_else(default_config)),
     }
+}
+
+fn exec_child(parent: u32, command: &[std::ffi::OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    if !gala_gopher::probe::extend::rearm_parent_death(parent) {
+        // The daemon is gone already: do not start an orphan.
+        return ExitCode::from(1);
+    }
+    let Some((program, args)) = command.split_first() else {
+        return ExitCode::from(2);
+    };
+    let err = std::process::Command::new(program).args(args).exec();
+    eprintln!("[error] cannot exec {}: {err}", program.to_string_lossy());
+    ExitCode::from(127)
 }
 
 fn check_config(path: &Path) -> ExitCode {

@@ -108,6 +108,11 @@ pub enum DropStage {
     ExportQueueFull,
     /// An exporter failed to write (I/O error, broker refusal).
     ExportError,
+    /// An exporter's bounded backlog (Kafka: records waiting for the broker)
+    /// was full: the oldest waiting record was dropped.
+    ExportBacklogFull,
+    /// Still undelivered when the agent stopped.
+    Shutdown,
 }
 
 impl DropStage {
@@ -117,8 +122,24 @@ impl DropStage {
             DropStage::StoreFull => "store_full",
             DropStage::ExportQueueFull => "export_queue_full",
             DropStage::ExportError => "export_error",
+            DropStage::ExportBacklogFull => "export_backlog_full",
+            DropStage::Shutdown => "shutdown",
         }
     }
+}
+
+/// Counters of one Kafka channel (`metric`, `event` or `meta`). What is lost
+/// is counted on the drop counters (`kafka_<channel>`), not here.
+#[derive(Debug, Default)]
+pub struct KafkaChannelStats {
+    /// Messages the broker acknowledged.
+    pub delivered: AtomicU64,
+    /// Messages whose delivery failed for good (each is also a drop).
+    pub delivery_errors: AtomicU64,
+    /// Messages waiting: in the exporter's backlog or in flight (a gauge).
+    pub queued: AtomicU64,
+    /// Bytes (payload and key) of the messages waiting (a gauge).
+    pub queued_bytes: AtomicU64,
 }
 
 /// All self-metrics of the agent.
@@ -126,6 +147,10 @@ impl DropStage {
 pub struct Stats {
     probes: Mutex<BTreeMap<String, Arc<ProbeStats>>>,
     drops: Mutex<BTreeMap<(&'static str, String), Arc<AtomicU64>>>,
+    kafka: Mutex<BTreeMap<String, Arc<KafkaChannelStats>>>,
+    /// Errors the Kafka client reported about brokers (unreachable,
+    /// authentication, TLS), whether or not records were lost.
+    pub kafka_client_errors: AtomicU64,
     /// Scrapes served.
     pub scrapes: AtomicU64,
     /// Total time spent rendering scrapes, in nanoseconds.
@@ -163,6 +188,21 @@ impl Stats {
             map.entry((stage.as_str(), component.to_owned()))
                 .or_default(),
         )
+    }
+
+    /// The counters of a Kafka channel, registering it on first use.
+    pub fn kafka_channel(&self, channel: &str) -> Arc<KafkaChannelStats> {
+        let mut map = self.kafka.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(channel.to_owned()).or_default())
+    }
+
+    /// Every Kafka channel's counters, sorted by channel (empty when no
+    /// channel goes to Kafka).
+    pub fn kafka_channels(&self) -> Vec<(String, Arc<KafkaChannelStats>)> {
+        let map = self.kafka.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
     }
 
     /// Snapshot of every drop counter: (stage, component, count).

@@ -7,14 +7,24 @@
 
 pub mod api;
 pub mod params;
+pub mod privilege;
 pub mod procfs;
+pub mod tcp_link;
 
 pub use api::{Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown};
 pub use params::{Params, ParamsError};
 
-/// Every native probe compiled into this build. The daemon looks probes up by
-/// name here; each entry has a test in [`procfs`].
-pub static NATIVE_PROBES: &[ProbeDef] = procfs::PROBES;
+/// Every native probe compiled into this build: the /proc probes and the
+/// eBPF probes. The daemon looks probes up by name here; each entry has a
+/// test in its module.
+pub static NATIVE_PROBES: &[ProbeDef] = &{
+    let [a, b, c, d] = procfs::PROBE_DEFS;
+    [a, b, c, d, tcp_link::DEF]
+};
+
+/// Names of the native probes that load eBPF programs (the daemon keeps
+/// the capabilities to load them only when one is configured).
+pub static EBPF_PROBES: &[&str] = &[tcp_link::PROBE];
 
 /// Finds a native probe by its configured name.
 pub fn native_probe(name: &str) -> Option<&'static ProbeDef> {

@@ -257,3 +257,47 @@ fn check_config_accepts_the_shipped_configs() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     }
 }
+
+/// Children of `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            fields.get(1).and_then(|pp| pp.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_of_the_agent_leaves_no_orphan() {
+    // The agent drops capabilities at start, and an exec that regains them
+    // clears the kernel's parent-death signal: children must re-arm it.
+    let s = Setup::new(&[("demo_app.meta", DEMO_META)]);
+    // A probe that stops writing: nothing but the parent-death signal can
+    // end it once the agent is gone.
+    let script = s.script("quiet.sh", "echo '|demo_app|1|x|1|1|'\nexec sleep 600");
+    let mut agent = s.start(&format!(
+        "{}\n[[probes]]\nname = \"system_cpu\"\nparam = \"-t 600\"\n\n[[extend_probes]]\nname = \"quiet\"\ncommand = \"{}\"\n",
+        s.base_config(),
+        script.display()
+    ));
+    let kids = wait_for(Duration::from_secs(10), "two probe children", || {
+        let k = children_of(agent.child.id());
+        (k.len() >= 2).then_some(k)
+    });
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "children to die with the agent",
+        || live_pids(&kids).is_empty().then_some(()),
+    );
+}

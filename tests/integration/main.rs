@@ -8,3 +8,5 @@ mod harness;
 mod agent;
 mod bad_input;
 mod cprobes;
+mod ebpf;
+mod kafka;

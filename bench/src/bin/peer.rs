@@ -8,9 +8,11 @@
 //! more than `--budget-secs`, 170 s by default).
 //!
 //! Usage: `peer [--gopher PATH] [--node-exporter PATH] [--idle-secs S]
-//!              [--out-dir DIR] [--budget-secs S]`
+//!              [--out-dir DIR] [--budget-secs S] [--without PROBE]...`
+//! (`--without system_tcp` switches a default probe off, to attribute the
+//! idle cost.)
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -49,6 +51,8 @@ struct Opts {
     idle: Duration,
     out_dir: Option<PathBuf>,
     budget: Duration,
+    /// Default probes switched off (to attribute the idle cost).
+    without: Vec<String>,
 }
 
 fn repo() -> PathBuf {
@@ -66,6 +70,7 @@ fn opts() -> anyhow::Result<Opts> {
         idle: Duration::from_secs(60),
         out_dir: None,
         budget: Duration::from_secs(170),
+        without: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -77,24 +82,29 @@ fn opts() -> anyhow::Result<Opts> {
                 o.idle = Duration::from_secs(val("--idle-secs")?.parse().context("--idle-secs")?)
             }
             "--out-dir" => o.out_dir = Some(val("--out-dir")?.into()),
+            "--without" => o.without.push(val("--without")?),
             "--budget-secs" => {
                 o.budget =
                     Duration::from_secs(val("--budget-secs")?.parse().context("--budget-secs")?)
             }
             "-h" | "--help" => {
-                println!("usage: peer [--gopher PATH] [--node-exporter PATH] [--idle-secs S] [--out-dir DIR] [--budget-secs S]");
+                println!("usage: peer [--gopher PATH] [--node-exporter PATH] [--idle-secs S] [--out-dir DIR] [--budget-secs S] [--without PROBE]...");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
     for (what, p) in [
-        ("gala-gopher", &o.gopher),
-        ("node_exporter", &o.node_exporter),
+        ("gala-gopher", &mut o.gopher),
+        ("node_exporter", &mut o.node_exporter),
     ] {
-        if !p.exists() {
-            bail!("{what} binary {} is missing (cargo build --release -p gala-gopher; scripts/deps.sh bench)", p.display());
-        }
+        // Absolute, as the servers run in a temp working directory.
+        *p = std::fs::canonicalize(&*p).with_context(|| {
+            format!(
+                "{what} binary {} (cargo build --release -p gala-gopher; scripts/deps.sh bench)",
+                p.display()
+            )
+        })?;
     }
     if o.idle < Duration::from_secs(5) {
         bail!("--idle-secs must be at least 5");
@@ -127,7 +137,7 @@ fn free_port() -> anyhow::Result<u16> {
 struct Server {
     name: &'static str,
     child: Child,
-    port: u16,
+    client: Client,
     log: PathBuf,
 }
 
@@ -154,7 +164,7 @@ impl Server {
         Ok(Self {
             name,
             child,
-            port,
+            client: Client::new(port),
             log,
         })
     }
@@ -205,58 +215,122 @@ impl Drop for Server {
     }
 }
 
-/// One `GET /metrics` over a fresh HTTP/1.1 connection; the body.
-fn scrape(port: u16) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_nodelay(true)?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )?;
-    let mut raw = Vec::with_capacity(256 * 1024);
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8(raw).context("response is not UTF-8")?;
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no end of headers in the response")
-    };
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("HTTP status {status:?}");
-    }
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
-        unchunk(body)
-    } else {
-        Ok(body.to_owned())
-    }
+/// An HTTP/1.1 client of `GET /metrics` that keeps its connection alive
+/// between scrapes, as Prometheus does (so scrapes neither pay for a TCP
+/// handshake nor leave TIME_WAIT sockets, which `system_tcp` would report).
+struct Client {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+    line: String,
 }
 
-/// Decodes a chunked body: `<hex size>[;ext]\r\n<data>\r\n ... 0\r\n\r\n`.
-fn unchunk(mut rest: &str) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(rest.len());
-    loop {
-        let (line, after) = rest.split_once("\r\n").context("truncated chunk size")?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .context("bad chunk size")?;
-        if size == 0 {
-            return Ok(out);
+impl Client {
+    fn new(port: u16) -> Self {
+        Self {
+            port,
+            conn: None,
+            line: String::new(),
         }
-        let data = after.get(..size).context("truncated chunk")?;
-        out.push_str(data);
-        rest = after
-            .get(size..)
+    }
+
+    /// One scrape; the body. Reconnects once when a kept connection fails.
+    fn get(&mut self) -> anyhow::Result<String> {
+        let reused = self.conn.is_some();
+        match self.try_get() {
+            Ok(b) => Ok(b),
+            Err(_) if reused => {
+                self.conn = None;
+                self.try_get()
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_get(&mut self) -> anyhow::Result<String> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(("127.0.0.1", self.port))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::with_capacity(64 * 1024, s));
+        }
+        let port = self.port;
+        let conn = self.conn.as_mut().context("no connection")?;
+        conn.get_mut().write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+        )?;
+        let line = &mut self.line;
+        let mut next_line = |conn: &mut BufReader<TcpStream>| -> anyhow::Result<String> {
+            line.clear();
+            if conn.read_line(line)? == 0 {
+                bail!("connection closed mid-response");
+            }
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        };
+        let status_line = next_line(conn)?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
             .unwrap_or("")
-            .strip_prefix("\r\n")
-            .context("chunk without CRLF")?;
+            .to_owned();
+        let (mut length, mut chunked, mut close) = (None, false, false);
+        loop {
+            let h = next_line(conn)?;
+            if h.is_empty() {
+                break;
+            }
+            let Some((k, v)) = h.split_once(':') else {
+                continue;
+            };
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
+            match k.as_str() {
+                "content-length" => {
+                    length = Some(v.parse::<usize>().context("bad Content-Length")?)
+                }
+                "transfer-encoding" => chunked = v.contains("chunked"),
+                "connection" => close = v.contains("close"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let size = next_line(conn)?;
+                let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+                    .context("bad chunk size")?;
+                if size == 0 {
+                    // Trailers, then the empty line.
+                    while !next_line(conn)?.is_empty() {}
+                    break;
+                }
+                let at = body.len();
+                body.resize(at + size, 0);
+                conn.read_exact(&mut body[at..])?;
+                if !next_line(conn)?.is_empty() {
+                    bail!("chunk not followed by CRLF");
+                }
+            }
+        } else if let Some(n) = length {
+            body.resize(n, 0);
+            conn.read_exact(&mut body)?;
+        } else {
+            conn.read_to_end(&mut body)?;
+            close = true;
+        }
+        if close {
+            self.conn = None;
+        }
+        if status != "200" {
+            bail!("HTTP status {status:?}");
+        }
+        String::from_utf8(body).context("body is not UTF-8")
     }
 }
 
 /// Series in an exposition: lines that are neither empty nor comments.
-fn series(body: &str) -> usize {
+fn count_series(body: &str) -> usize {
     body.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .count()
@@ -315,6 +389,46 @@ fn ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(u + st)
 }
 
+/// Per-thread (tid, name, utime, stime) ticks of a process.
+fn thread_ticks(pid: u32) -> Vec<(u32, String, u64, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Ok(s) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
+            continue;
+        };
+        let name = s[open + 1..close].to_owned();
+        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+        let t = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let tid = e.file_name().to_string_lossy().parse().unwrap_or(0);
+        out.push((tid, name, t(11), t(12)));
+    }
+    out.sort();
+    out
+}
+
+/// "name[tid] u+s, ..." for every thread between two readings.
+fn thread_delta(before: &[(u32, String, u64, u64)], after: &[(u32, String, u64, u64)]) -> String {
+    let mut parts = Vec::new();
+    for (tid, name, u1, s1) in after {
+        let (u0, s0) = before
+            .iter()
+            .find(|b| b.0 == *tid)
+            .map_or((0, 0), |b| (b.2, b.3));
+        parts.push(format!(
+            "{name}[{tid}] {}+{}",
+            u1.saturating_sub(u0),
+            s1.saturating_sub(s0)
+        ));
+    }
+    parts.join(", ")
+}
+
 fn clk_tck() -> anyhow::Result<f64> {
     let o = Command::new("getconf")
         .arg("CLK_TCK")
@@ -333,7 +447,7 @@ fn clk_tck() -> anyhow::Result<f64> {
 /// The gala-gopher config for this run: `config/gala-gopher.toml` when it
 /// exists, with every path and port moved into `dir`, else its equivalent
 /// written here (the four default probes).
-fn gopher_config(dir: &Path, port: u16) -> anyhow::Result<String> {
+fn gopher_config(dir: &Path, port: u16, without: &[String]) -> anyhow::Result<String> {
     let repo = repo();
     let d = dir.display();
     let meta = repo.join("meta");
@@ -370,6 +484,17 @@ fn gopher_config(dir: &Path, port: u16) -> anyhow::Result<String> {
         if let Some(g) = t.get_mut("global").and_then(toml::Value::as_table_mut) {
             // Log to stderr, which goes to this run's log file.
             g.remove("log_file_name");
+        }
+        if let Some(probes) = t.get_mut("probes").and_then(toml::Value::as_array_mut) {
+            for p in probes.iter_mut().filter_map(toml::Value::as_table_mut) {
+                let off = p
+                    .get("name")
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|n| without.iter().any(|w| w == n));
+                if off {
+                    p.insert("switch".into(), toml::Value::String("off".into()));
+                }
+            }
         }
         println!(
             "peer: gala-gopher config derived from {}",
@@ -413,16 +538,71 @@ debug_dir = "{d}/logs/debug"
         meta = meta.display()
     );
     for (name, param) in [
-        ("system_meminfo", ""),
-        ("system_vmstat", ""),
-        ("system_inode", ""),
+        ("system_meminfo", "-t 5"),
+        ("system_vmstat", "-t 5"),
+        ("system_inode", "-t 5"),
         ("system_tcp", "-t 5"),
     ] {
+        let switch = if without.iter().any(|w| w == name) {
+            "off"
+        } else {
+            "on"
+        };
         c.push_str(&format!(
-            "\n[[probes]]\nname = \"{name}\"\nparam = \"{param}\"\nswitch = \"on\"\n"
+            "\n[[probes]]\nname = \"{name}\"\nparam = \"{param}\"\nswitch = \"{switch}\"\n"
         ));
     }
     Ok(c)
+}
+
+/// The machine's TCP socket counts from /proc/net/sockstat{,6}: gala-gopher's
+/// `system_tcp` reads every socket each period, so they drive its cost.
+fn tcp_sockets() -> String {
+    let read = |p: &str, prefix: &str| -> Vec<(String, u64)> {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let Some(line) = text.lines().find(|l| l.starts_with(prefix)) else {
+            return Vec::new();
+        };
+        let f: Vec<&str> = line.split_whitespace().skip(1).collect();
+        f.chunks(2)
+            .filter_map(|c| Some((c.first()?.to_string(), c.get(1)?.parse().ok()?)))
+            .collect()
+    };
+    let v4 = read("/proc/net/sockstat", "TCP:");
+    let v6 = read("/proc/net/sockstat6", "TCP6:");
+    let get = |v: &[(String, u64)], k: &str| v.iter().find(|(n, _)| n == k).map_or(0, |(_, x)| *x);
+    let (inuse, tw, inuse6) = (get(&v4, "inuse"), get(&v4, "tw"), get(&v6, "inuse"));
+    let warn = if inuse + tw + inuse6 > 500 {
+        " (MANY: system_tcp's cost and series are inflated)"
+    } else {
+        ""
+    };
+    format!("IPv4 inuse {inuse} + time_wait {tw}, IPv6 inuse {inuse6}{warn}")
+}
+
+/// Names of the probes a config switches on (not `off`).
+fn probes_on(cfg: &str) -> Vec<String> {
+    let Ok(t) = cfg.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for key in ["probes", "extend_probes"] {
+        let Some(list) = t.get(key).and_then(toml::Value::as_array) else {
+            continue;
+        };
+        for p in list.iter().filter_map(toml::Value::as_table) {
+            let name = p.get("name").and_then(toml::Value::as_str).unwrap_or("?");
+            let switch = p
+                .get("switch")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("on");
+            let param = p.get("param").and_then(toml::Value::as_str).unwrap_or("");
+            if switch != "off" {
+                out.push(format!("{name} ({param:?}, {switch})"));
+            }
+        }
+    }
+    out
 }
 
 /// What was measured for one server.
@@ -432,8 +612,8 @@ struct Figures {
     mem_scraped: Mem,
     idle_pct: f64,
     idle_ticks: u64,
-    series: usize,
-    bytes: usize,
+    series: f64,
+    bytes: f64,
     cpu_scrapes: usize,
     cpu_ticks: u64,
     cpu_wall: Duration,
@@ -443,10 +623,10 @@ struct Figures {
 
 impl Figures {
     fn ms_per_1000_series(&self) -> f64 {
-        if self.series == 0 {
+        if self.series == 0.0 {
             f64::NAN
         } else {
-            self.ms_per_scrape * 1000.0 / self.series as f64
+            self.ms_per_scrape * 1000.0 / self.series
         }
     }
 }
@@ -455,28 +635,44 @@ fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-fn scrape_n(s: &mut Server, n: usize, dl: &Deadline) -> anyhow::Result<String> {
-    let mut last = String::new();
+fn scrape_n(s: &mut Server, n: usize, dl: &Deadline) -> anyhow::Result<()> {
     for _ in 0..n {
         dl.check("scraping")?;
-        last = scrape(s.port).with_context(|| format!("scrape {}", s.name))?;
+        s.client
+            .get()
+            .with_context(|| format!("scrape {}", s.name))?;
     }
-    s.alive()?;
-    Ok(last)
+    s.alive()
 }
 
-/// Times at least `CPU_SCRAPES` sequential scrapes; returns (scrapes, ticks,
-/// wall, last body).
-fn cpu_run(s: &mut Server, dl: &Deadline) -> anyhow::Result<(usize, u64, Duration, String)> {
+/// One timed run of sequential scrapes.
+struct CpuRun {
+    scrapes: usize,
+    ticks: u64,
+    wall: Duration,
+    /// Mean series and bytes per scrape over the run.
+    series: f64,
+    bytes: f64,
+    last: String,
+}
+
+/// Times at least `CPU_SCRAPES` sequential scrapes, more while the CPU clock
+/// has advanced fewer than `CPU_MIN_TICKS` ticks (bounded).
+fn cpu_run(s: &mut Server, dl: &Deadline) -> anyhow::Result<CpuRun> {
     let pid = s.pid();
     let t0 = Instant::now();
     let k0 = ticks(pid)?;
-    let mut n = 0;
+    let (mut n, mut series, mut bytes) = (0usize, 0usize, 0usize);
     let mut last;
     loop {
         dl.check("timing scrapes")?;
-        last = scrape(s.port).with_context(|| format!("scrape {}", s.name))?;
+        last = s
+            .client
+            .get()
+            .with_context(|| format!("scrape {}", s.name))?;
         n += 1;
+        series += count_series(&last);
+        bytes += last.len();
         if n >= CPU_SCRAPES && (n % 50 == 0) {
             let dk = ticks(pid)? - k0;
             if dk >= CPU_MIN_TICKS || n >= CPU_MAX_SCRAPES || t0.elapsed() >= CPU_MAX_TIME {
@@ -487,7 +683,14 @@ fn cpu_run(s: &mut Server, dl: &Deadline) -> anyhow::Result<(usize, u64, Duratio
     let wall = t0.elapsed();
     let dk = ticks(pid)? - k0;
     s.alive()?;
-    Ok((n, dk, wall, last))
+    Ok(CpuRun {
+        scrapes: n,
+        ticks: dk,
+        wall,
+        series: series as f64 / n as f64,
+        bytes: bytes as f64 / n as f64,
+        last,
+    })
 }
 
 fn row(name: &str, g: f64, ne: f64, prec: usize) {
@@ -496,7 +699,7 @@ fn row(name: &str, g: f64, ne: f64, prec: usize) {
     } else {
         format!("{:.2}", g / ne)
     };
-    println!("{name:<26} gopher {g:>9.prec$}  node_exporter {ne:>9.prec$}  ratio {ratio}");
+    println!("{name:<30} gopher {g:>9.prec$}  node_exporter {ne:>9.prec$}  ratio {ratio}");
 }
 
 fn run() -> anyhow::Result<()> {
@@ -512,7 +715,12 @@ fn run() -> anyhow::Result<()> {
     let gport = free_port()?;
     let nport = free_port()?;
     let cfg = dir.path().join("gala-gopher.toml");
-    std::fs::write(&cfg, gopher_config(dir.path(), gport)?).context("write the temp config")?;
+    let cfg_text = gopher_config(dir.path(), gport, &o.without)?;
+    std::fs::write(&cfg, &cfg_text).context("write the temp config")?;
+    println!(
+        "peer: gala-gopher probes on: {}",
+        probes_on(&cfg_text).join(", ")
+    );
     let check = Command::new(&o.gopher)
         .arg("check-config")
         .arg(&cfg)
@@ -548,13 +756,17 @@ fn run() -> anyhow::Result<()> {
 
     // Ready: both answer, and gala-gopher shows every default probe's table.
     let ready_by = Instant::now() + Duration::from_secs(20);
-    let mut missing: Vec<&str> = DEFAULT_ENTITIES.to_vec();
+    let mut missing: Vec<&str> = DEFAULT_ENTITIES
+        .iter()
+        .copied()
+        .filter(|e| !o.without.iter().any(|w| w == e))
+        .collect();
     loop {
         g.alive()?;
         n.alive()?;
         dl.check("waiting for the servers")?;
-        let gb = scrape(g.port).ok();
-        let nb = scrape(n.port).ok();
+        let gb = g.client.get().ok();
+        let nb = n.client.get().ok();
         if let Some(b) = &gb {
             missing.retain(|e| !b.contains(&format!("gala_gopher_{e}_")));
         }
@@ -596,10 +808,17 @@ fn run() -> anyhow::Result<()> {
             o.idle.as_secs()
         );
     }
+    let socks_idle = tcp_sockets();
     println!("peer: idle for {} s (no scrapes)", o.idle.as_secs());
+    let (gt0, nt0) = (thread_ticks(g.pid()), thread_ticks(n.pid()));
     let (g0, n0, t0) = (ticks(g.pid())?, ticks(n.pid())?, Instant::now());
     std::thread::sleep(o.idle);
     let (g1, n1, wall) = (ticks(g.pid())?, ticks(n.pid())?, t0.elapsed());
+    let (gt1, nt1) = (thread_ticks(g.pid()), thread_ticks(n.pid()));
+    let idle_threads = [
+        format!("gala-gopher: {}", thread_delta(&gt0, &gt1)),
+        format!("node_exporter: {}", thread_delta(&nt0, &nt1)),
+    ];
     g.alive()?;
     n.alive()?;
     let pct = |dk: u64| 100.0 * dk as f64 / clk / wall.as_secs_f64();
@@ -614,17 +833,24 @@ fn run() -> anyhow::Result<()> {
 
     println!("peer: CPU per scrape: at least {CPU_SCRAPES} sequential scrapes of each");
     let mut bodies = Vec::new();
+    let mut scrape_threads = Vec::new();
     for (s, f) in [(&mut g, &mut fg), (&mut n, &mut fnx)] {
-        let (count, dk, wall, body) = cpu_run(s, &dl)?;
-        let idle_share = f.idle_pct / 100.0 * wall.as_secs_f64();
-        let busy = (dk as f64 / clk - idle_share).max(0.0);
-        f.cpu_scrapes = count;
-        f.cpu_ticks = dk;
-        f.cpu_wall = wall;
-        f.ms_per_scrape = busy * 1000.0 / count as f64;
-        f.series = series(&body);
-        f.bytes = body.len();
-        bodies.push((s.name, body));
+        let th0 = thread_ticks(s.pid());
+        let r = cpu_run(s, &dl)?;
+        scrape_threads.push(format!(
+            "{}: {}",
+            s.name,
+            thread_delta(&th0, &thread_ticks(s.pid()))
+        ));
+        let idle_share = f.idle_pct / 100.0 * r.wall.as_secs_f64();
+        let busy = (r.ticks as f64 / clk - idle_share).max(0.0);
+        f.cpu_scrapes = r.scrapes;
+        f.cpu_ticks = r.ticks;
+        f.cpu_wall = r.wall;
+        f.ms_per_scrape = busy * 1000.0 / r.scrapes as f64;
+        f.series = r.series;
+        f.bytes = r.bytes;
+        bodies.push((s.name, r.last));
     }
     g.stop();
     n.stop();
@@ -643,7 +869,11 @@ fn run() -> anyhow::Result<()> {
         }
     }
 
+    let socks_end = tcp_sockets();
     println!();
+    println!(
+        "peer: TCP sockets on the machine at the idle start: {socks_idle}; at the end: {socks_end}"
+    );
     println!(
         "peer: CLK_TCK {clk}, idle window {:.1} s, total run {:.0} s",
         wall.as_secs_f64(),
@@ -692,8 +922,8 @@ fn run() -> anyhow::Result<()> {
         fnx.idle_ticks as f64,
         0,
     );
-    row("series_per_scrape", fg.series as f64, fnx.series as f64, 0);
-    row("bytes_per_scrape", fg.bytes as f64, fnx.bytes as f64, 0);
+    row("series_per_scrape", fg.series, fnx.series, 0);
+    row("bytes_per_scrape", fg.bytes, fnx.bytes, 0);
     row(
         "  scrapes_timed",
         fg.cpu_scrapes as f64,
@@ -713,6 +943,22 @@ fn run() -> anyhow::Result<()> {
         fnx.ms_per_1000_series(),
         3,
     );
+    // Whole cost at a common scrape interval: idle work (gala-gopher's
+    // probes run on their own period; node_exporter collects per scrape)
+    // plus 4 scrapes a minute.
+    let per_min = |f: &Figures| f.idle_pct / 100.0 * 60_000.0 + 4.0 * f.ms_per_scrape;
+    row(
+        "cpu_ms_per_min_at_15s_scrapes",
+        per_min(&fg),
+        per_min(&fnx),
+        1,
+    );
+    for l in &idle_threads {
+        println!("idle ticks per thread (utime+stime), {l}");
+    }
+    for l in &scrape_threads {
+        println!("scrape-run ticks per thread (utime+stime), {l}");
+    }
     println!(
         "reference: legacy C gala-gopher: rss_mb {LEGACY_RSS_MB}, idle_cpu_pct {LEGACY_IDLE_PCT}"
     );

@@ -1,7 +1,8 @@
-//! Exporters: Prometheus (pull) and log files (push); Kafka comes later.
+//! Exporters: Prometheus (pull), log files and Kafka (push).
 //! Exporters know nothing about probes: they read the store or subscribe to
 //! the ingress's stream of accepted records.
 
 pub mod json;
+pub mod kafka;
 pub mod logfile;
 pub mod prometheus;

@@ -269,6 +269,7 @@ impl Exposition {
             "gala_gopher_self_series_expired_total{{{id}}} {}",
             self.stats.expired.load(Ordering::Relaxed)
         );
+        self.kafka_metrics(out, &family);
         let scrapes = self.stats.scrapes.load(Ordering::Relaxed);
         let nanos = self.stats.scrape_nanos.load(Ordering::Relaxed);
         family(
@@ -285,6 +286,66 @@ impl Exposition {
         let _ = writeln!(
             out,
             "gala_gopher_self_scrape_duration_seconds_count{{{id}}} {scrapes}"
+        );
+    }
+}
+
+impl Exposition {
+    /// The Kafka exporter's counters, when a channel goes to Kafka.
+    fn kafka_metrics(&self, out: &mut String, family: &dyn Fn(&mut String, &str, &str, &str)) {
+        let channels = self.stats.kafka_channels();
+        if channels.is_empty() {
+            return;
+        }
+        let id = &self.identity_labels;
+        type Pick = fn(&crate::stats::KafkaChannelStats) -> &std::sync::atomic::AtomicU64;
+        let per_channel: [(&str, &str, &str, Pick); 4] = [
+            (
+                "kafka_messages_delivered_total",
+                "counter",
+                "Messages the Kafka broker acknowledged, by channel.",
+                |k| &k.delivered,
+            ),
+            (
+                "kafka_delivery_errors_total",
+                "counter",
+                "Messages whose Kafka delivery failed for good, by channel (also counted as dropped).",
+                |k| &k.delivery_errors,
+            ),
+            (
+                "kafka_queue_messages",
+                "gauge",
+                "Messages waiting for the Kafka broker (backlog and in flight), by channel.",
+                |k| &k.queued,
+            ),
+            (
+                "kafka_queue_bytes",
+                "gauge",
+                "Bytes of the messages waiting for the Kafka broker, by channel.",
+                |k| &k.queued_bytes,
+            ),
+        ];
+        for (name, ty, help, pick) in per_channel {
+            family(out, name, ty, help);
+            for (ch, k) in &channels {
+                let _ = writeln!(
+                    out,
+                    "gala_gopher_self_{name}{{channel=\"{}\",{id}}} {}",
+                    esc(ch),
+                    pick(k).load(Ordering::Relaxed)
+                );
+            }
+        }
+        family(
+            out,
+            "kafka_client_errors_total",
+            "counter",
+            "Errors the Kafka client reported about the brokers (unreachable, authentication, TLS).",
+        );
+        let _ = writeln!(
+            out,
+            "gala_gopher_self_kafka_client_errors_total{{{id}}} {}",
+            self.stats.kafka_client_errors.load(Ordering::Relaxed)
         );
     }
 }

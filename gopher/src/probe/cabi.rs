@@ -19,6 +19,7 @@
 //!   (V1) or `int main()` (V0) is called with the parsed params.
 
 use std::ffi::{c_int, CStr, CString, OsString};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,11 +61,12 @@ pub fn child_probe(
         CSource::Library(p) => args.extend(["--library".into(), p.into()]),
     }
     let launch = Launch::Exec {
-        program: exe,
+        program: exe.clone(),
         args,
         env: vec![(gopher::GOPHER_PARAM_ENV.into(), param.into())],
     };
     Ok(ChildProbe::with_launch(name, launch, grace)
+        .death_guard(exe)
         .hang_timeout(hang_timeout)
         .refused_exit_code(i32::from(EXIT_REFUSED)))
 }
@@ -244,7 +246,11 @@ pub fn host_main(name: &str, source: &CSource, param: &str) -> Result<(), HostEr
         }
         heartbeat();
         if rc != 0 {
-            eprintln!("[warn] probe {name}: collection returned {rc}");
+            // Not eprintln!: it panics when the daemon's end of the pipe is gone.
+            let _ = writeln!(
+                std::io::stderr(),
+                "[warn] probe {name}: collection returned {rc}"
+            );
         }
         std::thread::sleep(period);
     }

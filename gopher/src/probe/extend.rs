@@ -51,6 +51,7 @@ pub struct ChildProbe {
     grace: Duration,
     hang_timeout: Option<Duration>,
     refused_exit: Option<i32>,
+    guard: Option<PathBuf>,
 }
 
 /// The extend probe of the legacy config: `command param` through the shell.
@@ -70,6 +71,7 @@ impl ChildProbe {
             grace,
             hang_timeout: None,
             refused_exit: None,
+            guard: None,
         }
     }
 
@@ -81,6 +83,7 @@ impl ChildProbe {
             grace,
             hang_timeout: None,
             refused_exit: None,
+            guard: None,
         }
     }
 
@@ -98,20 +101,54 @@ impl ChildProbe {
         self
     }
 
+    /// Starts the child through `exe exec-child --parent <our pid> -- ...`
+    /// (`exe` is the gala-gopher binary), which re-arms the parent-death
+    /// signal after its own exec and then execs the probe. The kernel clears
+    /// that signal when an exec gains capabilities, which is what happens to
+    /// a root child once the daemon has dropped some of its own; without the
+    /// guard such a child would outlive a daemon killed with SIGKILL.
+    pub fn death_guard(mut self, exe: PathBuf) -> Self {
+        self.guard = Some(exe);
+        self
+    }
+
     fn command(&self) -> (Command, String) {
-        match &self.launch {
-            Launch::Shell(line) => (shell_command(line), line.clone()),
-            Launch::Exec { program, args, env } => {
-                let mut cmd = Command::new(program);
-                cmd.args(args)
-                    .envs(env.iter().map(|(k, v)| (k, v)))
+        let (program, args, env): (PathBuf, Vec<OsString>, &[(OsString, OsString)]) =
+            match &self.launch {
+                Launch::Shell(line) => ("/bin/sh".into(), vec!["-c".into(), line.into()], &[]),
+                Launch::Exec { program, args, env } => (program.clone(), args.clone(), env),
+            };
+        match (&self.launch, &self.guard) {
+            (Launch::Shell(line), None) => (shell_command(line), line.clone()),
+            (_, guard) => {
+                let mut cmd = match guard {
+                    Some(exe) => {
+                        let mut c = Command::new(exe);
+                        c.arg("exec-child")
+                            .arg("--parent")
+                            .arg(std::process::id().to_string())
+                            .arg("--")
+                            .arg(&program)
+                            .args(&args);
+                        c
+                    }
+                    None => {
+                        let mut c = Command::new(&program);
+                        c.args(&args);
+                        c
+                    }
+                };
+                cmd.envs(env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null());
                 dies_with_parent(&mut cmd);
-                let shown = std::iter::once(program.as_os_str())
-                    .chain(args.iter().map(OsString::as_os_str))
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let shown = match &self.launch {
+                    Launch::Shell(line) => line.clone(),
+                    Launch::Exec { .. } => std::iter::once(program.as_os_str())
+                        .chain(args.iter().map(OsString::as_os_str))
+                        .map(|a| a.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                };
                 (cmd, shown)
             }
         }
@@ -150,6 +187,25 @@ fn dies_with_parent(cmd: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+/// In a freshly exec'd child: asks for SIGKILL when the parent dies, and
+/// returns `false` if `parent` is already gone (we were re-parented).
+pub fn rearm_parent_death(parent: u32) -> bool {
+    // SAFETY: plain prctl/getppid syscalls on this process.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return false;
+        }
+        u32::try_from(libc::getppid()).is_ok_and(|p| p == parent)
     }
 }
 

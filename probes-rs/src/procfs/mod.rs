@@ -19,7 +19,10 @@ pub mod tcp;
 pub mod vmstat;
 
 /// Native /proc probes.
-pub static PROBES: &[ProbeDef] = &[
+pub static PROBES: &[ProbeDef] = &PROBE_DEFS;
+
+/// The same, as an array the crate's registry can be built from.
+pub const PROBE_DEFS: [ProbeDef; 4] = [
     ProbeDef {
         name: meminfo::PROBE,
         tables: &[meminfo::TABLE],

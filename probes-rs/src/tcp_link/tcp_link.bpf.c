@@ -1,0 +1,440 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcp_link: every TCP connection of the node, with its process and role,
+ * paid per connection and never per packet.
+ *
+ * - inet_sock_set_state (or the kprobe on tcp_set_state, on kernels without
+ *   that tracepoint) tracks connect, listen, accept, close; about 5 events
+ *   per connection and side.
+ * - At close, the socket's own cumulative counters are read through CO-RE
+ *   and added to the connection's aggregate in `links`.
+ * - Open connections are sampled once per report period by `tcp_link_sample`,
+ *   which user space runs with BPF_PROG_TEST_RUN: it walks `conns` and reads
+ *   each socket's counters. This works for every network namespace at once.
+ * - tcp_retransmit_skb (rare) gives the socket address of connections that
+ *   were open before the probe started, so they can be sampled too.
+ * - tcp_probe (per packet, optional, off by default) refreshes the counters
+ *   on every received segment, for kernels where the sampler cannot run.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "tcp_link.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* Kernel TCP states (include/net/tcp_states.h). */
+#define S_ESTABLISHED 1
+#define S_SYN_SENT 2
+#define S_SYN_RECV 3
+#define S_FIN_WAIT1 4
+#define S_CLOSE 7
+#define S_LAST_ACK 9
+#define S_LISTEN 10
+
+/* Filters set by user space before load. */
+const volatile __u32 filter_pid = 0;     /* only this process (0: all) */
+const volatile __u8 skip_loopback = 0;   /* ignore connections to 127/8, ::1 */
+
+#define MAX_CONNS 65536
+#define MAX_LINKS 16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, struct tl_conn_key);
+	__type(value, struct tl_conn_val);
+} conns SEC(".maps");
+
+/* Sockets between connect() and ESTABLISHED: the local port is not chosen
+ * yet when the state becomes SYN_SENT, so key on the socket address. Every
+ * SYN_SENT ends in ESTABLISHED or CLOSE, where the entry is deleted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct tl_task);
+} connecting SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct tl_listen_key);
+	__type(value, struct tl_task);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_LINKS);
+	__type(key, struct tl_link_key);
+	__type(value, struct tl_link_val);
+} links SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TL_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline int is_loopback(const struct tl_conn_key *k)
+{
+	if (k->family == AF_INET)
+		return k->raddr[0] == 127;
+	/* ::1 and ::ffff:127.x.y.z */
+	__u64 hi = *(__u64 *)&k->raddr[0];
+	__u32 w2 = *(__u32 *)&k->raddr[8];
+	__u32 w3 = *(__u32 *)&k->raddr[12];
+
+	if (hi != 0)
+		return 0;
+	if (w2 == 0 && w3 == bpf_htonl(1))
+		return 1;
+	return w2 == bpf_htonl(0xffff) && k->raddr[12] == 127;
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline void current_task(struct tl_task *t)
+{
+	t->pid = bpf_get_current_pid_tgid() >> 32;
+	t->pad = 0;
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
+}
+
+/* The 4-tuple of a socket read from the socket itself (kprobe and
+ * per-packet plans, which get no tuple from their hook). */
+static __always_inline void key_from_sk(const struct sock *sk, struct tl_conn_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = sk_netns(sk);
+	k->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	k->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (k->family == AF_INET) {
+		BPF_CORE_READ_INTO(&k->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(&k->raddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&k->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&k->raddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* Reads the socket's cumulative counters into a connection entry. */
+static __always_inline void read_counters(const struct sock *sk, struct tl_conn_val *v)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	v->rx_bytes = BPF_CORE_READ(tp, bytes_received);
+	v->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
+	v->segs_in = BPF_CORE_READ(tp, segs_in);
+	v->segs_out = BPF_CORE_READ(tp, segs_out);
+	v->retrans = BPF_CORE_READ(tp, total_retrans);
+	v->drops = BPF_CORE_READ(sk, sk_drops.counter);
+	v->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	v->samples++;
+}
+
+static __always_inline void link_key_of(const struct tl_conn_key *k, const struct tl_conn_val *v,
+					struct tl_link_key *lk)
+{
+	lk->pid = v->pid;
+	lk->role = v->role;
+	lk->family = (__u8)k->family;
+	if (v->role == TL_ROLE_CLIENT) {
+		lk->server_port = k->rport;
+		__builtin_memcpy(lk->client_ip, k->laddr, 16);
+		__builtin_memcpy(lk->server_ip, k->raddr, 16);
+	} else {
+		lk->server_port = k->lport;
+		__builtin_memcpy(lk->client_ip, k->raddr, 16);
+		__builtin_memcpy(lk->server_ip, k->laddr, 16);
+	}
+}
+
+/* A connection closed: fold its final counters into its link aggregate. */
+static __always_inline void close_conn(const struct sock *sk, const struct tl_conn_key *k,
+				       struct tl_conn_val *v)
+{
+	struct tl_link_key lk = {};
+	struct tl_link_val *agg;
+
+	read_counters(sk, v);
+	if (filter_pid && v->pid != filter_pid)
+		goto out;
+	link_key_of(k, v, &lk);
+	agg = bpf_map_lookup_elem(&links, &lk);
+	if (!agg) {
+		struct tl_link_val zero = {};
+
+		__builtin_memcpy(zero.comm, v->comm, sizeof(zero.comm));
+		/* EEXIST when another CPU raced us: the lookup below finds it. */
+		bpf_map_update_elem(&links, &lk, &zero, BPF_NOEXIST);
+		agg = bpf_map_lookup_elem(&links, &lk);
+		if (!agg) {
+			stat_inc(TL_STAT_LINK_OVERFLOW);
+			goto out;
+		}
+	}
+	__sync_fetch_and_add(&agg->closed, 1);
+	__sync_fetch_and_add(&agg->rx_bytes, v->rx_bytes);
+	__sync_fetch_and_add(&agg->tx_bytes, v->tx_bytes);
+	__sync_fetch_and_add(&agg->segs_in, v->segs_in);
+	__sync_fetch_and_add(&agg->segs_out, v->segs_out);
+	__sync_fetch_and_add(&agg->retrans, v->retrans);
+	__sync_fetch_and_add(&agg->drops, v->drops);
+	__sync_fetch_and_add(&agg->srtt_sum_us, v->srtt_us);
+out:
+	bpf_map_delete_elem(&conns, k);
+}
+
+/* Most transitions need nothing (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...):
+ * decide before reading anything from the socket. SYN_SENT and failed
+ * connects are handled here, keyed on the socket address alone.
+ * Returns 1 when the transition needs the connection's key. */
+static __always_inline int prefilter(const struct sock *sk, int old, int new)
+{
+	__u64 skaddr = (__u64)sk;
+	struct tl_task t;
+
+	switch (new) {
+	case S_SYN_SENT:
+		/* connect(): task context, the caller owns the socket. */
+		current_task(&t);
+		if (filter_pid && t.pid != filter_pid)
+			return 0;
+		if (bpf_map_update_elem(&connecting, &skaddr, &t, BPF_ANY))
+			stat_inc(TL_STAT_CONN_OVERFLOW);
+		return 0;
+	case S_ESTABLISHED:
+		return old == S_SYN_SENT || old == S_SYN_RECV;
+	case S_CLOSE:
+		if (old == S_SYN_SENT) {
+			bpf_map_delete_elem(&connecting, &skaddr);
+			return 0;
+		}
+		return old != S_SYN_RECV;
+	case S_LISTEN:
+	case S_FIN_WAIT1:
+	case S_LAST_ACK:
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int on_state(const struct sock *sk, int old, int new, struct tl_conn_key *k)
+{
+	__u64 skaddr = (__u64)sk;
+	struct tl_conn_val *v;
+	struct tl_task t;
+
+	switch (new) {
+	case S_LISTEN: {
+		struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
+
+		current_task(&t);
+		if (bpf_map_update_elem(&listeners, &lk, &t, BPF_ANY))
+			stat_inc(TL_STAT_LISTEN_OVERFLOW);
+		return 0;
+	}
+	case S_ESTABLISHED: {
+		struct tl_conn_val nv = {};
+		struct tl_task *owner;
+
+		if (skip_loopback && is_loopback(k))
+			return 0;
+		nv.sk = skaddr;
+		if (old == S_SYN_SENT) {
+			/* Active open; the softirq that completes it is not the owner. */
+			owner = bpf_map_lookup_elem(&connecting, &skaddr);
+			if (!owner)
+				return 0; /* filtered out, or connected before we loaded */
+			nv.role = TL_ROLE_CLIENT;
+			nv.pid = owner->pid;
+			nv.pid_src = TL_PID_CONNECT;
+			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
+			bpf_map_delete_elem(&connecting, &skaddr);
+		} else if (old == S_SYN_RECV) {
+			/* Passive open, in softirq (on loopback: in the client's task).
+			 * Until the owner closes it, the listener's owner stands in;
+			 * user space refines it from the socket's inode. */
+			struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
+
+			nv.role = TL_ROLE_SERVER;
+			owner = bpf_map_lookup_elem(&listeners, &lk);
+			if (owner) {
+				nv.pid = owner->pid;
+				nv.pid_src = TL_PID_LISTEN;
+				__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
+			}
+		} else {
+			return 0;
+		}
+		if (bpf_map_update_elem(&conns, k, &nv, BPF_ANY))
+			stat_inc(TL_STAT_CONN_OVERFLOW);
+		else
+			stat_inc(TL_STAT_CONNS_OPENED);
+		return 0;
+	}
+	case S_FIN_WAIT1:
+	case S_LAST_ACK:
+		/* close()/shutdown() by the owner: task context on both sides. */
+		v = bpf_map_lookup_elem(&conns, k);
+		if (v && v->role == TL_ROLE_SERVER && v->pid_src != TL_PID_CLOSE) {
+			current_task(&t);
+			v->pid = t.pid;
+			v->pid_src = TL_PID_CLOSE;
+			__builtin_memcpy(v->comm, t.comm, sizeof(v->comm));
+		}
+		if (v && !v->sk)
+			v->sk = skaddr;
+		return 0;
+	case S_CLOSE:
+		if (old == S_LISTEN) {
+			struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
+
+			bpf_map_delete_elem(&listeners, &lk);
+			return 0;
+		}
+		v = bpf_map_lookup_elem(&conns, k);
+		if (!v) {
+			stat_inc(TL_STAT_CLOSE_UNTRACKED);
+			return 0;
+		}
+		close_conn(sk, k, v);
+		return 0;
+	}
+	return 0;
+}
+
+/* ---- tracepoint plan (4.16+) ---- */
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	struct tl_conn_key k = {};
+
+	if (ctx->protocol != IPPROTO_TCP || !prefilter(sk, ctx->oldstate, ctx->newstate))
+		return 0;
+	k.family = ctx->family;
+	k.lport = ctx->sport;
+	k.rport = ctx->dport;
+	/* Arrays of the context cannot be read through a moved pointer. */
+	if (k.family == AF_INET) {
+		bpf_probe_read_kernel(k.laddr, 4, ctx->saddr);
+		bpf_probe_read_kernel(k.raddr, 4, ctx->daddr);
+	} else if (k.family == AF_INET6) {
+		bpf_probe_read_kernel(k.laddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(k.raddr, 16, ctx->daddr_v6);
+	} else {
+		return 0;
+	}
+	k.netns = sk_netns(sk);
+	return on_state(sk, ctx->oldstate, ctx->newstate, &k);
+}
+
+/* Gives pre-existing connections their socket address. */
+static __always_inline void adopt(const struct sock *sk)
+{
+	struct tl_conn_key k;
+	struct tl_conn_val *v;
+
+	stat_inc(TL_STAT_RETRANS_EVENTS);
+	key_from_sk(sk, &k);
+	v = bpf_map_lookup_elem(&conns, &k);
+	if (v && !v->sk)
+		v->sk = (__u64)sk;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tcp_link_retrans_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	adopt(ctx->skaddr);
+	return 0;
+}
+
+/* ---- kprobe plan (kernels without inet_sock_set_state, e.g. 4.14) ---- */
+
+SEC("kprobe/tcp_set_state")
+int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
+{
+	struct tl_conn_key k;
+	int old = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	if (!prefilter(sk, old, state))
+		return 0;
+	key_from_sk(sk, &k);
+	if (k.family != AF_INET && k.family != AF_INET6)
+		return 0;
+	return on_state(sk, old, state, &k);
+}
+
+SEC("kprobe/tcp_retransmit_skb")
+int BPF_KPROBE(tcp_link_retrans_kp, struct sock *sk)
+{
+	adopt(sk);
+	return 0;
+}
+
+/* ---- per-packet plan (optional, off by default) ---- */
+
+SEC("tracepoint/tcp/tcp_probe")
+int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	struct tl_conn_key k;
+	struct tl_conn_val *v;
+
+	key_from_sk(sk, &k);
+	v = bpf_map_lookup_elem(&conns, &k);
+	if (v) {
+		v->sk = (__u64)sk;
+		read_counters(sk, v);
+	}
+	return 0;
+}
+
+/* ---- the sampler, run by user space once per period ---- */
+
+static long sample_one(struct bpf_map *map, struct tl_conn_key *k, struct tl_conn_val *v, void *ctx)
+{
+	const struct sock *sk = (const struct sock *)v->sk;
+	__u16 lport;
+
+	if (!sk)
+		return 0;
+	/* The socket may have been freed since (its close is in flight):
+	 * check it is still the same connection before trusting it. */
+	lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (lport != k->lport || bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != k->rport)
+		return 0;
+	read_counters(sk, v);
+	v->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	return 0;
+}
+
+SEC("raw_tp")
+int tcp_link_sample(void *ctx)
+{
+	bpf_for_each_map_elem(&conns, sample_one, NULL, 0);
+	return 0;
+}
+
+/* GPL: the program uses GPL-only helpers (probe reads of kernel memory). */
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,689 @@
+//! The tcp_link eBPF probe on the real kernel: the agent binary, real
+//! connections between the test's own client and server processes (python3
+//! scripts in tests/data/ebpf, so their pids and comms are known), on
+//! loopback (IPv4 and IPv6) and across a veth pair between two network
+//! namespaces the test creates, scraped over HTTP.
+//!
+//! These tests need root (eBPF, namespaces, iptables). Not being root is a
+//! failure with a clear message, never a silent skip.
+//!
+//! Byte tolerance: `bytes_received` and `bytes_acked` also count the SYN
+//! and FIN sequence numbers, so a counter may exceed the payload by at most
+//! 2 per connection; it must never be below it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{free_port, repo, wait_for, Agent, Setup};
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the tcp_link eBPF tests need root (CAP_BPF, CAP_PERFMON, network namespaces, iptables); run `make test` as root"
+    );
+}
+
+/// One `tcp_link` record as exposed: its labels and its values by field.
+#[derive(Debug, Clone, Default)]
+struct Rec {
+    labels: HashMap<String, String>,
+    values: HashMap<String, f64>,
+}
+
+impl Rec {
+    fn v(&self, f: &str) -> f64 {
+        self.values.get(f).copied().unwrap_or(f64::NAN)
+    }
+    fn l(&self, k: &str) -> &str {
+        self.labels.get(k).map_or("", String::as_str)
+    }
+}
+
+fn parse_labels(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for part in s.split("\",") {
+        if let Some((k, v)) = part.split_once("=\"") {
+            out.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+        }
+    }
+    out
+}
+
+/// Every tcp_link record of an exposition, keyed by its label set.
+fn records(expo: &str) -> Vec<Rec> {
+    let mut by: HashMap<String, Rec> = HashMap::new();
+    for line in expo.lines() {
+        let Some(rest) = line.strip_prefix("gala_gopher_tcp_link_") else {
+            continue;
+        };
+        let Some((field, rest)) = rest.split_once('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        if !labels.starts_with("pid=") {
+            continue; // tcp_link_probe_stats
+        }
+        let r = by.entry(labels.to_owned()).or_insert_with(|| Rec {
+            labels: parse_labels(labels),
+            values: HashMap::new(),
+        });
+        r.values
+            .insert(field.to_owned(), value.parse().unwrap_or(f64::NAN));
+    }
+    by.into_values().collect()
+}
+
+fn find(expo: &str, pid: u32, role: u8, port: u16) -> Option<Rec> {
+    let (pid, role, port) = (pid.to_string(), role.to_string(), port.to_string());
+    records(expo)
+        .into_iter()
+        .find(|r| r.l("pid") == pid && r.l("role") == role && r.l("server_port") == port)
+}
+
+fn stat(expo: &str, name: &str) -> f64 {
+    expo.lines()
+        .find(|l| l.starts_with(&format!("gala_gopher_tcp_link_probe_stats_{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn agent(s: &Setup, param: &str) -> Agent {
+    let cfg = format!(
+        "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"{param}\"\nswitch = \"on\"\n",
+        s.base_config()
+    );
+    let a = s.start(&cfg);
+    wait_for(Duration::from_secs(20), "tcp_link attached", || {
+        let log = a.log_text();
+        assert!(
+            !log.contains("will not be restarted"),
+            "tcp_link failed:\n{log}"
+        );
+        log.contains("eBPF programs attached").then_some(())
+    });
+    a
+}
+
+/// A helper process whose stdout lines we wait for.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Proc {
+    /// `python3 tests/data/ebpf/<script> args..`, optionally inside `netns`.
+    fn python(netns: Option<&str>, script: &str, args: &[String]) -> Self {
+        let path = repo().join("tests/data/ebpf").join(script);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let mut child = cmd
+            .arg(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 is required by the tcp_link tests");
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, stdin, out }
+    }
+
+    fn expect(&mut self, word: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.out.read_line(&mut line).expect("read helper");
+            assert!(n > 0, "helper exited before printing {word}");
+            if line.trim() == word {
+                return;
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn comm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid()))
+            .expect("comm")
+            .trim()
+            .to_owned()
+    }
+
+    /// Closes stdin: a client closes its kept connections.
+    fn release(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.flush();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop (also when
+/// the test fails): `server` at 10.200.N.1/24, `client` at 10.200.N.2/24.
+struct TwoHosts {
+    server: String,
+    client: String,
+    server_ip: String,
+    client_ip: String,
+}
+
+impl TwoHosts {
+    fn new() -> Self {
+        // Unique per test in this run (tests run in parallel) and per run.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}x{seq}", std::process::id());
+        let n = 1 + (std::process::id() * 7 + seq) % 250;
+        let t = Self {
+            server: format!("tlsrv{id}"),
+            client: format!("tlcli{id}"),
+            server_ip: format!("10.200.{n}.1"),
+            client_ip: format!("10.200.{n}.2"),
+        };
+        let (va, vb) = (format!("tlva{id}"), format!("tlvb{id}"));
+        run("ip", &["netns", "add", &t.server]);
+        run("ip", &["netns", "add", &t.client]);
+        run(
+            "ip",
+            &[
+                "link", "add", &va, "netns", &t.server, "type", "veth", "peer", "name", &vb,
+                "netns", &t.client,
+            ],
+        );
+        for (ns, dev, ip) in [
+            (&t.server, &va, &t.server_ip),
+            (&t.client, &vb, &t.client_ip),
+        ] {
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+            );
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        t
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn arg(v: impl ToString) -> String {
+    v.to_string()
+}
+
+/// Checks the exact record of one side once it has settled.
+#[expect(clippy::too_many_arguments, reason = "one record's expectations")]
+fn expect_record(
+    agent: &Agent,
+    what: &str,
+    pid: u32,
+    comm: &str,
+    role: u8,
+    ips: (&str, &str, u16, &str),
+    link_count: f64,
+    rx: f64,
+    tx: f64,
+    conns: f64,
+) -> Rec {
+    let (client_ip, server_ip, port, protocol) = ips;
+    let ok = |r: &Rec| {
+        r.v("link_count") == link_count
+            && r.v("rx_bytes") >= rx
+            && r.v("rx_bytes") <= rx + 2.0 * conns
+            && r.v("tx_bytes") >= tx
+            && r.v("tx_bytes") <= tx + 2.0 * conns
+    };
+    let mut last = None;
+    let found = (0..200).find_map(|_| {
+        let r = find(&agent.scrape(), pid, role, port);
+        if let Some(r) = r.filter(ok) {
+            return Some(r);
+        }
+        last = find(&agent.scrape(), pid, role, port);
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let r = found.unwrap_or_else(|| {
+        panic!(
+            "{what}: no settled record for pid {pid} role {role} port {port} (want link_count {link_count}, rx {rx}, tx {tx}); last: {last:?}\nall: {:?}\nlog:\n{}",
+            records(&agent.scrape()),
+            agent.log_text()
+        )
+    });
+    assert_eq!(r.l("process_name"), comm, "{what}: comm");
+    assert_eq!(r.l("client_ip"), client_ip, "{what}: client_ip");
+    assert_eq!(r.l("server_ip"), server_ip, "{what}: server_ip");
+    assert_eq!(r.l("protocol"), protocol, "{what}: protocol");
+    assert!(
+        r.v("packets_in") > 0.0 && r.v("packets_out") > 0.0,
+        "{what}: {r:?}"
+    );
+    r
+}
+
+const REQ: usize = 1000;
+const RESP: usize = 30_000;
+
+/// Short and kept connections between a client and a server; checks both
+/// roles while the kept ones are open and after they close.
+#[expect(clippy::too_many_arguments, reason = "a scenario")]
+fn scenario(
+    agent: &Agent,
+    what: &str,
+    server_ns: Option<&str>,
+    client_ns: Option<&str>,
+    server_ip: &str,
+    client_ip: &str,
+    protocol: &str,
+    short: usize,
+    keep: usize,
+) {
+    let port = free_port();
+    let mut srv = Proc::python(
+        server_ns,
+        "server.py",
+        &[arg(server_ip), arg(port), arg(REQ), arg(RESP)],
+    );
+    srv.expect("ready");
+    let mut cli = Proc::python(
+        client_ns,
+        "client.py",
+        &[
+            arg(server_ip),
+            arg(port),
+            arg(REQ),
+            arg(RESP),
+            arg(short),
+            arg(keep),
+        ],
+    );
+    cli.expect("done");
+    let n = (short + keep) as f64;
+    let ips = (client_ip, server_ip, port, protocol);
+    let (req, resp) = (REQ as f64, RESP as f64);
+    // While the kept connections are open: the short ones are closed and
+    // folded, the kept ones sampled; link_count settles at `keep`.
+    expect_record(
+        agent,
+        &format!("{what} client"),
+        cli.pid(),
+        &cli.comm(),
+        1,
+        ips,
+        keep as f64,
+        n * resp,
+        n * req,
+        n,
+    );
+    expect_record(
+        agent,
+        &format!("{what} server"),
+        srv.pid(),
+        &srv.comm(),
+        0,
+        ips,
+        keep as f64,
+        n * req,
+        n * resp,
+        n,
+    );
+    // After they close, the record of the period says so; the byte totals
+    // stay (counters do not go back).
+    let ccomm = cli.comm();
+    cli.release();
+    cli.expect("closed");
+    expect_record(
+        agent,
+        &format!("{what} client after close"),
+        cli.pid(),
+        &ccomm,
+        1,
+        ips,
+        keep as f64,
+        n * resp,
+        n * req,
+        n,
+    );
+}
+
+#[test]
+fn loopback_v4_and_v6_records_are_exact() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent(&s, "-t 1");
+    scenario(
+        &a,
+        "loopback v4",
+        None,
+        None,
+        "127.0.0.1",
+        "127.0.0.1",
+        "2",
+        5,
+        3,
+    );
+    scenario(&a, "loopback v6", None, None, "::1", "::1", "10", 4, 2);
+}
+
+#[test]
+fn two_namespaces_over_veth_records_are_exact() {
+    require_root();
+    let hosts = TwoHosts::new();
+    let s = Setup::new(&[]);
+    let a = agent(&s, "-t 1");
+    scenario(
+        &a,
+        "veth",
+        Some(&hosts.server),
+        Some(&hosts.client),
+        &hosts.server_ip,
+        &hosts.client_ip,
+        "2",
+        6,
+        2,
+    );
+}
+
+#[test]
+fn a_short_connection_burst_is_all_counted() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent(&s, "-t 1");
+    let port = free_port();
+    let (req, resp, burst) = (100usize, 500usize, 300usize);
+    let mut srv = Proc::python(
+        None,
+        "server.py",
+        &[arg("127.0.0.1"), arg(port), arg(req), arg(resp)],
+    );
+    srv.expect("ready");
+    let mut cli = Proc::python(
+        None,
+        "client.py",
+        &[
+            arg("127.0.0.1"),
+            arg(port),
+            arg(req),
+            arg(resp),
+            arg(burst),
+            arg(0),
+        ],
+    );
+    cli.expect("done");
+    let n = burst as f64;
+    // Every connection closed within the burst: the totals are exact
+    // within the SYN/FIN tolerance, for both sides.
+    let settled = |pid: u32, role: u8, rx: f64, tx: f64| {
+        wait_for(Duration::from_secs(20), "burst totals", || {
+            let r = find(&a.scrape(), pid, role, port)?;
+            (r.v("rx_bytes") >= rx
+                && r.v("rx_bytes") <= rx + 2.0 * n
+                && r.v("tx_bytes") >= tx
+                && r.v("tx_bytes") <= tx + 2.0 * n)
+                .then_some(r)
+        })
+    };
+    let c = settled(cli.pid(), 1, n * resp as f64, n * req as f64);
+    let sv = settled(srv.pid(), 0, n * req as f64, n * resp as f64);
+    assert!(c.v("link_count") >= 1.0 && sv.v("link_count") >= 1.0);
+    let expo = a.scrape();
+    assert_eq!(stat(&expo, "conn_overflow"), 0.0);
+    assert_eq!(stat(&expo, "link_overflow"), 0.0);
+    assert!(stat(&expo, "conns_opened") >= 2.0 * n, "{expo}");
+}
+
+#[test]
+fn retransmits_from_iptables_drops_show_in_retran_packets() {
+    require_root();
+    let hosts = TwoHosts::new();
+    let s = Setup::new(&[]);
+    let a = agent(&s, "-t 1");
+    let port = free_port();
+    // The rule lives in the client's namespace: it goes with it, even when
+    // the test fails, and never touches the host's tables.
+    let rule = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port.to_string(),
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.2",
+        "-j",
+        "DROP",
+    ]
+    .map(str::to_owned);
+    let mut add = vec!["netns", "exec", &hosts.client, "iptables", "-A"];
+    add.extend(rule.iter().map(String::as_str));
+    run("ip", &add);
+    let (req, resp) = (400_000usize, 1000usize);
+    let mut srv = Proc::python(
+        Some(&hosts.server),
+        "server.py",
+        &[arg(&hosts.server_ip), arg(port), arg(req), arg(resp)],
+    );
+    srv.expect("ready");
+    let mut cli = Proc::python(
+        Some(&hosts.client),
+        "client.py",
+        &[
+            arg(&hosts.server_ip),
+            arg(port),
+            arg(req),
+            arg(resp),
+            arg(3),
+            arg(0),
+        ],
+    );
+    cli.expect("done");
+    let mut last = None;
+    let r = (0..600).find_map(|_| {
+        let r = find(&a.scrape(), cli.pid(), 1, port);
+        let ok = r
+            .as_ref()
+            .is_some_and(|r| r.v("retran_packets") > 0.0 && r.v("tx_bytes") >= 3.0 * req as f64);
+        if ok {
+            return r;
+        }
+        last = r;
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let r = r.unwrap_or_else(|| {
+        let rules = Command::new("ip")
+            .args(["netns", "exec", &hosts.client, "iptables", "-L", "OUTPUT", "-v", "-n", "-x"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "no retransmits after 60 s; last client record {last:?}\nrules:\n{rules}\nlog:\n{}",
+            a.log_text()
+        )
+    });
+    let mut del = vec!["netns", "exec", &hosts.client, "iptables", "-D"];
+    del.extend(rule.iter().map(String::as_str));
+    run("ip", &del);
+    assert!(r.v("packets_out") > r.v("retran_packets"), "{r:?}");
+    assert_eq!(r.l("client_ip"), hosts.client_ip);
+    let expo = a.scrape();
+    assert!(stat(&expo, "retrans_events") > 0.0, "{expo}");
+}
+
+#[test]
+fn connections_open_before_the_agent_are_found_with_their_role() {
+    require_root();
+    let port = free_port();
+    let mut srv = Proc::python(
+        None,
+        "server.py",
+        &[arg("127.0.0.1"), arg(port), arg(10), arg(20)],
+    );
+    srv.expect("ready");
+    let mut cli = Proc::python(
+        None,
+        "client.py",
+        &[
+            arg("127.0.0.1"),
+            arg(port),
+            arg(10),
+            arg(20),
+            arg(0),
+            arg(2),
+        ],
+    );
+    cli.expect("done");
+    let st = Setup::new(&[]);
+    let a = agent(&st, "-t 1");
+    let ips = ("127.0.0.1", "127.0.0.1", port, "2");
+    let ccomm = cli.comm();
+    let (cpid, spid) = (cli.pid(), srv.pid());
+    for (pid, role) in [(cpid, 1u8), (spid, 0u8)] {
+        let r = wait_for(Duration::from_secs(15), "pre-existing", || {
+            find(&a.scrape(), pid, role, port)
+        });
+        assert_eq!(r.v("link_count"), 2.0, "{r:?}");
+        assert_eq!(r.l("client_ip"), ips.0);
+    }
+    // Their counters are read at close at the latest.
+    cli.release();
+    cli.expect("closed");
+    expect_record(
+        &a,
+        "pre-existing closed",
+        cpid,
+        &ccomm,
+        1,
+        ips,
+        2.0,
+        40.0,
+        20.0,
+        2.0,
+    );
+}
+
+#[test]
+fn kprobe_plan_is_selectable_and_reports_what_is_missing() {
+    require_root();
+    let s = Setup::new(&[]);
+    let cfg = format!(
+        "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1 -P 2\"\nswitch = \"on\"\n\
+         [[probes]]\nname = \"system_meminfo\"\nparam = \"-t 1\"\nswitch = \"on\"\n",
+        s.base_config()
+    );
+    let a = s.start(&cfg);
+    let log = wait_for(Duration::from_secs(15), "kprobe plan verdict", || {
+        let log = a.log_text();
+        (log.contains("eBPF programs attached") || log.contains("will not be restarted"))
+            .then_some(log)
+    });
+    if log.contains("will not be restarted") {
+        // This kernel has no kprobe events: the message names the hook.
+        assert!(log.contains("kprobe tcp_set_state"), "{log}");
+        let expo = a.scrape();
+        assert!(
+            expo.lines().any(|l| l
+                .starts_with("gala_gopher_self_probe_state{probe=\"tcp_link\",state=\"failed\"")
+                && l.ends_with(" 1")),
+            "{expo}"
+        );
+    }
+    // The rest of the agent runs on.
+    wait_for(Duration::from_secs(10), "system_meminfo", || {
+        a.scrape()
+            .contains("gala_gopher_system_meminfo_MemTotal{")
+            .then_some(())
+    });
+}
+
+#[test]
+fn without_capabilities_the_probe_says_which_and_the_rest_runs() {
+    require_root();
+    let s = Setup::new(&[]);
+    let cfg_path = s.path("gala-gopher.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1\"\nswitch = \"on\"\n\
+             [[probes]]\nname = \"system_meminfo\"\nparam = \"-t 1\"\nswitch = \"on\"\n",
+            s.base_config()
+        ),
+    )
+    .unwrap();
+    let log_path = s.path("agent.log");
+    let child = Command::new("setpriv")
+        .args([
+            "--bounding-set=-bpf,-perfmon,-sys_admin",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(crate::harness::bin())
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let a = Agent {
+        child,
+        port: s.port,
+        log: log_path,
+    };
+    let log = wait_for(Duration::from_secs(20), "capability verdict", || {
+        let log = a.log_text();
+        log.contains("will not be restarted").then_some(log)
+    });
+    assert!(
+        log.contains("missing capabilities CAP_BPF, CAP_PERFMON"),
+        "{log}"
+    );
+    wait_for(Duration::from_secs(10), "system_meminfo", || {
+        crate::harness::http_get(s.port, "/metrics")
+            .ok()
+            .filter(|(_, b)| b.contains("gala_gopher_system_meminfo_MemTotal{"))
+            .map(|_| ())
+    });
+}
