@@ -23,7 +23,10 @@ fn main() -> anyhow::Result<()> {
         let dir = manifest.join("src").join(name);
         let src = dir.join(format!("{name}.bpf.c"));
         println!("cargo:rerun-if-changed={}", src.display());
-        println!("cargo:rerun-if-changed={}", dir.join(format!("{name}.h")).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join(format!("{name}.h")).display()
+        );
         SkeletonBuilder::new()
             .source(&src)
             .obj(out.join(format!("{name}.bpf.o")))

@@ -97,7 +97,10 @@ pub fn raise_for_load() -> Vec<String> {
         }
     }
     // Best effort: tracefs reads and the memlock limit on old kernels.
-    for cap in [Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_RESOURCE] {
+    for cap in [
+        Capability::CAP_DAC_READ_SEARCH,
+        Capability::CAP_SYS_RESOURCE,
+    ] {
         let _ = caps::raise(None, CapSet::Effective, cap);
     }
     missing
@@ -136,9 +139,7 @@ mod tests {
         assert!(!plain.contains(&Capability::CAP_SYS_ADMIN));
         let ebpf = keep_set(true);
         assert!(ebpf.contains(&Capability::CAP_SYS_RESOURCE));
-        assert!(
-            ebpf.contains(&Capability::CAP_BPF) || ebpf.contains(&Capability::CAP_SYS_ADMIN)
-        );
+        assert!(ebpf.contains(&Capability::CAP_BPF) || ebpf.contains(&Capability::CAP_SYS_ADMIN));
         assert!(!ebpf.contains(&Capability::CAP_NET_ADMIN));
     }
 

@@ -478,10 +478,14 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
     let s = Setup::new(&[]);
     let a = agent(&s, "-t 1");
     let port = free_port();
-    // The rule lives in the client's namespace: it goes with it, even when
-    // the test fails, and never touches the host's tables.
+    // The rule drops on arrival in the server's namespace, so the client's
+    // segments are really lost on the way. (Dropped in the client's own
+    // OUTPUT chain, a segment is refused to TCP, which just sends it again
+    // later as new data: no retransmission is counted.) The rule lives and
+    // dies with the namespace, even when the test fails, and never touches
+    // the host's tables.
     let rule = [
-        "OUTPUT",
+        "INPUT",
         "-p",
         "tcp",
         "--dport",
@@ -496,7 +500,7 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
         "DROP",
     ]
     .map(str::to_owned);
-    let mut add = vec!["netns", "exec", &hosts.client, "iptables", "-A"];
+    let mut add = vec!["netns", "exec", &hosts.server, "iptables", "-A"];
     add.extend(rule.iter().map(String::as_str));
     run("ip", &add);
     let (req, resp) = (400_000usize, 1000usize);
@@ -534,7 +538,17 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
     });
     let r = r.unwrap_or_else(|| {
         let rules = Command::new("ip")
-            .args(["netns", "exec", &hosts.client, "iptables", "-L", "OUTPUT", "-v", "-n", "-x"])
+            .args([
+                "netns",
+                "exec",
+                &hosts.server,
+                "iptables",
+                "-L",
+                "INPUT",
+                "-v",
+                "-n",
+                "-x",
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
@@ -543,7 +557,7 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
             a.log_text()
         )
     });
-    let mut del = vec!["netns", "exec", &hosts.client, "iptables", "-D"];
+    let mut del = vec!["netns", "exec", &hosts.server, "iptables", "-D"];
     del.extend(rule.iter().map(String::as_str));
     run("ip", &del);
     assert!(r.v("packets_out") > r.v("retran_packets"), "{r:?}");

@@ -289,7 +289,11 @@ fn main() -> Result<()> {
     for round in 0..a.rounds {
         let mut res = [(0.0, 0.0); 2];
         // Alternate which side goes first so drift hits both alike.
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for attached in order {
             let agent = agent(&a.gopher, dir.path(), attached)?;
             std::thread::sleep(Duration::from_millis(500));
@@ -329,9 +333,16 @@ fn main() -> Result<()> {
         "request rate:    attached/detached = {rr:.3} (loss {:.1} %)",
         (1.0 - rr) * 100.0
     );
-    println!("{:<24} {:>12} {:>16} {:>10}", "program", "run_cnt", "run_time_ns", "ns/run");
+    println!(
+        "{:<24} {:>12} {:>16} {:>10}",
+        "program", "run_cnt", "run_time_ns", "ns/run"
+    );
     for (name, ns, cnt) in &prog {
-        let per = if *cnt == 0 { 0.0 } else { *ns as f64 / *cnt as f64 };
+        let per = if *cnt == 0 {
+            0.0
+        } else {
+            *ns as f64 / *cnt as f64
+        };
         println!("{name:<24} {cnt:>12} {ns:>16} {per:>10.0}");
     }
     Ok(())

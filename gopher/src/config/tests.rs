@@ -79,6 +79,7 @@ fn the_shipped_configs_load_and_agree() {
             "system_vmstat",
             "system_inode",
             "system_tcp",
+            "tcp_link",
         ]
         .iter()
         .map(|n| probe(n, "-t 5", Switch::On))

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// `struct tl_conn_key`.
 pub const CONN_KEY_SIZE: usize = 44;
 /// `struct tl_conn_val`.
-pub const CONN_VAL_SIZE: usize = 80;
+pub const CONN_VAL_SIZE: usize = 128;
 /// `struct tl_link_key`.
 pub const LINK_KEY_SIZE: usize = 40;
 /// `struct tl_link_val`.
@@ -216,6 +216,21 @@ pub struct ConnVal {
     pub samples: u32,
     /// Inode of the socket file (0 before accept()).
     pub ino: u64,
+    /// The connection's 4-tuple and network namespace.
+    pub key: ConnKey,
+}
+
+impl Default for ConnKey {
+    fn default() -> Self {
+        Self {
+            netns: 0,
+            family: AF_INET,
+            lport: 0,
+            rport: 0,
+            laddr: [0; 16],
+            raddr: [0; 16],
+        }
+    }
 }
 
 impl ConnVal {
@@ -245,6 +260,7 @@ impl ConnVal {
             srtt_us: r.u32()?,
             samples: r.u32()?,
             ino: r.u64()?,
+            key: ConnKey::decode(&r.take::<CONN_KEY_SIZE>()?)?,
         })
     }
 
@@ -272,6 +288,7 @@ impl ConnVal {
             o[48 + 4 * i..52 + 4 * i].copy_from_slice(&v.to_ne_bytes());
         }
         o[72..80].copy_from_slice(&self.ino.to_ne_bytes());
+        o[80..124].copy_from_slice(&self.key.encode());
         o
     }
 }

@@ -14,7 +14,10 @@ use crate::procfs::tcp::{parse_tcp, ByteOrder};
 
 /// `socket:[12345]` -> 12345.
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// `net:[4026531840]` -> 4026531840.

@@ -43,22 +43,27 @@ const volatile __u8 skip_loopback = 0;   /* ignore connections to 127/8, ::1 */
 #define MAX_CONNS 65536
 #define MAX_LINKS 16384
 
+/* Live connections by socket address: the hot path hashes 8 bytes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_CONNS);
-	__type(key, struct tl_conn_key);
+	__type(key, __u64);
 	__type(value, struct tl_conn_val);
 } conns SEC(".maps");
 
-/* Sockets between connect() and ESTABLISHED: the local port is not chosen
- * yet when the state becomes SYN_SENT, so key on the socket address. Every
- * SYN_SENT ends in ESTABLISHED or CLOSE, where the entry is deleted. */
+/* Connections that were open before the probe loaded, by 4-tuple, as user
+ * space found them in /proc. The first event that shows their socket
+ * (close, shutdown, retransmit) moves them into `conns`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, struct tl_task);
-} connecting SEC(".maps");
+	__uint(max_entries, 16384);
+	__type(key, struct tl_conn_key);
+	__type(value, struct tl_conn_val);
+} seeded SEC(".maps");
+
+/* Set by user space once it has filled `seeded`: only then is a miss in
+ * `conns` worth a second lookup. */
+volatile __u32 have_seeded = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -75,7 +80,7 @@ struct {
 } links SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TL_STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -86,7 +91,7 @@ static __always_inline void stat_inc(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
-		__sync_fetch_and_add(v, 1);
+		*v += 1; /* per CPU: no atomic needed */
 }
 
 static __always_inline int is_loopback(const struct tl_conn_key *k)
@@ -105,8 +110,22 @@ static __always_inline int is_loopback(const struct tl_conn_key *k)
 	return w2 == bpf_htonl(0xffff) && k->raddr[12] == 127;
 }
 
+/*
+ * Reads of the socket. Where the kernel has the bpf_rdonly_cast kfunc
+ * (6.2+), a cast pointer is read with plain loads that the JIT guards like
+ * probe reads, at about a nanosecond each instead of a helper call per
+ * field; elsewhere each field is a BPF_CORE_READ. The verifier drops the
+ * branch the kernel cannot take.
+ */
+#define HAVE_CAST bpf_ksym_exists(bpf_rdonly_cast)
+
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
+	if (HAVE_CAST) {
+		struct sock *s = bpf_core_cast(sk, struct sock);
+
+		return s->__sk_common.skc_net.net->ns.inum;
+	}
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
@@ -122,6 +141,22 @@ static __always_inline void current_task(struct tl_task *t)
 static __always_inline void key_from_sk(const struct sock *sk, struct tl_conn_key *k)
 {
 	__builtin_memset(k, 0, sizeof(*k));
+	if (HAVE_CAST) {
+		struct sock *s = bpf_core_cast(sk, struct sock);
+
+		k->netns = s->__sk_common.skc_net.net->ns.inum;
+		k->family = s->__sk_common.skc_family;
+		k->lport = s->__sk_common.skc_num;
+		k->rport = bpf_ntohs(s->__sk_common.skc_dport);
+		if (k->family == AF_INET) {
+			*(__u32 *)k->laddr = s->__sk_common.skc_rcv_saddr;
+			*(__u32 *)k->raddr = s->__sk_common.skc_daddr;
+		} else {
+			__builtin_memcpy(k->laddr, &s->__sk_common.skc_v6_rcv_saddr, 16);
+			__builtin_memcpy(k->raddr, &s->__sk_common.skc_v6_daddr, 16);
+		}
+		return;
+	}
 	k->netns = sk_netns(sk);
 	k->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	k->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -140,6 +175,19 @@ static __always_inline void read_counters(const struct sock *sk, struct tl_conn_
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
 
+	if (HAVE_CAST) {
+		struct tcp_sock *t = bpf_core_cast(sk, struct tcp_sock);
+
+		v->rx_bytes = t->bytes_received;
+		v->tx_bytes = t->bytes_acked;
+		v->segs_in = t->segs_in;
+		v->segs_out = t->segs_out;
+		v->retrans = t->total_retrans;
+		v->drops = t->inet_conn.icsk_inet.sk.sk_drops.counter;
+		v->srtt_us = t->srtt_us >> 3;
+		v->samples++;
+		return;
+	}
 	v->rx_bytes = BPF_CORE_READ(tp, bytes_received);
 	v->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
 	v->segs_in = BPF_CORE_READ(tp, segs_in);
@@ -150,9 +198,10 @@ static __always_inline void read_counters(const struct sock *sk, struct tl_conn_
 	v->samples++;
 }
 
-static __always_inline void link_key_of(const struct tl_conn_key *k, const struct tl_conn_val *v,
-					struct tl_link_key *lk)
+static __always_inline void link_key_of(const struct tl_conn_val *v, struct tl_link_key *lk)
 {
+	const struct tl_conn_key *k = &v->key;
+
 	lk->pid = v->pid;
 	lk->role = v->role;
 	lk->family = (__u8)k->family;
@@ -168,16 +217,16 @@ static __always_inline void link_key_of(const struct tl_conn_key *k, const struc
 }
 
 /* A connection closed: fold its final counters into its link aggregate. */
-static __always_inline void close_conn(const struct sock *sk, const struct tl_conn_key *k,
-				       struct tl_conn_val *v)
+static __always_inline void close_conn(const struct sock *sk, struct tl_conn_val *v)
 {
+	__u64 skaddr = (__u64)sk;
 	struct tl_link_key lk = {};
 	struct tl_link_val *agg;
 
 	read_counters(sk, v);
 	if (filter_pid && v->pid != filter_pid)
 		goto out;
-	link_key_of(k, v, &lk);
+	link_key_of(v, &lk);
 	agg = bpf_map_lookup_elem(&links, &lk);
 	if (!agg) {
 		struct tl_link_val zero = {};
@@ -200,41 +249,74 @@ static __always_inline void close_conn(const struct sock *sk, const struct tl_co
 	__sync_fetch_and_add(&agg->drops, v->drops);
 	__sync_fetch_and_add(&agg->srtt_sum_us, v->srtt_us);
 out:
-	bpf_map_delete_elem(&conns, k);
+	bpf_map_delete_elem(&conns, &skaddr);
 }
+
+/* A connection by its socket; one that was open before the probe loaded is
+ * moved over from `seeded` (`k` is only read then). */
+static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, const struct tl_conn_key *k)
+{
+	__u64 skaddr = (__u64)sk;
+	struct tl_conn_val *v = bpf_map_lookup_elem(&conns, &skaddr);
+
+	if (v || !have_seeded)
+		return v;
+	v = bpf_map_lookup_elem(&seeded, k);
+	if (!v)
+		return 0;
+	v->sk = skaddr;
+	if (bpf_map_update_elem(&conns, &skaddr, v, BPF_NOEXIST))
+		return 0;
+	bpf_map_delete_elem(&seeded, k);
+	return bpf_map_lookup_elem(&conns, &skaddr);
+}
+
+#define NEED_NOTHING 0
+#define NEED_KEY 1     /* the 4-tuple and netns are needed */
+#define NEED_SK 2      /* the socket address is enough (unless seeded) */
 
 /* Most transitions need nothing (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...):
  * decide before reading anything from the socket. SYN_SENT and failed
- * connects are handled here, keyed on the socket address alone.
- * Returns 1 when the transition needs the connection's key. */
+ * connects are handled here, keyed on the socket address alone. */
 static __always_inline int prefilter(const struct sock *sk, int old, int new)
 {
 	__u64 skaddr = (__u64)sk;
-	struct tl_task t;
 
 	switch (new) {
-	case S_SYN_SENT:
-		/* connect(): task context, the caller owns the socket. */
-		current_task(&t);
-		if (filter_pid && t.pid != filter_pid)
+	case S_SYN_SENT: {
+		/* connect(): task context, the caller owns the socket. The local
+		 * port is not chosen yet, so the 4-tuple comes at ESTABLISHED;
+		 * until then the entry has no key (family 0). */
+		struct tl_conn_val nv = {};
+
+		nv.pid = bpf_get_current_pid_tgid() >> 32;
+		if (filter_pid && nv.pid != filter_pid)
 			return 0;
-		if (bpf_map_update_elem(&connecting, &skaddr, &t, BPF_ANY))
+		bpf_get_current_comm(nv.comm, sizeof(nv.comm));
+		nv.sk = skaddr;
+		nv.role = TL_ROLE_CLIENT;
+		nv.pid_src = TL_PID_CONNECT;
+		if (bpf_map_update_elem(&conns, &skaddr, &nv, BPF_ANY))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		return 0;
+	}
 	case S_ESTABLISHED:
-		return old == S_SYN_SENT || old == S_SYN_RECV;
+		return old == S_SYN_SENT || old == S_SYN_RECV ? NEED_KEY : NEED_NOTHING;
 	case S_CLOSE:
 		if (old == S_SYN_SENT) {
-			bpf_map_delete_elem(&connecting, &skaddr);
-			return 0;
+			bpf_map_delete_elem(&conns, &skaddr); /* the connect failed */
+			return NEED_NOTHING;
 		}
-		return old != S_SYN_RECV;
+		if (old == S_LISTEN)
+			return NEED_KEY;
+		return old == S_SYN_RECV ? NEED_NOTHING : NEED_SK;
 	case S_LISTEN:
+		return NEED_KEY;
 	case S_FIN_WAIT1:
 	case S_LAST_ACK:
-		return 1;
+		return NEED_SK;
 	}
-	return 0;
+	return NEED_NOTHING;
 }
 
 static __always_inline int on_state(const struct sock *sk, int old, int new, struct tl_conn_key *k)
@@ -256,36 +338,37 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 		struct tl_conn_val nv = {};
 		struct tl_task *owner;
 
-		if (skip_loopback && is_loopback(k))
-			return 0;
-		nv.sk = skaddr;
 		if (old == S_SYN_SENT) {
-			/* Active open; the softirq that completes it is not the owner. */
-			owner = bpf_map_lookup_elem(&connecting, &skaddr);
-			if (!owner)
+			/* Active open, completed in softirq: the owner was recorded
+			 * at connect(); now the 4-tuple is known. */
+			v = bpf_map_lookup_elem(&conns, &skaddr);
+			if (!v)
 				return 0; /* filtered out, or connected before we loaded */
-			nv.role = TL_ROLE_CLIENT;
-			nv.pid = owner->pid;
-			nv.pid_src = TL_PID_CONNECT;
-			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
-			bpf_map_delete_elem(&connecting, &skaddr);
-		} else if (old == S_SYN_RECV) {
-			/* Passive open, in softirq (on loopback: in the client's task).
-			 * Until the owner closes it, the listener's owner stands in;
-			 * user space refines it from the socket's inode. */
-			struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
-
-			nv.role = TL_ROLE_SERVER;
-			owner = bpf_map_lookup_elem(&listeners, &lk);
-			if (owner) {
-				nv.pid = owner->pid;
-				nv.pid_src = TL_PID_LISTEN;
-				__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
+			if (skip_loopback && is_loopback(k)) {
+				bpf_map_delete_elem(&conns, &skaddr);
+				return 0;
 			}
-		} else {
+			v->key = *k;
+			stat_inc(TL_STAT_CONNS_OPENED);
 			return 0;
 		}
-		if (bpf_map_update_elem(&conns, k, &nv, BPF_ANY))
+		if (old != S_SYN_RECV || (skip_loopback && is_loopback(k)))
+			return 0;
+		/* Passive open, in softirq (on loopback: in the client's task).
+		 * Until the owner closes it, the listener's owner stands in; user
+		 * space refines it from the socket's inode. */
+		struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
+
+		nv.sk = skaddr;
+		nv.key = *k;
+		nv.role = TL_ROLE_SERVER;
+		owner = bpf_map_lookup_elem(&listeners, &lk);
+		if (owner) {
+			nv.pid = owner->pid;
+			nv.pid_src = TL_PID_LISTEN;
+			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
+		}
+		if (bpf_map_update_elem(&conns, &skaddr, &nv, BPF_ANY))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		else
 			stat_inc(TL_STAT_CONNS_OPENED);
@@ -294,15 +377,13 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 	case S_FIN_WAIT1:
 	case S_LAST_ACK:
 		/* close()/shutdown() by the owner: task context on both sides. */
-		v = bpf_map_lookup_elem(&conns, k);
+		v = find_conn(sk, k);
 		if (v && v->role == TL_ROLE_SERVER && v->pid_src != TL_PID_CLOSE) {
 			current_task(&t);
 			v->pid = t.pid;
 			v->pid_src = TL_PID_CLOSE;
 			__builtin_memcpy(v->comm, t.comm, sizeof(v->comm));
 		}
-		if (v && !v->sk)
-			v->sk = skaddr;
 		return 0;
 	case S_CLOSE:
 		if (old == S_LISTEN) {
@@ -311,12 +392,12 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 			bpf_map_delete_elem(&listeners, &lk);
 			return 0;
 		}
-		v = bpf_map_lookup_elem(&conns, k);
+		v = find_conn(sk, k);
 		if (!v) {
 			stat_inc(TL_STAT_CLOSE_UNTRACKED);
 			return 0;
 		}
-		close_conn(sk, k, v);
+		close_conn(sk, v);
 		return 0;
 	}
 	return 0;
@@ -327,39 +408,52 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 SEC("tracepoint/sock/inet_sock_set_state")
 int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 {
+	/* Every field of the context is read once, here, at a fixed offset:
+	 * the verifier refuses reads through a moved context pointer. */
 	const struct sock *sk = ctx->skaddr;
+	int old = ctx->oldstate, new = ctx->newstate;
+	__u16 family = ctx->family, sport = ctx->sport, dport = ctx->dport;
 	struct tl_conn_key k = {};
+	int need;
 
-	if (ctx->protocol != IPPROTO_TCP || !prefilter(sk, ctx->oldstate, ctx->newstate))
+	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	k.family = ctx->family;
-	k.lport = ctx->sport;
-	k.rport = ctx->dport;
-	/* Arrays of the context cannot be read through a moved pointer. */
-	if (k.family == AF_INET) {
-		bpf_probe_read_kernel(k.laddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(k.raddr, 4, ctx->daddr);
-	} else if (k.family == AF_INET6) {
-		bpf_probe_read_kernel(k.laddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(k.raddr, 16, ctx->daddr_v6);
-	} else {
+	need = prefilter(sk, old, new);
+	if (need == NEED_NOTHING)
 		return 0;
+	if ((need == NEED_KEY || have_seeded) && HAVE_CAST) {
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		key_from_sk(sk, &k);
+	} else if (need == NEED_KEY || have_seeded) {
+		k.family = family;
+		k.lport = sport;
+		k.rport = dport;
+		if (k.family == AF_INET) {
+			bpf_probe_read_kernel(k.laddr, 4, ctx->saddr);
+			bpf_probe_read_kernel(k.raddr, 4, ctx->daddr);
+		} else if (k.family == AF_INET6) {
+			bpf_probe_read_kernel(k.laddr, 16, ctx->saddr_v6);
+			bpf_probe_read_kernel(k.raddr, 16, ctx->daddr_v6);
+		} else {
+			return 0;
+		}
+		k.netns = sk_netns(sk);
 	}
-	k.netns = sk_netns(sk);
-	return on_state(sk, ctx->oldstate, ctx->newstate, &k);
+	return on_state(sk, old, new, &k);
 }
 
-/* Gives pre-existing connections their socket address. */
+/* Gives a connection that was open before the probe loaded its socket, so
+ * the sampler can read it. */
 static __always_inline void adopt(const struct sock *sk)
 {
 	struct tl_conn_key k;
-	struct tl_conn_val *v;
 
 	stat_inc(TL_STAT_RETRANS_EVENTS);
+	if (!have_seeded)
+		return;
 	key_from_sk(sk, &k);
-	v = bpf_map_lookup_elem(&conns, &k);
-	if (v && !v->sk)
-		v->sk = (__u64)sk;
+	find_conn(sk, &k);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
@@ -374,12 +468,15 @@ int tcp_link_retrans_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
 SEC("kprobe/tcp_set_state")
 int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
 {
-	struct tl_conn_key k;
+	struct tl_conn_key k = {};
 	int old = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	if (!prefilter(sk, old, state))
+	int need = prefilter(sk, old, state);
+
+	if (need == NEED_NOTHING)
 		return 0;
-	key_from_sk(sk, &k);
+	if (need == NEED_KEY || have_seeded)
+		key_from_sk(sk, &k);
 	if (k.family != AF_INET && k.family != AF_INET6)
 		return 0;
 	return on_state(sk, old, state, &k);
@@ -398,31 +495,25 @@ SEC("tracepoint/tcp/tcp_probe")
 int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
 {
 	const struct sock *sk = ctx->skaddr;
-	struct tl_conn_key k;
-	struct tl_conn_val *v;
+	__u64 skaddr = (__u64)sk;
+	struct tl_conn_val *v = bpf_map_lookup_elem(&conns, &skaddr);
 
-	key_from_sk(sk, &k);
-	v = bpf_map_lookup_elem(&conns, &k);
-	if (v) {
-		v->sk = (__u64)sk;
+	if (v)
 		read_counters(sk, v);
-	}
 	return 0;
 }
 
 /* ---- the sampler, run by user space once per period ---- */
 
-static long sample_one(struct bpf_map *map, struct tl_conn_key *k, struct tl_conn_val *v, void *ctx)
+static long sample_one(struct bpf_map *map, __u64 *skaddr, struct tl_conn_val *v, void *ctx)
 {
-	const struct sock *sk = (const struct sock *)v->sk;
+	const struct sock *sk = (const struct sock *)*skaddr;
 	__u16 lport;
 
-	if (!sk)
-		return 0;
 	/* The socket may have been freed since (its close is in flight):
 	 * check it is still the same connection before trusting it. */
 	lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (lport != k->lport || bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != k->rport)
+	if (lport != v->key.lport || bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != v->key.rport)
 		return 0;
 	read_counters(sk, v);
 	v->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);

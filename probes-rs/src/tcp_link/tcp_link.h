@@ -32,7 +32,9 @@ struct tl_conn_key {
 	__u8 raddr[16];
 };
 
-/* 80 bytes. The counters are filled by the sampler (or the per-packet plan). */
+/* 128 bytes; `conns` is keyed by the socket's kernel address, `seeded`
+ * (connections open before the probe) by `key`. The counters are filled by
+ * the sampler, at close, or by the per-packet plan. */
 struct tl_conn_val {
 	__u64 sk;          /* kernel address of the socket, 0 when not seen yet */
 	__u32 pid;
@@ -49,6 +51,8 @@ struct tl_conn_val {
 	__u32 srtt_us;     /* smoothed RTT, us */
 	__u32 samples;     /* times the counters above were read */
 	__u64 ino;         /* inode of the socket file, 0 before accept() */
+	struct tl_conn_key key;
+	__u32 pad2;
 };
 
 /* One aggregate of closed connections: (pid, role, client, server, port). 40 bytes. */

@@ -54,6 +54,7 @@ fn decodes_map_fixtures() {
             srtt_us: 55,
             samples: 3,
             ino: 98765,
+            key: k,
         }
     );
     // Encoding gives the same bytes back (user space writes entries too).
@@ -61,6 +62,13 @@ fn decodes_map_fixtures() {
     assert_eq!(v.encode().to_vec(), fixture("conn_val_v4"));
 
     let k6 = ConnKey::decode(&fixture("conn_key_v6")).expect("v6 key");
+    let v6 = ConnVal::decode(&fixture("conn_val_v6")).expect("v6 val");
+    assert_eq!(v6.key, k6);
+    assert_eq!(
+        (v6.pid, v6.role, v6.pid_src, v6.samples),
+        (77, 0, pid_src::LISTEN, 0)
+    );
+    assert_eq!(comm_text(&v6.comm), "nginx");
     assert_eq!(k6.family, AF_INET6);
     assert_eq!(
         addr(k6.family, &k6.laddr),
@@ -101,8 +109,8 @@ fn wrong_sizes_are_rejected() {
 
 #[test]
 fn layouts_match_the_generated_skeleton() {
-    use std::mem::size_of;
     use skel::types;
+    use std::mem::size_of;
     assert_eq!(size_of::<types::tl_conn_key>(), CONN_KEY_SIZE);
     assert_eq!(size_of::<types::tl_conn_val>(), CONN_VAL_SIZE);
     assert_eq!(size_of::<types::tl_link_key>(), LINK_KEY_SIZE);
@@ -244,7 +252,10 @@ fn options_from_params() {
 #[test]
 fn kernel_versions() {
     assert_eq!(kernel_version("6.18.44-fc-v595"), Some((6, 18)));
-    assert_eq!(kernel_version("4.19.90-2112.8.0.0131.oe1.x86_64"), Some((4, 19)));
+    assert_eq!(
+        kernel_version("4.19.90-2112.8.0.0131.oe1.x86_64"),
+        Some((4, 19))
+    );
     assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
     assert_eq!(kernel_version("garbage"), None);
 }
