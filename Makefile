@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/gala-gopher.toml
 
-.PHONY: run build test unit integration lint bench fmt clean
+.PHONY: run run-spider build test unit integration lint bench fmt clean
 
 ## Install what is missing, build, and run the agent on its default config.
 run:
@@ -10,13 +10,36 @@ run:
 	$(CARGO) build --release -p gala-gopher
 	./target/release/gala-gopher --config $(CONFIG)
 
+## A topology on this one machine, without Kafka or Neo4j: gala-gopher with the
+## eBPF tcp_link probe writing metric log files, and gala-spider following them;
+## open http://127.0.0.1:11115/. The eBPF probe needs root (CAP_BPF, CAP_PERFMON).
+## SPIDER_UI=neo4j also writes to the Neo4j of config/gala-spider.toml.
+SPIDER_DIR ?= $(CURDIR)/target/run-spider
+SPIDER_UI ?= none
+run-spider:
+	scripts/deps.sh run
+	$(CARGO) build --release -p gala-gopher -p gala-spider
+	@if [ "$$(id -u)" != 0 ]; then echo "run-spider: the eBPF tcp_link probe needs root (CAP_BPF, CAP_PERFMON): run it as root" >&2; exit 1; fi
+	@mkdir -p $(SPIDER_DIR)
+	@printf '%s\n' '[global]' 'meta_dir = "$(CURDIR)/meta"' 'state_dir = "$(SPIDER_DIR)/state"' \
+		'[metric]' 'out_channel = "logs"' '[event]' 'out_channel = "logs"' '[meta]' 'out_channel = "logs"' \
+		'[logs]' 'metric_dir = "$(SPIDER_DIR)/metrics"' 'event_dir = "$(SPIDER_DIR)/event"' \
+		'meta_dir = "$(SPIDER_DIR)/meta"' 'debug_dir = "$(SPIDER_DIR)/debug"' \
+		'[[probes]]' 'name = "tcp_link"' 'param = "-t 5"' 'switch = "on"' > $(SPIDER_DIR)/gala-gopher.toml
+	@sed -e 's|^data_source = .*|data_source = "logfile"|' -e 's|^ui_source = .*|ui_source = "$(SPIDER_UI)"|' \
+		-e 's|^metric_dir = .*|metric_dir = "$(SPIDER_DIR)/metrics"|' config/gala-spider.toml > $(SPIDER_DIR)/gala-spider.toml
+	@./target/release/gala-gopher --config $(SPIDER_DIR)/gala-gopher.toml 2>$(SPIDER_DIR)/gala-gopher.log & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT INT TERM; \
+	echo "gala-gopher: pid $$pid, log $(SPIDER_DIR)/gala-gopher.log; gala-spider: http://127.0.0.1:11115/ (Ctrl-C stops both)"; \
+	./target/release/gala-spider --config $(SPIDER_DIR)/gala-spider.toml
+
 build:
 	$(CARGO) build --release -p gala-gopher
 
 ## Install what the tests need and run every test.
 test:
 	scripts/deps.sh test
-	$(CARGO) build -p gala-gopher -p gopher-ffi
+	$(CARGO) build -p gala-gopher -p gopher-ffi -p gala-spider
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

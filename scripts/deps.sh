@@ -28,6 +28,10 @@ case "$what" in
         # tcp_link integration tests: namespaces and veth pairs, loss by iptables.
         want ip iproute2
         want iptables iptables
+        # gala-spider tests: its page in headless chromium; agents with their
+        # own hostnames (unshare --uts); helper processes in python3.
+        want chromium chromium
+        want unshare util-linux
         ;;
     bench)
         want promtool prometheus
@@ -62,4 +66,10 @@ fi
 # The Kafka tests and benchmark run a tansu broker (installed only if missing).
 case "$what" in
     test|bench) "$(dirname "$0")/kafka.sh" ;;
+esac
+
+# The gala-spider tests write to littlegraph, a Neo4j Query API server
+# (installed only if missing).
+case "$what" in
+    test) "$(dirname "$0")/littlegraph.sh" ;;
 esac

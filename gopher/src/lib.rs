@@ -16,3 +16,4 @@ pub mod probe;
 pub mod record;
 pub mod stats;
 pub mod store;
+pub mod topology_records;

@@ -10,3 +10,4 @@ mod bad_input;
 mod cprobes;
 mod ebpf;
 mod kafka;
+mod spider;

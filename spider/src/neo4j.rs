@@ -1,0 +1,802 @@
+//! The Neo4j sink: the topology through Neo4j's HTTP Query API v2
+//! (`POST <address>/db/<database>/query/v2`, basic auth), applied as a diff
+//! each period: only nodes and relationships that appeared, changed or went
+//! away are written.
+//!
+//! Schema (COMPAT §9): `(:Host {name})`, `(:Process {name, runon, comm})`,
+//! `(:Host)-[:RUNON]->(:Process)`, `(:Process)-[:TCP_LINK {link_count,
+//! tx_bytes, rx_bytes, rtt, retran_packets, lost_packets}]->(:Process)`, and
+//! per LB flow half `(:Process)-[:NGINX_LINK|IPVS_LINK|HAPROXY_LINK
+//! {flow_id, half, link_count}]->(:Process)`.
+//!
+//! The statements stay inside the Cypher subset littlegraph serves (one
+//! write clause each, relationships created only between MATCHed nodes, no
+//! relationship MERGE), so they run on Neo4j 5 and on littlegraph alike.
+//!
+//! At start and after every failure the sink does not trust what it last
+//! wrote: it reads what the database holds (its Host and Process nodes and
+//! their relationships) and writes the difference to the whole desired
+//! graph (a reconcile). This is idempotent without relationship MERGE (which
+//! littlegraph lacks), removes duplicates and leftovers, and writes nothing
+//! that is already there. Neo4j being down is logged once per outage (and
+//! once when it ends) and every failed request is counted; a statement the
+//! server refuses is logged once per distinct message, skipped, and the
+//! next period reconciles again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config;
+use crate::stats::Stats;
+use crate::topology::Topology;
+
+/// TCP edge properties, in schema order.
+const EDGE_PROPS: [&str; 6] = [
+    "link_count",
+    "tx_bytes",
+    "rx_bytes",
+    "rtt",
+    "retran_packets",
+    "lost_packets",
+];
+
+/// One parameterized Cypher statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The Cypher text.
+    pub cypher: String,
+    /// Its parameters (a JSON object).
+    pub parameters: Value,
+}
+
+fn stmt(cypher: impl Into<String>, parameters: Value) -> Statement {
+    Statement {
+        cypher: cypher.into(),
+        parameters,
+    }
+}
+
+/// LB relationship key: (type, flow_id, half, source, target).
+type LbKey = (String, String, String, String, String);
+
+/// What the graph holds, in the sink's terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphState {
+    hosts: BTreeSet<String>,
+    /// id -> (runon, comm).
+    processes: BTreeMap<String, (String, String)>,
+    /// RUNON relationships: (host, process id).
+    runon: BTreeSet<(String, String)>,
+    /// (source, target) -> EDGE_PROPS values.
+    tcp: BTreeMap<(String, String), [u64; 6]>,
+    /// LB halves -> link_count.
+    lb: BTreeMap<LbKey, u64>,
+}
+
+impl GraphState {
+    /// The state a topology asks for.
+    pub fn of(t: &Topology) -> Self {
+        Self {
+            hosts: t.hosts.iter().cloned().collect(),
+            processes: t
+                .processes
+                .iter()
+                .map(|p| (p.id.clone(), (p.host.clone(), p.name.clone())))
+                .collect(),
+            runon: t
+                .processes
+                .iter()
+                .map(|p| (p.host.clone(), p.id.clone()))
+                .collect(),
+            tcp: t
+                .edges
+                .iter()
+                .map(|e| {
+                    (
+                        (e.source.clone(), e.target.clone()),
+                        [
+                            e.link_count,
+                            e.tx_bytes,
+                            e.rx_bytes,
+                            e.rtt,
+                            e.retran_packets,
+                            e.lost_packets,
+                        ],
+                    )
+                })
+                .collect(),
+            lb: t
+                .lb_flows
+                .iter()
+                .map(|h| {
+                    (
+                        (
+                            h.kind.to_ascii_uppercase(),
+                            h.flow_id.clone(),
+                            h.half.to_owned(),
+                            h.source.clone(),
+                            h.target.clone(),
+                        ),
+                        h.link_count,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Nodes and relationships (for logs).
+    pub fn size(&self) -> (usize, usize) {
+        (
+            self.hosts.len() + self.processes.len(),
+            self.runon.len() + self.tcp.len() + self.lb.len(),
+        )
+    }
+}
+
+/// Relationship types are not parameters: only these three are ever
+/// written into the statement text.
+fn lb_type(kind: &str) -> &'static str {
+    match kind {
+        "IPVS_LINK" => "IPVS_LINK",
+        "HAPROXY_LINK" => "HAPROXY_LINK",
+        _ => "NGINX_LINK",
+    }
+}
+
+fn edge_params(s: &str, t: &str, v: &[u64; 6]) -> Value {
+    let mut p = json!({"s": s, "t": t});
+    for (k, x) in EDGE_PROPS.iter().zip(v) {
+        p[*k] = json!(x);
+    }
+    p
+}
+
+fn create_edge(s: &str, t: &str, v: &[u64; 6]) -> Statement {
+    let props: Vec<String> = EDGE_PROPS.iter().map(|k| format!("{k}: ${k}")).collect();
+    stmt(
+        format!(
+            "MATCH (a:Process {{name: $s}}), (b:Process {{name: $t}}) CREATE (a)-[:TCP_LINK {{{}}}]->(b)",
+            props.join(", ")
+        ),
+        edge_params(s, t, v),
+    )
+}
+
+fn create_lb(k: &LbKey, link_count: u64) -> Statement {
+    stmt(
+        format!(
+            "MATCH (a:Process {{name: $s}}), (b:Process {{name: $t}}) CREATE (a)-[:{} {{flow_id: $f, half: $h, link_count: $lc}}]->(b)",
+            lb_type(&k.0)
+        ),
+        json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "lc": link_count}),
+    )
+}
+
+fn process_props(id: &str, runon: &str, comm: &str) -> Value {
+    json!({"n": id, "r": runon, "c": comm})
+}
+
+/// The statements that turn `old` into `new`: deletions first
+/// (relationships, then nodes), then creations and updates.
+pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for (k, _) in old.lb.iter().filter(|(k, _)| !new.lb.contains_key(*k)) {
+        out.push(stmt(
+            format!(
+                "MATCH (a:Process {{name: $s}})-[e:{}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h DELETE e",
+                lb_type(&k.0)
+            ),
+            json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2}),
+        ));
+    }
+    for (s, t) in old.tcp.keys().filter(|k| !new.tcp.contains_key(*k)) {
+        out.push(stmt(
+            "MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e",
+            json!({"s": s, "t": t}),
+        ));
+    }
+    for (h, id) in old.runon.difference(&new.runon) {
+        if new.processes.contains_key(id) {
+            out.push(stmt(
+                "MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) DELETE e",
+                json!({"n": id, "r": h}),
+            ));
+        }
+    }
+    for id in old
+        .processes
+        .keys()
+        .filter(|k| !new.processes.contains_key(*k))
+    {
+        out.push(stmt(
+            "MATCH (p:Process {name: $n}) DETACH DELETE p",
+            json!({"n": id}),
+        ));
+    }
+    for h in old.hosts.difference(&new.hosts) {
+        out.push(stmt(
+            "MATCH (h:Host {name: $n}) DETACH DELETE h",
+            json!({"n": h}),
+        ));
+    }
+    for h in new.hosts.difference(&old.hosts) {
+        out.push(stmt("MERGE (h:Host {name: $n})", json!({"n": h})));
+    }
+    for (id, (runon, comm)) in &new.processes {
+        match old.processes.get(id) {
+            None => out.push(stmt(
+                "MERGE (p:Process {name: $n, runon: $r, comm: $c})",
+                process_props(id, runon, comm),
+            )),
+            Some(o) if o != &(runon.clone(), comm.clone()) => out.push(stmt(
+                "MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c",
+                process_props(id, runon, comm),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (h, id) in new.runon.difference(&old.runon) {
+        out.push(stmt(
+            "MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p)",
+            json!({"n": id, "r": h}),
+        ));
+    }
+    for ((s, t), v) in &new.tcp {
+        match old.tcp.get(&(s.clone(), t.clone())) {
+            None => out.push(create_edge(s, t, v)),
+            Some(o) if o != v => {
+                let sets: Vec<String> = EDGE_PROPS
+                    .iter()
+                    .zip(o.iter().zip(v))
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(k, _)| format!("e.{k} = ${k}"))
+                    .collect();
+                out.push(stmt(
+                    format!(
+                        "MATCH (a:Process {{name: $s}})-[e:TCP_LINK]->(b:Process {{name: $t}}) SET {}",
+                        sets.join(", ")
+                    ),
+                    edge_params(s, t, v),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, lc) in &new.lb {
+        match old.lb.get(k) {
+            None => out.push(create_lb(k, *lc)),
+            Some(o) if o != lc => out.push(stmt(
+                format!(
+                    "MATCH (a:Process {{name: $s}})-[e:{}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h SET e.link_count = $lc",
+                    lb_type(&k.0)
+                ),
+                json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "lc": lc}),
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+fn as_u64(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        .unwrap_or(0)
+}
+
+fn col(r: &[Value], i: usize) -> &Value {
+    r.get(i).unwrap_or(&Value::Null)
+}
+
+fn as_string(v: &Value) -> String {
+    v.as_str().map_or_else(String::new, str::to_owned)
+}
+
+/// What the database holds, from the rows of [`READS`], and the statements
+/// that remove duplicate relationships (the state then lacks them, so the
+/// diff creates them once).
+pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>) {
+    let mut g = GraphState::default();
+    let mut pre = Vec::new();
+    let empty = Vec::new();
+    let part = |i: usize| rows.get(i).unwrap_or(&empty);
+    for r in part(0) {
+        g.hosts.insert(as_string(col(r, 0)));
+    }
+    for r in part(1) {
+        g.processes.insert(
+            as_string(col(r, 0)),
+            (as_string(col(r, 1)), as_string(col(r, 2))),
+        );
+    }
+    let mut dup_runon = BTreeSet::new();
+    for r in part(2) {
+        let k = (as_string(col(r, 0)), as_string(col(r, 1)));
+        if dup_runon.contains(&k) {
+            continue;
+        }
+        if !g.runon.insert(k.clone()) {
+            g.runon.remove(&k);
+            pre.push(stmt(
+                "MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) DELETE e",
+                json!({"n": k.1, "r": k.0}),
+            ));
+            dup_runon.insert(k);
+        }
+    }
+    let mut dup_tcp = BTreeSet::new();
+    for r in part(3) {
+        let k = (as_string(col(r, 0)), as_string(col(r, 1)));
+        let mut v = [0u64; 6];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = r.get(2 + i).map_or(0, as_u64);
+        }
+        if dup_tcp.contains(&k) {
+            continue;
+        }
+        if g.tcp.insert(k.clone(), v).is_some() {
+            g.tcp.remove(&k);
+            dup_tcp.insert(k.clone());
+            pre.push(stmt(
+                "MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e",
+                json!({"s": k.0, "t": k.1}),
+            ));
+        }
+    }
+    let mut dup_lb = BTreeSet::new();
+    for (i, ty) in ["NGINX_LINK", "IPVS_LINK", "HAPROXY_LINK"]
+        .iter()
+        .enumerate()
+    {
+        for r in part(4 + i) {
+            let k: LbKey = (
+                (*ty).to_owned(),
+                as_string(col(r, 2)),
+                as_string(col(r, 3)),
+                as_string(col(r, 0)),
+                as_string(col(r, 1)),
+            );
+            if dup_lb.contains(&k) {
+                continue;
+            }
+            if g.lb.insert(k.clone(), r.get(4).map_or(0, as_u64)).is_some() {
+                g.lb.remove(&k);
+                pre.push(stmt(
+                    format!(
+                        "MATCH (a:Process {{name: $s}})-[e:{ty}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h DELETE e"
+                    ),
+                    json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2}),
+                ));
+                dup_lb.insert(k);
+            }
+        }
+    }
+    (g, pre)
+}
+
+/// The reads of a reconcile, in the order [`state_from_rows`] expects.
+pub const READS: [&str; 7] = [
+    "MATCH (h:Host) RETURN h.name",
+    "MATCH (p:Process) RETURN p.name, p.runon, p.comm",
+    "MATCH (h:Host)-[:RUNON]->(p:Process) RETURN h.name, p.name",
+    "MATCH (a:Process)-[e:TCP_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.tx_bytes, e.rx_bytes, e.rtt, e.retran_packets, e.lost_packets",
+    "MATCH (a:Process)-[e:NGINX_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
+    "MATCH (a:Process)-[e:IPVS_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
+    "MATCH (a:Process)-[e:HAPROXY_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
+];
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Neo4jError {
+    /// No connection, a timeout, or a broken response.
+    #[error("{url}: {reason}")]
+    Transport {
+        /// The endpoint.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("{url}: HTTP {status}: {message}")]
+    Server {
+        /// The endpoint.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Neo4j's error code and message.
+        message: String,
+    },
+}
+
+/// A small blocking Query API v2 client with timeouts.
+#[derive(Debug)]
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+    auth: Option<String>,
+}
+
+/// RFC 4648 base64, for the basic auth header.
+fn base64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for c in input.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client of `[neo4j]`.
+    pub fn new(cfg: &config::Neo4j) -> Self {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(timeout))
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let auth = (!cfg.username.is_empty()).then(|| {
+            format!(
+                "Basic {}",
+                base64(format!("{}:{}", cfg.username, cfg.password).as_bytes())
+            )
+        });
+        Self {
+            agent,
+            url: format!(
+                "{}/db/{}/query/v2",
+                cfg.address.trim_end_matches('/'),
+                cfg.database
+            ),
+            auth,
+        }
+    }
+
+    /// Runs one statement; returns the `data` member of the answer.
+    pub fn run(&self, s: &Statement) -> Result<Value, Neo4jError> {
+        let body = json!({"statement": s.cypher, "parameters": s.parameters}).to_string();
+        let transport = |reason: String| Neo4jError::Transport {
+            url: self.url.clone(),
+            reason,
+        };
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.send(&body).map_err(|e| transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| transport(e.to_string()))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !(200..300).contains(&status)
+            || v.get("errors")
+                .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            let message = v["errors"]
+                .get(0)
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["code"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_else(|| text.chars().take(200).collect());
+            return Err(Neo4jError::Server {
+                url: self.url.clone(),
+                status,
+                message: format!("{message} (statement: {})", s.cypher),
+            });
+        }
+        Ok(v.get("data").cloned().unwrap_or(Value::Null))
+    }
+}
+
+/// The sink: what Neo4j holds (as far as it knows) and the client.
+#[derive(Debug)]
+pub struct Sink {
+    client: Client,
+    /// `None`: unknown (at start, and after a failure): reconcile next time.
+    applied: Option<GraphState>,
+    stats: Arc<Stats>,
+    down: bool,
+    last_error: String,
+}
+
+impl Sink {
+    /// A sink of `[neo4j]`.
+    pub fn new(cfg: &config::Neo4j, stats: Arc<Stats>) -> Self {
+        Self {
+            client: Client::new(cfg),
+            applied: None,
+            stats,
+            down: false,
+            last_error: String::new(),
+        }
+    }
+
+    /// What the database holds now, and the statements removing duplicates.
+    fn read(&self) -> Result<(GraphState, Vec<Statement>), Neo4jError> {
+        let mut rows = Vec::with_capacity(READS.len());
+        for q in READS {
+            let data = self.client.run(&stmt(q, json!({})))?;
+            rows.push(
+                data["values"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .map(|r| r.as_array().cloned().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(state_from_rows(&rows))
+    }
+
+    /// Writes the change from what the database holds to `t`.
+    pub fn apply(&mut self, t: &Topology) {
+        let new = GraphState::of(t);
+        let reconcile = self.applied.is_none();
+        let (base, mut stmts) = match self.applied.take() {
+            Some(old) => (old, Vec::new()),
+            None => match self.read() {
+                Ok(x) => x,
+                Err(e) => return self.failed(&e),
+            },
+        };
+        stmts.extend(diff(&base, &new));
+        let mut refused = false;
+        for s in &stmts {
+            match self.client.run(s) {
+                Ok(_) => {
+                    self.stats.neo4j_statements.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e @ Neo4jError::Transport { .. }) => return self.failed(&e),
+                Err(e @ Neo4jError::Server { .. }) => {
+                    // Up, but this statement was refused: skip it, and
+                    // reconcile from what is there next period.
+                    self.stats.neo4j_errors.fetch_add(1, Ordering::Relaxed);
+                    let text = e.to_string();
+                    if self.last_error != text {
+                        tracing::warn!(error = %text, "neo4j: statement refused; skipped, retried at the next period");
+                        self.last_error = text;
+                    }
+                    refused = true;
+                }
+            }
+        }
+        if reconcile {
+            self.stats.neo4j_resyncs.fetch_add(1, Ordering::Relaxed);
+            let (nodes, rels) = new.size();
+            tracing::info!(
+                nodes,
+                relationships = rels,
+                statements = stmts.len(),
+                "neo4j: reconciled with the whole graph"
+            );
+        }
+        self.applied = (!refused).then_some(new);
+        self.stats.neo4j_up.store(1, Ordering::Relaxed);
+        if self.down {
+            tracing::info!("neo4j: writes work again");
+            self.down = false;
+        }
+        if !refused {
+            self.last_error.clear();
+        }
+    }
+
+    fn failed(&mut self, e: &Neo4jError) {
+        self.stats.neo4j_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.neo4j_up.store(0, Ordering::Relaxed);
+        self.applied = None;
+        let text = e.to_string();
+        if !self.down {
+            tracing::error!(error = %text, "neo4j: write failed; the graph there is stale until it works again (then it is reconciled with the whole graph)");
+            self.down = true;
+        } else if self.last_error != text {
+            tracing::warn!(error = %text, "neo4j: still failing, now with another error");
+        }
+        self.last_error = text;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Edge, LbHalf, ProcessNode};
+
+    fn topo(edges: &[(&str, &str, u64)], lb: bool) -> Topology {
+        let mut procs: BTreeSet<&str> = BTreeSet::new();
+        for (s, t, _) in edges {
+            procs.insert(s);
+            procs.insert(t);
+        }
+        let processes: Vec<ProcessNode> = procs
+            .iter()
+            .map(|id| {
+                let (h, n) = id.split_once('.').expect("host.name");
+                ProcessNode {
+                    id: (*id).into(),
+                    name: n.into(),
+                    host: h.into(),
+                    pids: vec![1],
+                }
+            })
+            .collect();
+        let hosts: BTreeSet<String> = processes.iter().map(|p| p.host.clone()).collect();
+        Topology {
+            hosts: hosts.into_iter().collect(),
+            processes,
+            edges: edges
+                .iter()
+                .map(|(s, t, lc)| Edge {
+                    source: (*s).into(),
+                    target: (*t).into(),
+                    link_count: *lc,
+                    tx_bytes: 1,
+                    rx_bytes: 2,
+                    rtt: 3,
+                    retran_packets: 0,
+                    lost_packets: 0,
+                    server_ports: vec![80],
+                    flows: vec![],
+                })
+                .collect(),
+            lb_flows: if lb {
+                vec![LbHalf {
+                    kind: "nginx_link",
+                    flow_id: "f1".into(),
+                    half: "front",
+                    source: "a.x".into(),
+                    target: "b.y".into(),
+                    link_count: 1,
+                }]
+            } else {
+                vec![]
+            },
+            ..Topology::default()
+        }
+    }
+
+    fn texts(v: &[Statement]) -> Vec<String> {
+        v.iter()
+            .map(|s| format!("{} {}", s.cypher, s.parameters))
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_graph_writes_nothing() {
+        let g = GraphState::of(&topo(&[("a.x", "b.y", 1)], true));
+        assert!(diff(&g, &g).is_empty());
+    }
+
+    #[test]
+    fn diff_writes_only_what_changed() {
+        let old = GraphState::of(&topo(&[("a.x", "b.y", 1), ("a.x", "c.z", 1)], true));
+        let new = GraphState::of(&topo(&[("a.x", "b.y", 4), ("a.x", "d.w", 1)], false));
+        let t = texts(&diff(&old, &new));
+        assert_eq!(
+            t,
+            [
+                r#"MATCH (a:Process {name: $s})-[e:NGINX_LINK]->(b:Process {name: $t}) WHERE e.flow_id = $f AND e.half = $h DELETE e {"f":"f1","h":"front","s":"a.x","t":"b.y"}"#,
+                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e {"s":"a.x","t":"c.z"}"#,
+                r#"MATCH (p:Process {name: $n}) DETACH DELETE p {"n":"c.z"}"#,
+                r#"MATCH (h:Host {name: $n}) DETACH DELETE h {"n":"c"}"#,
+                r#"MERGE (h:Host {name: $n}) {"n":"d"}"#,
+                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c}) {"c":"w","n":"d.w","r":"d"}"#,
+                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p) {"n":"d.w","r":"d"}"#,
+                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) SET e.link_count = $link_count {"link_count":4,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets}]->(b) {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"d.w","tx_bytes":1}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn reconcile_writes_what_is_missing_and_removes_duplicates() {
+        let want = GraphState::of(&topo(&[("a.x", "b.y", 1)], true));
+        // The database holds host a, process a.x (with its RUNON), the edge
+        // twice (a duplicate) and nothing else.
+        let rows = vec![
+            vec![vec![json!("a")]],
+            vec![vec![json!("a.x"), json!("a"), json!("x")]],
+            vec![vec![json!("a"), json!("a.x")]],
+            vec![
+                vec![
+                    json!("a.x"),
+                    json!("b.y"),
+                    json!(1),
+                    json!(1),
+                    json!(2),
+                    json!(3),
+                    json!(0),
+                    json!(0),
+                ],
+                vec![
+                    json!("a.x"),
+                    json!("b.y"),
+                    json!(1),
+                    json!(1),
+                    json!(2),
+                    json!(3),
+                    json!(0),
+                    json!(0),
+                ],
+            ],
+        ];
+        let (have, pre) = state_from_rows(&rows);
+        let mut all = pre;
+        all.extend(diff(&have, &want));
+        let t = texts(&all);
+        assert_eq!(
+            t,
+            [
+                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e {"s":"a.x","t":"b.y"}"#,
+                r#"MERGE (h:Host {name: $n}) {"n":"b"}"#,
+                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c}) {"c":"y","n":"b.y","r":"b"}"#,
+                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p) {"n":"b.y","r":"b"}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets}]->(b) {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:NGINX_LINK {flow_id: $f, half: $h, link_count: $lc}]->(b) {"f":"f1","h":"front","lc":1,"s":"a.x","t":"b.y"}"#,
+            ]
+        );
+        // Once written, a reconcile finds nothing to do.
+        let (again, pre) = state_from_rows(&[
+            vec![vec![json!("a")], vec![json!("b")]],
+            vec![
+                vec![json!("a.x"), json!("a"), json!("x")],
+                vec![json!("b.y"), json!("b"), json!("y")],
+            ],
+            vec![
+                vec![json!("a"), json!("a.x")],
+                vec![json!("b"), json!("b.y")],
+            ],
+            vec![vec![
+                json!("a.x"),
+                json!("b.y"),
+                json!(1),
+                json!(1),
+                json!(2),
+                json!(3),
+                json!(0),
+                json!(0),
+            ]],
+            vec![vec![
+                json!("a.x"),
+                json!("b.y"),
+                json!("f1"),
+                json!("front"),
+                json!(1),
+            ]],
+        ]);
+        assert!(pre.is_empty());
+        assert_eq!(again, want);
+    }
+
+    #[test]
+    fn basic_auth_is_base64() {
+        assert_eq!(base64(b"neo4j:secret"), "bmVvNGo6c2VjcmV0");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+    }
+}
