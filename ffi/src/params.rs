@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_uchar, c_uint};
 use std::fmt;
 
-use gopher_probes::Params;
+use gopher_probe_api::Params;
 
 use crate::boundary::guard;
 use crate::log::{gopher_log_level, write_log};

@@ -1,12 +1,13 @@
 //! Probe API and native Rust probes of gala-gopher.
 //!
 //! The probe API (the [`Probe`] trait, its [`ProbeContext`], the bounded
-//! [`Emitter`] and the legacy [`Params`]) lives in this crate rather than in the
-//! daemon crate so that the daemon can depend on the probes without a cycle:
-//! every probe kind (native, C ABI, eBPF, extend) implements the same trait.
+//! [`Emitter`] and the legacy [`Params`]) lives in the leaf crate
+//! `gopher-probe-api`, re-exported here, rather than in the daemon crate so
+//! that the daemon can depend on the probes without a cycle, and libgopher
+//! can use `Params` without linking the probes: every probe kind (native,
+//! C ABI, eBPF, extend) implements the same trait.
 
-pub mod api;
-pub mod params;
+pub use gopher_probe_api::{api, params};
 pub mod privilege;
 pub mod procfs;
 pub mod tcp_link;
