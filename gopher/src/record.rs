@@ -112,15 +112,37 @@ pub fn split_line_into<'a>(line: &'a [u8], values: &mut Vec<&'a str>) -> Result<
         return Err(Reject::Unterminated);
     }
     let body = std::str::from_utf8(&line[1..line.len() - 1]).map_err(|_| Reject::InvalidUtf8)?;
-    if body.bytes().any(|b| b < 0x20 && b != b'\t') {
-        return Err(Reject::ControlChar);
+    // One pass over the bytes: split on `|` and refuse control characters.
+    // Both are ASCII, so every cut falls on a character boundary.
+    let bytes = body.as_bytes();
+    let mut start = 0;
+    let mut table = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'|' {
+            let field = &body[start..i];
+            if table.is_none() {
+                table = Some(field);
+            } else {
+                values.push(field);
+            }
+            start = i + 1;
+        } else if b < 0x20 && b != b'\t' {
+            values.clear();
+            return Err(Reject::ControlChar);
+        }
     }
-    let mut parts = body.split('|');
-    let table = parts.next().unwrap_or_default();
+    let last = &body[start..];
+    let table = match table {
+        Some(t) => {
+            values.push(last);
+            t
+        }
+        None => last,
+    };
     if table.is_empty() {
+        values.clear();
         return Err(Reject::EmptyTable);
     }
-    values.extend(parts);
     Ok(table)
 }
 
