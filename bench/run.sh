@@ -18,7 +18,7 @@ echo "nproc $(nproc); $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'); k
 echo "== ingestion (one core): gala-gopher ingress vs a naive split + HashMap"
 "$target/ingest" "$@" | tee "$out/ingest.txt"
 
-echo "== gala-gopher beside node_exporter (127.0.0.1, about 100 s)"
+echo "== gala-gopher beside node_exporter (127.0.0.1, 80 s to 2.5 min)"
 "$target/peer" --gopher "$target/gala-gopher" --out-dir "$out" | tee "$out/peer.txt"
 
 if command -v promtool >/dev/null 2>&1 && [ -s "$out/gala-gopher-scrape.txt" ]; then
