@@ -9,7 +9,7 @@ CARGO=${CARGO:-cargo}
 out=${BENCH_OUT:-target/bench}
 mkdir -p "$out"
 
-$CARGO build --release -p gala-gopher -p gopher-bench
+$CARGO build --release -p gala-gopher -p gopher-bench -p gala-spider
 target=${CARGO_TARGET_DIR:-target}/release
 
 echo "== machine"
@@ -31,3 +31,12 @@ if command -v promtool >/dev/null 2>&1 && [ -s "$out/gala-gopher-scrape.txt" ]; 
         *) echo "promtool: parse error (exit $rc)"; exit 1 ;;
     esac
 fi
+
+echo "== Kafka export: store -> local tansu broker, against the bare rdkafka producer"
+"$target/kafka" | tee "$out/kafka.txt"
+
+echo "== eBPF tcp_link: loopback workload with the probe attached and detached (root)"
+"$target/tcp_link" --gopher "$target/gala-gopher" --secs 4 --rounds 5 | tee "$out/tcp_link.txt"
+
+echo "== gala-spider: topology from 200k tcp_link records over 10k processes"
+"$target/spider" | tee "$out/spider.txt"

@@ -23,9 +23,9 @@ use crate::stats::{DropStage, Stats};
 use crate::store::TableStore;
 
 /// Capacity of the queue from all probes to the ingress, in records.
-pub const INGRESS_QUEUE: usize = 16 * 1024;
+pub const INGRESS_QUEUE: usize = 8 * 1024;
 /// Capacity of each push exporter's queue, in records.
-pub const EXPORT_QUEUE: usize = 16 * 1024;
+pub const EXPORT_QUEUE: usize = 4 * 1024;
 /// How often metadata is re-sent on the meta channel (COMPAT §6).
 pub const METADATA_PERIOD: Duration = Duration::from_secs(600);
 /// How often an `auto` probe's start check is re-run while it says no.
@@ -213,6 +213,8 @@ pub struct Daemon {
     exposition: Arc<Exposition>,
     stats: Arc<Stats>,
     store: Arc<TableStore>,
+    /// Length of the last exposition, to size the next one's buffer.
+    last_scrape_len: std::sync::atomic::AtomicUsize,
     /// The config it runs.
     pub config: Config,
 }
@@ -378,6 +380,7 @@ impl Daemon {
             exposition,
             stats,
             store,
+            last_scrape_len: std::sync::atomic::AtomicUsize::new(64 * 1024),
             config: cfg,
         })
     }
@@ -385,8 +388,12 @@ impl Daemon {
     /// Renders one scrape and accounts for its time.
     pub fn scrape(&self) -> String {
         let t0 = Instant::now();
-        let mut out = String::with_capacity(64 * 1024);
+        // Size the buffer from the last scrape, so that one large scrape does
+        // not leave a doubled-and-freed trail behind in the allocator.
+        let hint = self.last_scrape_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(hint + hint / 8 + 4096);
         self.exposition.render(t0, &mut out);
+        self.last_scrape_len.store(out.len(), Ordering::Relaxed);
         self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.scrape_nanos.fetch_add(ns, Ordering::Relaxed);

@@ -210,6 +210,32 @@ impl TcpCollector {
     }
 }
 
+impl TcpCollector {
+    /// Whether `net/sockstat6` reports IPv6 TCP sockets in use (true when
+    /// it cannot be read, so nothing is missed).
+    fn tcp6_in_use(&self) -> bool {
+        let Some(dir) = self.tcp6.parent() else {
+            return true;
+        };
+        match std::fs::read_to_string(dir.join("sockstat6")) {
+            Ok(text) => tcp6_inuse(&text).is_none_or(|n| n > 0),
+            Err(_) => true,
+        }
+    }
+}
+
+/// The `TCP6: inuse N` count of a `/proc/net/sockstat6` text.
+fn tcp6_inuse(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("TCP6:"))?;
+    let mut w = line.split_whitespace();
+    while let Some(k) = w.next() {
+        if k == "inuse" {
+            return w.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// Emits the sockets of one file, at most `room`, reading it line by line
 /// into `line`; returns how many were emitted and whether more were left. A
 /// missing file counts as empty when `optional` (`tcp6` without IPv6).
@@ -266,7 +292,9 @@ impl Collect for TcpCollector {
             &mut self.line,
             emitter,
         )?;
-        if !capped {
+        // Every read of /proc/net/tcp6 walks the kernel's whole TCP hash
+        // table, even with no IPv6 socket: skip it when sockstat6 says so.
+        if !capped && self.tcp6_in_use() {
             let room = MAX_SOCKETS.saturating_sub(n4);
             capped = emit_file(&self.tcp6, true, room, self.order, &mut self.line, emitter)?.1;
         }
@@ -490,6 +518,25 @@ mod tests {
             .iter()
             .all(|(t, v)| *t == TABLE && v.len() == FIELDS.len() && v[4] != "6"));
         assert!(!c.warned);
+    }
+
+    #[test]
+    fn sockstat6_says_when_tcp6_can_be_skipped() {
+        let idle = "TCP6: inuse 0\nUDP6: inuse 1\nRAW6: inuse 0\n";
+        assert_eq!(tcp6_inuse(idle), Some(0));
+        assert_eq!(tcp6_inuse("TCP6: inuse 12\n"), Some(12));
+        assert_eq!(tcp6_inuse("garbage"), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("net")).expect("mkdir");
+        std::fs::write(dir.path().join("net/tcp"), TCP).expect("write");
+        std::fs::write(dir.path().join("net/tcp6"), TCP6).expect("write tcp6");
+        let mut c = TcpCollector::new(dir.path());
+        c.order = ByteOrder::Little;
+        assert!(c.tcp6_in_use(), "no sockstat6: read tcp6");
+        std::fs::write(dir.path().join("net/sockstat6"), idle).expect("write");
+        let (em, rx) = emitter(64);
+        c.collect(&em).expect("collect");
+        assert_eq!(drain(&rx).len(), 5, "tcp6 skipped");
     }
 
     #[test]
