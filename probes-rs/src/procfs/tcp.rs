@@ -8,7 +8,7 @@
 //! sockets sharing it (e.g. `SO_REUSEPORT` listeners) share one series.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -192,7 +192,7 @@ pub struct TcpCollector {
     tcp: PathBuf,
     tcp6: PathBuf,
     order: ByteOrder,
-    line: String,
+    buf: Vec<u8>,
     warned: bool,
 }
 
@@ -204,7 +204,7 @@ impl TcpCollector {
             tcp: root.join("net/tcp"),
             tcp6: root.join("net/tcp6"),
             order: ByteOrder::NATIVE,
-            line: String::with_capacity(256),
+            buf: Vec::new(),
             warned: false,
         }
     }
@@ -244,25 +244,18 @@ fn emit_file(
     optional: bool,
     room: usize,
     order: ByteOrder,
-    line: &mut String,
+    buf: &mut Vec<u8>,
     emitter: &Emitter,
 ) -> Result<(usize, bool), ProbeError> {
-    let file = match File::open(path) {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if optional && e.kind() == ErrorKind::NotFound => return Ok((0, false)),
         Err(e) => return Err(io_error(path, e)),
     };
-    let mut reader = BufReader::with_capacity(16 * 1024, file);
+    read_few_calls(&mut file, buf, READ_MAX).map_err(|e| io_error(path, e))?;
+    let text = String::from_utf8_lossy(buf);
     let (mut emitted, mut skipped) = (0usize, 0usize);
-    let mut header = true;
-    loop {
-        line.clear();
-        if reader.read_line(line).map_err(|e| io_error(path, e))? == 0 {
-            break;
-        }
-        if std::mem::take(&mut header) {
-            continue;
-        }
+    for line in text.lines().skip(1) {
         let Some(sock) = parse_tcp_line(line, order) else {
             skipped += 1;
             continue;
@@ -282,6 +275,42 @@ fn emit_file(
     Ok((emitted, false))
 }
 
+/// Most bytes read from one socket file per period: the cap of
+/// [`MAX_SOCKETS`] lines of ~150 bytes fits with room to spare.
+const READ_MAX: usize = 1 << 20;
+
+/// Reads a /proc seq_file into `buf` in as few read(2) calls as it can:
+/// every call on /proc/net/tcp walks the kernel's whole TCP hash table, so
+/// one large read that comes back short (a seq_file fills the buffer unless
+/// it reached the end) replaces the usual read-until-zero loop.
+fn read_few_calls(file: &mut File, buf: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
+    use std::io::Read as _;
+    buf.clear();
+    let mut chunk = 256 * 1024;
+    loop {
+        let start = buf.len();
+        buf.resize(start + chunk, 0);
+        let n = loop {
+            match file.read(&mut buf[start..]) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        };
+        buf.truncate(start + n);
+        if n < chunk || buf.len() >= max {
+            return Ok(());
+        }
+        chunk = chunk.min(max - buf.len()).max(4096);
+    }
+}
+
 impl Collect for TcpCollector {
     fn collect(&mut self, emitter: &Emitter) -> Result<(), ProbeError> {
         let (n4, mut capped) = emit_file(
@@ -289,14 +318,14 @@ impl Collect for TcpCollector {
             false,
             MAX_SOCKETS,
             self.order,
-            &mut self.line,
+            &mut self.buf,
             emitter,
         )?;
         // Every read of /proc/net/tcp6 walks the kernel's whole TCP hash
         // table, even with no IPv6 socket: skip it when sockstat6 says so.
         if !capped && self.tcp6_in_use() {
             let room = MAX_SOCKETS.saturating_sub(n4);
-            capped = emit_file(&self.tcp6, true, room, self.order, &mut self.line, emitter)?.1;
+            capped = emit_file(&self.tcp6, true, room, self.order, &mut self.buf, emitter)?.1;
         }
         if capped && !self.warned {
             self.warned = true;
