@@ -12,8 +12,7 @@
 //! 2 per connection; it must never be below it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{free_port, repo, wait_for, Agent, Setup};
@@ -111,74 +110,11 @@ fn agent(s: &Setup, param: &str) -> Agent {
     a
 }
 
-/// A helper process whose stdout lines we wait for.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: BufReader<std::process::ChildStdout>,
-}
+/// A helper process of tests/data/ebpf/.
+type Proc = crate::harness::Helper;
 
-impl Proc {
-    /// `python3 tests/data/ebpf/<script> args..`, optionally inside `netns`.
-    fn python(netns: Option<&str>, script: &str, args: &[String]) -> Self {
-        let path = repo().join("tests/data/ebpf").join(script);
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "python3"]);
-                c
-            }
-            None => Command::new("python3"),
-        };
-        let mut child = cmd
-            .arg(path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 is required by the tcp_link tests");
-        let stdin = child.stdin.take();
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, stdin, out }
-    }
-
-    fn expect(&mut self, word: &str) {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.out.read_line(&mut line).expect("read helper");
-            assert!(n > 0, "helper exited before printing {word}");
-            if line.trim() == word {
-                return;
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn comm(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/comm", self.pid()))
-            .expect("comm")
-            .trim()
-            .to_owned()
-    }
-
-    /// Closes stdin: a client closes its kept connections.
-    fn release(&mut self) {
-        if let Some(mut s) = self.stdin.take() {
-            let _ = s.flush();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn python(netns: Option<&str>, script: &str, args: &[String]) -> Proc {
+    Proc::python(netns, &repo().join("tests/data/ebpf").join(script), args)
 }
 
 fn run(cmd: &str, args: &[&str]) {
@@ -318,13 +254,13 @@ fn scenario(
     keep: usize,
 ) {
     let port = free_port();
-    let mut srv = Proc::python(
+    let mut srv = python(
         server_ns,
         "server.py",
         &[arg(server_ip), arg(port), arg(REQ), arg(RESP)],
     );
     srv.expect("ready");
-    let mut cli = Proc::python(
+    let mut cli = python(
         client_ns,
         "client.py",
         &[
@@ -430,13 +366,13 @@ fn a_short_connection_burst_is_all_counted() {
     let a = agent(&s, "-t 1");
     let port = free_port();
     let (req, resp, burst) = (100usize, 500usize, 300usize);
-    let mut srv = Proc::python(
+    let mut srv = python(
         None,
         "server.py",
         &[arg("127.0.0.1"), arg(port), arg(req), arg(resp)],
     );
     srv.expect("ready");
-    let mut cli = Proc::python(
+    let mut cli = python(
         None,
         "client.py",
         &[
@@ -504,13 +440,13 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
     add.extend(rule.iter().map(String::as_str));
     run("ip", &add);
     let (req, resp) = (400_000usize, 1000usize);
-    let mut srv = Proc::python(
+    let mut srv = python(
         Some(&hosts.server),
         "server.py",
         &[arg(&hosts.server_ip), arg(port), arg(req), arg(resp)],
     );
     srv.expect("ready");
-    let mut cli = Proc::python(
+    let mut cli = python(
         Some(&hosts.client),
         "client.py",
         &[
@@ -570,13 +506,13 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
 fn connections_open_before_the_agent_are_found_with_their_role() {
     require_root();
     let port = free_port();
-    let mut srv = Proc::python(
+    let mut srv = python(
         None,
         "server.py",
         &[arg("127.0.0.1"), arg(port), arg(10), arg(20)],
     );
     srv.expect("ready");
-    let mut cli = Proc::python(
+    let mut cli = python(
         None,
         "client.py",
         &[

@@ -319,3 +319,90 @@ pub fn live_pids(pids: &[i32]) -> Vec<i32> {
         })
         .collect()
 }
+
+/// A line-driven helper process of the tests (a python3 script under
+/// tests/data/), optionally inside a network namespace: it prints words the
+/// test waits for and reads words the test sends. Killed on drop.
+#[derive(Debug)]
+pub struct Helper {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Helper {
+    /// `python3 <script> args..`, inside `netns` when given.
+    pub fn python<S: AsRef<std::ffi::OsStr>>(
+        netns: Option<&str>,
+        script: &Path,
+        args: &[S],
+    ) -> Self {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let mut child = cmd
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 is required by this test (Debian's python3)");
+        let stdin = child.stdin.take();
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, stdin, out }
+    }
+
+    /// Reads lines until one is `word`; panics if the helper exits first.
+    pub fn expect(&mut self, word: &str) {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.out.read_line(&mut line).expect("read helper");
+            assert!(n > 0, "helper exited before printing {word}");
+            if line.trim() == word {
+                return;
+            }
+        }
+    }
+
+    /// Sends one word on a line.
+    pub fn say(&mut self, word: &str) {
+        let s = self.stdin.as_mut().expect("stdin");
+        writeln!(s, "{word}").expect("write helper");
+        s.flush().expect("flush");
+    }
+
+    /// Closes its stdin (a client then closes its kept connections).
+    pub fn release(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.flush();
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its command name, from /proc.
+    pub fn comm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid()))
+            .expect("comm")
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

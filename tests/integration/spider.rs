@@ -11,10 +11,10 @@
 //! Artifacts (not in the repo): `target/spider-artifacts/` holds the page's
 //! screenshot and DOM and the measured end-to-end latency.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -725,56 +725,10 @@ impl Drop for TwoNs {
 }
 
 /// A helper process of tests/data/spider/node.py inside a namespace.
-struct Node {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: BufReader<std::process::ChildStdout>,
-}
+type Node = crate::harness::Helper;
 
-impl Node {
-    fn start(ns: &str, args: &[&str]) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3"])
-            .arg(repo().join("tests/data/spider/node.py"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 is required by the gala-spider end-to-end test");
-        let stdin = child.stdin.take();
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, stdin, out }
-    }
-
-    fn expect(&mut self, word: &str) {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.out.read_line(&mut line).expect("read helper");
-            assert!(n > 0, "helper exited before printing {word}");
-            if line.trim() == word {
-                return;
-            }
-        }
-    }
-
-    fn say(&mut self, word: &str) {
-        let s = self.stdin.as_mut().expect("stdin");
-        writeln!(s, "{word}").expect("write helper");
-        s.flush().expect("flush");
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn node(ns: &str, args: &[&str]) -> Node {
+    Node::python(Some(ns), &repo().join("tests/data/spider/node.py"), args)
 }
 
 /// A gala-gopher agent with hostname `host` (its own UTS namespace), the
@@ -843,18 +797,18 @@ fn spider_end_to_end_ebpf_kafka_two_hosts_and_an_lb() {
     // Processes: in `srv`, a server, a backend and a proxy to the backend;
     // in `cli`, a client of the server and of the proxy.
     let (p_srv, p_back, p_proxy) = ("9001", "9002", "9003");
-    let mut server = Node::start(&ns.srv, &["server", "sp-server", &ns.srv_ip, p_srv]);
+    let mut server = node(&ns.srv, &["server", "sp-server", &ns.srv_ip, p_srv]);
     server.expect("ready");
-    let mut backend = Node::start(&ns.srv, &["server", "sp-backend", &ns.srv_ip, p_back]);
+    let mut backend = node(&ns.srv, &["server", "sp-backend", &ns.srv_ip, p_back]);
     backend.expect("ready");
-    let mut proxy = Node::start(
+    let mut proxy = node(
         &ns.srv,
         &["proxy", "sp-proxy", &ns.srv_ip, p_proxy, &ns.srv_ip, p_back],
     );
     proxy.expect("ready");
     let to_srv = format!("{}:{p_srv}", ns.srv_ip);
     let to_proxy = format!("{}:{p_proxy}", ns.srv_ip);
-    let mut client = Node::start(&ns.cli, &["client", "sp-client", &to_srv, &to_proxy]);
+    let mut client = node(&ns.cli, &["client", "sp-client", &to_srv, &to_proxy]);
     client.expect("waiting");
 
     // One agent per process, each with its hostname: hosts spider-srv
