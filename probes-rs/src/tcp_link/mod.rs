@@ -83,7 +83,7 @@ pub const STATS_FIELDS: &[&str] = &[
     "listen_overflow",
     "retrans_events",
     "conns_opened",
-    "sample_ns",
+    "sample_seconds",
 ];
 /// Tables the probe emits.
 pub const TABLES: &[&str] = &[TABLE, STATS_TABLE];
@@ -487,7 +487,7 @@ impl TcpLinkProbe {
             links.len().to_string(),
         ];
         rec.extend(stats.iter().map(u64::to_string));
-        rec.push(sample_ns.to_string());
+        rec.push(format!("{:.9}", sample_ns as f64 / 1e9));
         emitter.record(STATS_TABLE, rec);
     }
 
