@@ -1,9 +1,9 @@
 //! `system_meminfo`: memory usage from `/proc/meminfo`, one record per period.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{opt_value, pick_values, read_into, Collect, ParseError, Periodic, PROC_ROOT};
-use crate::api::{Emitter, Probe, ProbeError};
+use super::{KeyedCollector, KeyedFile, ParseError, Periodic, PROC_ROOT};
+use crate::api::Probe;
 
 /// Probe name.
 pub const PROBE: &str = "system_meminfo";
@@ -45,69 +45,43 @@ pub const FIELDS: &[&str] = &[
     "Hugepagesize",
 ];
 
-/// The meminfo names parsed, i.e. [`FIELDS`] without the key.
-fn metrics() -> &'static [&'static str] {
-    FIELDS.get(1..).unwrap_or_default()
-}
+/// How `/proc/meminfo` becomes one record.
+pub const SPEC: KeyedFile = KeyedFile {
+    file: "meminfo",
+    table: TABLE,
+    key: KEY,
+    fields: FIELDS,
+    missing: "no `MemTotal:` line with a number",
+};
 
 /// Parses `/proc/meminfo` text into the values of [`FIELDS`] after the key
 /// (kB as printed, or page counts for `HugePages_*`). A field missing on this
 /// kernel (e.g. `MemAvailable` before Linux 3.14) is `None`; malformed lines
 /// are skipped. Text without `MemTotal` is not meminfo and is an error.
 pub fn parse_meminfo(text: &str) -> Result<Vec<Option<u64>>, ParseError> {
-    let values = pick_values(text, metrics());
-    if values.first().copied().flatten().is_none() {
-        return Err(ParseError {
-            line: 1,
-            msg: "no `MemTotal:` line with a number".into(),
-        });
-    }
-    Ok(values)
+    SPEC.parse(text)
 }
 
 /// The record for parsed values: the key, then each value (`None` is null).
 pub fn record_values(values: &[Option<u64>]) -> Vec<String> {
-    let mut out = Vec::with_capacity(FIELDS.len());
-    out.push(KEY.to_string());
-    out.extend(values.iter().map(|v| opt_value(*v)));
-    out
+    SPEC.record(values)
 }
 
 /// Reads `<root>/meminfo` each period.
-#[derive(Debug)]
-pub struct MeminfoCollector {
-    path: PathBuf,
-    buf: String,
-}
-
-impl MeminfoCollector {
-    /// A collector for the proc filesystem at `root`.
-    pub fn new(root: &Path) -> Self {
-        Self {
-            path: root.join("meminfo"),
-            buf: String::with_capacity(4096),
-        }
-    }
-}
-
-impl Collect for MeminfoCollector {
-    fn collect(&mut self, emitter: &Emitter) -> Result<(), ProbeError> {
-        read_into(&self.path, &mut self.buf)?;
-        let values = parse_meminfo(&self.buf).map_err(|e| e.at(&self.path))?;
-        emitter.record(TABLE, record_values(&values));
-        Ok(())
-    }
+pub fn collector(root: &Path) -> KeyedCollector {
+    KeyedCollector::new(SPEC, root)
 }
 
 /// Builds the probe over the real `/proc`.
 pub fn build() -> Box<dyn Probe> {
-    Periodic::boxed(PROBE, &[TABLE], MeminfoCollector::new(Path::new(PROC_ROOT)))
+    Periodic::boxed(PROBE, &[TABLE], collector(Path::new(PROC_ROOT)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::procfs::test_support::{check_meta, drain, emitter, fixture_root};
+    use crate::procfs::Collect as _;
 
     const FIXTURE: &str = include_str!("../../../tests/data/proc/meminfo");
 
@@ -165,7 +139,7 @@ mod tests {
 
     #[test]
     fn collects_from_a_proc_root() {
-        let mut c = MeminfoCollector::new(&fixture_root());
+        let mut c = collector(&fixture_root());
         let (em, rx) = emitter(4);
         c.collect(&em).expect("collect");
         let recs = drain(&rx);

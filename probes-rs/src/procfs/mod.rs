@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::api::{Emitter, Probe, ProbeContext, ProbeDef, ProbeError};
 
@@ -175,6 +175,74 @@ pub(crate) fn pick_values(text: &str, fields: &[&str]) -> Vec<Option<u64>> {
         }
     }
     out
+}
+
+/// A /proc file of `name value` lines that gives one record per period: a
+/// constant key, then the values of the table's other fields, which are the
+/// file's own names (`/proc/meminfo`, `/proc/vmstat`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedFile {
+    /// File name under the proc root.
+    pub file: &'static str,
+    /// Table name.
+    pub table: &'static str,
+    /// Value of the key field.
+    pub key: &'static str,
+    /// Fields in meta order, the key first.
+    pub fields: &'static [&'static str],
+    /// Error when the first metric is missing (the text is not this file).
+    pub missing: &'static str,
+}
+
+impl KeyedFile {
+    /// The values of the fields after the key; `None` for a field this kernel
+    /// does not have. Text without the first metric is an error.
+    pub fn parse(&self, text: &str) -> Result<Vec<Option<u64>>, ParseError> {
+        let values = pick_values(text, self.fields.get(1..).unwrap_or_default());
+        if values.first().copied().flatten().is_none() {
+            return Err(ParseError {
+                line: 1,
+                msg: self.missing.into(),
+            });
+        }
+        Ok(values)
+    }
+
+    /// The record for parsed values: the key, then each value (`None` is null).
+    pub fn record(&self, values: &[Option<u64>]) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.fields.len());
+        out.push(self.key.to_string());
+        out.extend(values.iter().map(|v| opt_value(*v)));
+        out
+    }
+}
+
+/// Reads a [`KeyedFile`] each period.
+#[derive(Debug)]
+pub struct KeyedCollector {
+    spec: KeyedFile,
+    path: PathBuf,
+    buf: String,
+}
+
+impl KeyedCollector {
+    /// A collector of `spec` for the proc filesystem at `root`.
+    pub fn new(spec: KeyedFile, root: &Path) -> Self {
+        Self {
+            spec,
+            path: root.join(spec.file),
+            buf: String::with_capacity(8192),
+        }
+    }
+}
+
+impl Collect for KeyedCollector {
+    fn collect(&mut self, emitter: &Emitter) -> Result<(), ProbeError> {
+        read_into(&self.path, &mut self.buf)?;
+        let values = self.spec.parse(&self.buf).map_err(|e| e.at(&self.path))?;
+        emitter.record(self.spec.table, self.spec.record(&values));
+        Ok(())
+    }
 }
 
 /// Formats an optional number as a record value (`None` is null, i.e. empty).
@@ -380,11 +448,7 @@ mod tests {
     #[test]
     fn failing_read_ends_the_run_with_the_path() {
         let root = std::env::temp_dir().join("gopher-no-such-proc-root");
-        let probe = Periodic::boxed(
-            meminfo::PROBE,
-            &[meminfo::TABLE],
-            meminfo::MeminfoCollector::new(&root),
-        );
+        let probe = Periodic::boxed(meminfo::PROBE, &[meminfo::TABLE], meminfo::collector(&root));
         let (em, rx) = emitter(4);
         let cx = ProbeContext {
             emitter: em,
