@@ -478,39 +478,15 @@ impl KafkaExporter {
     fn drain_inputs(&mut self) -> usize {
         let mut got = 0;
         if let Some(rx) = self.records.take() {
-            let mut open = true;
-            for _ in 0..BATCH {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        self.metric(&r);
-                        got += 1;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
+            let (n, open) = drain_batch(&rx, |r| self.metric(&r));
+            got += n;
             if open {
                 self.records = Some(rx);
             }
         }
         if let Some(rx) = self.events.take() {
-            let mut open = true;
-            for _ in 0..BATCH {
-                match rx.try_recv() {
-                    Ok(e) => {
-                        self.event(&e);
-                        got += 1;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
+            let (n, open) = drain_batch(&rx, |e| self.event(&e));
+            got += n;
             if open {
                 self.events = Some(rx);
             }
@@ -711,6 +687,19 @@ impl KafkaExporter {
         }
         self.publish();
     }
+}
+
+/// Hands up to [`BATCH`] queued items to `each` without waiting; returns how
+/// many, and whether the queue is still open.
+fn drain_batch<T>(rx: &Receiver<T>, mut each: impl FnMut(T)) -> (usize, bool) {
+    for n in 0..BATCH {
+        match rx.try_recv() {
+            Ok(item) => each(item),
+            Err(TryRecvError::Empty) => return (n, true),
+            Err(TryRecvError::Disconnected) => return (n, false),
+        }
+    }
+    (BATCH, true)
 }
 
 #[cfg(test)]
