@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
                 format!("-D__TARGET_ARCH_{arch}").into(),
                 "-Wall".into(),
                 "-Werror".into(),
+                // BPF ISA v3 (5.1+): atomic compare-and-exchange (used on 5.12+).
+                "-mcpu=v3".into(),
             ])
             .build_and_generate(out.join(format!("{name}.skel.rs")))?;
     }

@@ -13,6 +13,22 @@ pub const CONN_VAL_SIZE: usize = 128;
 pub const LINK_KEY_SIZE: usize = 40;
 /// `struct tl_link_val`.
 pub const LINK_VAL_SIZE: usize = 88;
+/// `TL_BUCKET_SLOTS`: sockets per bucket of the live-connection index.
+pub const BUCKET_SLOTS: u32 = 8;
+
+/// The occupied slots of one `struct tl_bucket`: (slot, socket address).
+/// A value of the wrong size has none.
+pub fn bucket_slots(b: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    let ok = b.len() == BUCKET_SLOTS as usize * 8;
+    b.chunks_exact(8)
+        .take(if ok { BUCKET_SLOTS as usize } else { 0 })
+        .zip(0..)
+        .filter_map(|(c, i)| {
+            let sk = u64::from_ne_bytes(c.try_into().ok()?);
+            (sk != 0).then_some((i, sk))
+        })
+}
+
 /// `struct tl_listen_key`.
 pub const LISTEN_KEY_SIZE: usize = 8;
 /// `struct tl_task`.
@@ -395,6 +411,27 @@ impl LinkVal {
             srtt_sum_us: r.u64()?,
             comm: r.take()?,
         })
+    }
+
+    /// The sum of the per-CPU copies of one aggregate (`links` is a per-CPU
+    /// map); the command name is the first one set. Copies of the wrong size
+    /// are left out.
+    pub fn sum<'a>(cpus: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut t = Self::default();
+        for v in cpus.into_iter().filter_map(Self::decode) {
+            t.closed = t.closed.wrapping_add(v.closed);
+            t.rx_bytes = t.rx_bytes.wrapping_add(v.rx_bytes);
+            t.tx_bytes = t.tx_bytes.wrapping_add(v.tx_bytes);
+            t.segs_in = t.segs_in.wrapping_add(v.segs_in);
+            t.segs_out = t.segs_out.wrapping_add(v.segs_out);
+            t.retrans = t.retrans.wrapping_add(v.retrans);
+            t.drops = t.drops.wrapping_add(v.drops);
+            t.srtt_sum_us = t.srtt_sum_us.wrapping_add(v.srtt_sum_us);
+            if t.comm[0] == 0 {
+                t.comm = v.comm;
+            }
+        }
+        t
     }
 }
 

@@ -3,7 +3,11 @@
 //! packet.
 //!
 //! How (details in `tcp_link.bpf.c`):
-//! - `sock:inet_sock_set_state` follows connect, listen, accept and close.
+//! - `sock:inet_sock_set_state` follows connect, listen, accept and close,
+//!   attached with typed arguments (`tp_btf`, 5.5+) where the kernel allows,
+//!   else as a classic tracepoint (which builds an event record per call).
+//!   Live connections are kept in a lock-free index by socket address
+//!   (5.12+; a hash map before).
 //!   The client's pid is the task calling connect(); the server's is first
 //!   the owner of the listening port, then the task that closes the socket,
 //!   or, for connections open longer than a period, the process holding the
@@ -209,6 +213,10 @@ fn unsupported(msg: impl Into<String>) -> ProbeError {
 /// The plan that got attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
+    /// `tp_btf/inet_sock_set_state`: the tracepoint with typed arguments
+    /// (5.5+), no event record built per state change.
+    TracepointBtf,
+    /// The classic tracepoint, for kernels that refuse the BTF one.
     Tracepoint,
     Kprobe,
 }
@@ -216,6 +224,8 @@ enum Plan {
 impl Plan {
     fn name(self, per_packet: bool) -> &'static str {
         match (self, per_packet) {
+            (Plan::TracepointBtf, false) => "tp_btf",
+            (Plan::TracepointBtf, true) => "tp_btf+per_packet",
             (Plan::Tracepoint, false) => "tracepoint",
             (Plan::Tracepoint, true) => "tracepoint+per_packet",
             (Plan::Kprobe, false) => "kprobe",
@@ -231,9 +241,116 @@ fn pick_plan(choice: PlanChoice) -> Result<Plan, ProbeError> {
         (PlanChoice::Tracepoint, Some(false)) => Err(unsupported(
             "the tracepoint plan (-P 1) needs the tracepoint sock:inet_sock_set_state, which this kernel lacks (4.16+); use -P 2 for kprobes",
         )),
-        (PlanChoice::Tracepoint, _) | (PlanChoice::Auto, Some(true) | None) => Ok(Plan::Tracepoint),
+        (PlanChoice::Tracepoint, _) | (PlanChoice::Auto, Some(true) | None) => {
+            Ok(Plan::TracepointBtf)
+        }
         (PlanChoice::Auto, Some(false)) => Ok(Plan::Kprobe),
     }
+}
+
+/// Whether live connections go in the lock-free arrays (5.12+: the BPF
+/// compare-and-exchange) rather than the hash map.
+fn store_is_array() -> bool {
+    running_kernel().is_none_or(|v| v >= (5, 12))
+}
+
+/// Where a live connection sits, for writing it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Index in the `conns` array.
+    Index(u32),
+    /// Socket address, key of the `conns_h` hash.
+    Hashed(u64),
+    /// 4-tuple, key of `seeded` (not seen by the programs yet).
+    Seeded,
+}
+
+/// Live connections: the occupied slots of `buckets` (read in batches),
+/// then their entries in `conns`; or the whole `conns_h`. Then the
+/// connections seeded from /proc that no event has claimed yet.
+fn read_conns(skel: &TcpLinkSkel<'_>, hashed: bool) -> Vec<(ConnKey, ConnVal, Slot)> {
+    let mut out = Vec::new();
+    if hashed {
+        for (_, v) in read_map(&skel.maps.conns_h, Some, ConnVal::decode) {
+            out.push((v.key, v, Slot::Hashed(v.sk)));
+        }
+    } else if let Ok(batches) = skel
+        .maps
+        .buckets
+        .lookup_batch(1024, MapFlags::ANY, MapFlags::ANY)
+    {
+        for (k, bucket) in batches {
+            let Some(b) = k
+                .get(..4)
+                .and_then(|k| k.try_into().ok())
+                .map(u32::from_ne_bytes)
+            else {
+                continue;
+            };
+            for (i, sk) in decode::bucket_slots(&bucket) {
+                let idx = b * decode::BUCKET_SLOTS + i;
+                let Ok(Some(raw)) = skel.maps.conns.lookup(&idx.to_ne_bytes(), MapFlags::ANY)
+                else {
+                    continue;
+                };
+                // Taken over by another socket since the bucket was read.
+                if let Some(v) = ConnVal::decode(&raw).filter(|v| v.sk == sk) {
+                    out.push((v.key, v, Slot::Index(idx)));
+                }
+            }
+        }
+    }
+    for (_, v) in read_map(&skel.maps.seeded, Some, ConnVal::decode) {
+        out.push((v.key, v, Slot::Seeded));
+    }
+    // Not established yet (between connect() and ESTABLISHED).
+    out.retain(|(k, ..)| k.family != 0);
+    out
+}
+
+/// Opens and loads the object with the programs of `plan`.
+fn load<'o>(
+    storage: &'o mut MaybeUninit<OpenObject>,
+    plan: Plan,
+    opts: &Options,
+    sampler: bool,
+) -> Result<TcpLinkSkel<'o>, ProbeError> {
+    let mut open = TcpLinkSkelBuilder::default()
+        .open(storage)
+        .map_err(|e| unsupported(format!("cannot open the eBPF object: {e}")))?;
+    let hashed = !store_is_array();
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.filter_pid = opts.filter_pid;
+        ro.skip_loopback = u8::from(opts.skip_loopback);
+        ro.conns_hashed = u8::from(hashed);
+    }
+    // The maps of the connection store not taken cost one entry each.
+    let m = &mut open.maps;
+    let unused = if hashed {
+        vec![&mut m.buckets, &mut m.conns]
+    } else {
+        vec![&mut m.conns_h]
+    };
+    for map in unused {
+        map.set_max_entries(1)
+            .map_err(|e| unsupported(format!("cannot size the eBPF maps: {e}")))?;
+    }
+    let p = &mut open.progs;
+    let tp = matches!(plan, Plan::TracepointBtf | Plan::Tracepoint);
+    p.tcp_link_state_btf
+        .set_autoload(plan == Plan::TracepointBtf);
+    p.tcp_link_state_tp.set_autoload(plan == Plan::Tracepoint);
+    p.tcp_link_retrans_tp.set_autoload(tp);
+    p.tcp_link_state_kp.set_autoload(plan == Plan::Kprobe);
+    p.tcp_link_retrans_kp.set_autoload(plan == Plan::Kprobe);
+    p.tcp_link_packet_tp.set_autoload(opts.per_packet);
+    p.tcp_link_sample.set_autoload(sampler);
+    open.load().map_err(|e| {
+        unsupported(format!(
+            "the kernel refused the eBPF programs ({}): {e} (needs BPF CO-RE, 5.8+ with BTF)",
+            plan.name(false)
+        ))
+    })
 }
 
 /// Everything attached; dropping it detaches.
@@ -249,6 +366,13 @@ fn attach_all(
     let mut links = Vec::new();
     let progs = &mut skel.progs;
     let targets: Vec<(&str, &libbpf_rs::ProgramMut<'_>)> = match plan {
+        Plan::TracepointBtf => vec![
+            ("tp_btf inet_sock_set_state", &progs.tcp_link_state_btf),
+            (
+                "tracepoint tcp:tcp_retransmit_skb",
+                &progs.tcp_link_retrans_tp,
+            ),
+        ],
         Plan::Tracepoint => vec![
             (
                 "tracepoint sock:inet_sock_set_state",
@@ -298,6 +422,20 @@ fn read_map<K, V>(
     out
 }
 
+/// The per-CPU `links` map, each aggregate summed over CPUs.
+fn read_links(map: &libbpf_rs::MapMut<'_>) -> Vec<(LinkKey, LinkVal)> {
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let Ok(Some(cpus)) = map.lookup_percpu(&key, MapFlags::ANY) else {
+            continue; // deleted since
+        };
+        if let Some(k) = LinkKey::decode(&key) {
+            out.push((k, LinkVal::sum(cpus.iter().map(Vec::as_slice))));
+        }
+    }
+    out
+}
+
 /// The per-CPU `stats` array, summed over CPUs, by index.
 fn read_stats(map: &libbpf_rs::MapMut<'_>) -> Vec<u64> {
     (0..decode::STAT_NAMES.len() as u32)
@@ -316,6 +454,8 @@ fn read_stats(map: &libbpf_rs::MapMut<'_>) -> Vec<u64> {
 
 /// User-space state between periods.
 struct State {
+    /// Live connections are in `conns_h`, not the arrays.
+    hashed: bool,
     agg: Aggregator,
     /// Per link aggregate: last `closed` and periods without change.
     idle: HashMap<LinkKey, (u64, u32)>,
@@ -350,26 +490,23 @@ impl Probe for TcpLinkProbe {
         let sampler = running_kernel().is_none_or(|v| v >= (5, 13));
 
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
+        // The BTF tracepoint first; a kernel that refuses it (before 5.5,
+        // or without BTF for tracepoints) gets the classic one.
         let mut storage = MaybeUninit::<OpenObject>::uninit();
-        let mut open = TcpLinkSkelBuilder::default()
-            .open(&mut storage)
-            .map_err(|e| unsupported(format!("cannot open the eBPF object: {e}")))?;
-        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.filter_pid = opts.filter_pid;
-            ro.skip_loopback = u8::from(opts.skip_loopback);
-        }
-        let p = &mut open.progs;
-        p.tcp_link_state_tp.set_autoload(plan == Plan::Tracepoint);
-        p.tcp_link_retrans_tp.set_autoload(plan == Plan::Tracepoint);
-        p.tcp_link_state_kp.set_autoload(plan == Plan::Kprobe);
-        p.tcp_link_retrans_kp.set_autoload(plan == Plan::Kprobe);
-        p.tcp_link_packet_tp.set_autoload(opts.per_packet);
-        p.tcp_link_sample.set_autoload(sampler);
-        let mut skel = open.load().map_err(|e| {
-            unsupported(format!(
-                "the kernel refused the eBPF programs: {e} (needs BPF CO-RE, 5.8+ with BTF)"
-            ))
-        })?;
+        let mut fallback = MaybeUninit::<OpenObject>::uninit();
+        let (mut skel, plan) = match load(&mut storage, plan, &opts, sampler) {
+            Err(e) if plan == Plan::TracepointBtf => {
+                tracing::info!(
+                    probe = PROBE,
+                    "the BTF tracepoint was refused ({e}); using the classic tracepoint"
+                );
+                (
+                    load(&mut fallback, Plan::Tracepoint, &opts, sampler)?,
+                    Plan::Tracepoint,
+                )
+            }
+            r => (r?, plan),
+        };
         let attached = attach_all(&mut skel, plan, opts.per_packet)?;
         let plan_name = plan.name(opts.per_packet);
 
@@ -413,6 +550,7 @@ impl Probe for TcpLinkProbe {
         );
 
         let mut st = State {
+            hashed: !store_is_array(),
             agg: Aggregator::default(),
             idle: HashMap::new(),
             tried: HashSet::new(),
@@ -449,15 +587,10 @@ impl TcpLinkProbe {
         plan: &str,
         sample_ns: u128,
     ) {
-        let mut conns: Vec<(ConnKey, ConnVal)> = read_map(&skel.maps.conns, Some, ConnVal::decode)
-            .into_iter()
-            .chain(read_map(&skel.maps.seeded, Some, ConnVal::decode))
-            .map(|(_, v)| (v.key, v))
-            // Not established yet (between connect() and ESTABLISHED).
-            .filter(|(k, _)| k.family != 0)
-            .collect();
-        self.resolve_owners(skel, st, &mut conns);
-        let links = read_map(&skel.maps.links, |k| LinkKey::decode(&k), LinkVal::decode);
+        let mut slots = read_conns(skel, st.hashed);
+        self.resolve_owners(skel, st, &mut slots);
+        let conns: Vec<(ConnKey, ConnVal)> = slots.into_iter().map(|(k, v, _)| (k, v)).collect();
+        let links = read_links(&skel.maps.links);
         for rec in st.agg.period(&conns, &links, opts.filter_pid) {
             emitter.record(TABLE, rec);
         }
@@ -498,7 +631,7 @@ impl TcpLinkProbe {
         &self,
         skel: &TcpLinkSkel<'_>,
         st: &mut State,
-        conns: &mut [(ConnKey, ConnVal)],
+        conns: &mut [(ConnKey, ConnVal, Slot)],
     ) {
         let pending = |v: &ConnVal| {
             v.role == Role::Server as u8
@@ -508,13 +641,13 @@ impl TcpLinkProbe {
         };
         if !conns
             .iter()
-            .any(|(_, v)| pending(v) && !st.tried.contains(&v.ino))
+            .any(|(_, v, _)| pending(v) && !st.tried.contains(&v.ino))
         {
             return;
         }
         let owners = procscan::socket_owners(&self.proc_root);
         let mut comms: HashMap<u32, String> = HashMap::new();
-        for (k, v) in conns.iter_mut().filter(|(_, v)| pending(v)) {
+        for (k, v, slot) in conns.iter_mut().filter(|(_, v, _)| pending(v)) {
             st.tried.insert(v.ino);
             let Some(&pid) = owners.get(&v.ino) else {
                 continue;
@@ -525,10 +658,10 @@ impl TcpLinkProbe {
             v.pid = pid;
             v.comm = decode::comm_bytes(comm);
             v.pid_src = pid_src::USER;
-            let (map, key) = if v.sk != 0 {
-                (&skel.maps.conns, v.sk.to_ne_bytes().to_vec())
-            } else {
-                (&skel.maps.seeded, k.encode().to_vec())
+            let (map, key) = match *slot {
+                Slot::Index(i) => (&skel.maps.conns, i.to_ne_bytes().to_vec()),
+                Slot::Hashed(sk) => (&skel.maps.conns_h, sk.to_ne_bytes().to_vec()),
+                Slot::Seeded => (&skel.maps.seeded, k.encode().to_vec()),
             };
             let _ = map.update(&key, &v.encode(), MapFlags::EXIST);
         }

@@ -3,13 +3,17 @@
  * tcp_link: every TCP connection of the node, with its process and role,
  * paid per connection and never per packet.
  *
- * - inet_sock_set_state (or the kprobe on tcp_set_state, on kernels without
- *   that tracepoint) tracks connect, listen, accept, close; about 5 events
- *   per connection and side.
+ * - inet_sock_set_state tracks connect, listen, accept, close; about 5
+ *   events per connection and side. It is attached as a BTF tracepoint
+ *   (tp_btf, 5.5+) where the kernel allows, else as a classic tracepoint,
+ *   else the kprobe on tcp_set_state stands in.
+ * - Live connections are found by socket address in a lock-free bucket
+ *   index (see `buckets`), so the hot path takes no lock and allocates
+ *   nothing.
  * - At close, the socket's own cumulative counters are read through CO-RE
  *   and added to the connection's aggregate in `links`.
  * - Open connections are sampled once per report period by `tcp_link_sample`,
- *   which user space runs with BPF_PROG_TEST_RUN: it walks `conns` and reads
+ *   which user space runs with BPF_PROG_TEST_RUN: it walks `buckets` and reads
  *   each socket's counters. This works for every network namespace at once.
  * - tcp_retransmit_skb (rare) gives the socket address of connections that
  *   were open before the probe started, so they can be sampled too.
@@ -43,13 +47,48 @@ const volatile __u8 skip_loopback = 0;   /* ignore connections to 127/8, ::1 */
 #define MAX_CONNS 65536
 #define MAX_LINKS 16384
 
-/* Live connections by socket address: the hot path hashes 8 bytes. */
+/*
+ * Live connections by socket address.
+ *
+ * On 5.12+ (atomic compare-and-exchange) they live in two arrays: `buckets`
+ * holds, per bucket, the addresses of up to TL_BUCKET_SLOTS sockets in one
+ * cache line, and `conns` the connection of each slot. A socket's bucket is
+ * a multiplicative hash of its address; finding it is one inlined array
+ * lookup and 8 compares, claiming a slot is one cmpxchg, freeing it one
+ * store. No lock, no allocation: a hash map update takes a bucket lock with
+ * interrupts off and costs about 400 ns per connection here, more than the
+ * rest of the program. A full bucket is counted as an overflow.
+ *
+ * Older kernels get the hash map `conns_h` instead (conns_hashed = 1). The
+ * maps of the path not taken are shrunk to one entry before load, and the
+ * verifier drops the code of that path.
+ */
+#define MAX_CONNS 65536
+#define N_BUCKETS (MAX_CONNS / TL_BUCKET_SLOTS)
+#define MAX_LINKS 16384
+
+const volatile __u8 conns_hashed = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, N_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct tl_bucket);
+} buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, __u32);
+	__type(value, struct tl_conn_val);
+} conns SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_CONNS);
 	__type(key, __u64);
 	__type(value, struct tl_conn_val);
-} conns SEC(".maps");
+} conns_h SEC(".maps");
 
 /* Connections that were open before the probe loaded, by 4-tuple, as user
  * space found them in /proc. The first event that shows their socket
@@ -72,8 +111,13 @@ struct {
 	__type(value, struct tl_task);
 } listeners SEC(".maps");
 
+/* Aggregates of closed connections, per CPU: a close adds to its own CPU's
+ * copy with plain adds (no atomics, no cache line shared between CPUs), and
+ * user space sums the copies. Not preallocated: memory grows with the links
+ * actually seen (entries x CPUs), not with max_entries. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, MAX_LINKS);
 	__type(key, struct tl_link_key);
 	__type(value, struct tl_link_val);
@@ -92,6 +136,116 @@ static __always_inline void stat_inc(__u32 idx)
 
 	if (v)
 		*v += 1; /* per CPU: no atomic needed */
+}
+
+/* One u64 per CPU to turn a socket pointer into a number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scratch SEC(".maps");
+
+/* The socket's kernel address as a plain number, the key of its connection.
+ * In the BTF plan `sk` is a typed pointer, and the verifier refuses any
+ * arithmetic on it (the bucket hash multiplies); a round trip through map
+ * memory, which holds no types, gives the number (this needs CAP_PERFMON,
+ * which loading needs anyway). Elsewhere it is a number already and the
+ * round trip is a few inlined instructions. */
+static __always_inline __u64 sk_addr(const struct sock *sk)
+{
+	__u32 zero = 0;
+	__u64 *slot = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!slot)
+		return 0;
+	*slot = (__u64)sk;
+	return *(volatile __u64 *)slot;
+}
+
+static __always_inline __u32 bucket_of(__u64 sk)
+{
+	return (__u32)((sk * 0x9E3779B97F4A7C15ULL) >> 40) & (N_BUCKETS - 1);
+}
+
+/* The connection of socket `sk`, or NULL. */
+static __always_inline struct tl_conn_val *conn_get(__u64 sk)
+{
+	if (conns_hashed)
+		return bpf_map_lookup_elem(&conns_h, &sk);
+
+	__u32 b = bucket_of(sk);
+	struct tl_bucket *bk = bpf_map_lookup_elem(&buckets, &b);
+
+	if (!bk)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < TL_BUCKET_SLOTS; i++) {
+		if (bk->sk[i] == sk) {
+			__u32 idx = b * TL_BUCKET_SLOTS + i;
+
+			return bpf_map_lookup_elem(&conns, &idx);
+		}
+	}
+	return 0;
+}
+
+/* Stores `nv` as the connection of socket `sk`, replacing what was there
+ * (an address is reused once its socket is freed). 0, or -1 when full. */
+static __always_inline int conn_put(__u64 sk, const struct tl_conn_val *nv)
+{
+	if (conns_hashed)
+		return bpf_map_update_elem(&conns_h, &sk, nv, BPF_ANY) ? -1 : 0;
+
+	__u32 b = bucket_of(sk);
+	struct tl_bucket *bk = bpf_map_lookup_elem(&buckets, &b);
+	struct tl_conn_val *v;
+	__u32 idx;
+	int i, slot = -1;
+
+	if (!bk)
+		return -1;
+#pragma unroll
+	for (i = 0; i < TL_BUCKET_SLOTS; i++) {
+		if (bk->sk[i] == sk)
+			slot = i;
+	}
+	if (slot < 0) {
+#pragma unroll
+		for (i = 0; i < TL_BUCKET_SLOTS; i++) {
+			if (slot < 0 && bk->sk[i] == 0 &&
+			    __sync_val_compare_and_swap(&bk->sk[i], 0, sk) == 0)
+				slot = i;
+		}
+	}
+	if (slot < 0)
+		return -1;
+	idx = b * TL_BUCKET_SLOTS + (__u32)slot;
+	v = bpf_map_lookup_elem(&conns, &idx);
+	if (!v)
+		return -1;
+	*v = *nv;
+	return 0;
+}
+
+/* Forgets the connection of socket `sk`. */
+static __always_inline void conn_del(__u64 sk)
+{
+	if (conns_hashed) {
+		bpf_map_delete_elem(&conns_h, &sk);
+		return;
+	}
+
+	__u32 b = bucket_of(sk);
+	struct tl_bucket *bk = bpf_map_lookup_elem(&buckets, &b);
+
+	if (!bk)
+		return;
+#pragma unroll
+	for (int i = 0; i < TL_BUCKET_SLOTS; i++) {
+		if (bk->sk[i] == sk)
+			bk->sk[i] = 0;
+	}
 }
 
 static __always_inline int is_loopback(const struct tl_conn_key *k)
@@ -219,7 +373,7 @@ static __always_inline void link_key_of(const struct tl_conn_val *v, struct tl_l
 /* A connection closed: fold its final counters into its link aggregate. */
 static __always_inline void close_conn(const struct sock *sk, struct tl_conn_val *v)
 {
-	__u64 skaddr = (__u64)sk;
+	__u64 skaddr = sk_addr(sk);
 	struct tl_link_key lk = {};
 	struct tl_link_val *agg;
 
@@ -240,35 +394,41 @@ static __always_inline void close_conn(const struct sock *sk, struct tl_conn_val
 			goto out;
 		}
 	}
-	__sync_fetch_and_add(&agg->closed, 1);
-	__sync_fetch_and_add(&agg->rx_bytes, v->rx_bytes);
-	__sync_fetch_and_add(&agg->tx_bytes, v->tx_bytes);
-	__sync_fetch_and_add(&agg->segs_in, v->segs_in);
-	__sync_fetch_and_add(&agg->segs_out, v->segs_out);
-	__sync_fetch_and_add(&agg->retrans, v->retrans);
-	__sync_fetch_and_add(&agg->drops, v->drops);
-	__sync_fetch_and_add(&agg->srtt_sum_us, v->srtt_us);
+	/* This CPU's copy: nothing else writes it while we run. */
+	agg->closed += 1;
+	agg->rx_bytes += v->rx_bytes;
+	agg->tx_bytes += v->tx_bytes;
+	agg->segs_in += v->segs_in;
+	agg->segs_out += v->segs_out;
+	agg->retrans += v->retrans;
+	agg->drops += v->drops;
+	agg->srtt_sum_us += v->srtt_us;
 out:
-	bpf_map_delete_elem(&conns, &skaddr);
+	conn_del(skaddr);
 }
 
 /* A connection by its socket; one that was open before the probe loaded is
- * moved over from `seeded` (`k` is only read then). */
-static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, const struct tl_conn_key *k)
+ * moved over from `seeded`. Only then is the 4-tuple needed: it is read from
+ * the socket on that miss, unless the caller has it already (family set). */
+static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, struct tl_conn_key *k)
 {
-	__u64 skaddr = (__u64)sk;
-	struct tl_conn_val *v = bpf_map_lookup_elem(&conns, &skaddr);
+	__u64 skaddr = sk_addr(sk);
+	struct tl_conn_val *v = conn_get(skaddr);
 
 	if (v || !have_seeded)
 		return v;
+	if (k->family == 0)
+		key_from_sk(sk, k);
 	v = bpf_map_lookup_elem(&seeded, k);
 	if (!v)
 		return 0;
 	v->sk = skaddr;
-	if (bpf_map_update_elem(&conns, &skaddr, v, BPF_NOEXIST))
+	if (conn_put(skaddr, v)) {
+		stat_inc(TL_STAT_CONN_OVERFLOW);
 		return 0;
+	}
 	bpf_map_delete_elem(&seeded, k);
-	return bpf_map_lookup_elem(&conns, &skaddr);
+	return conn_get(skaddr);
 }
 
 #define NEED_NOTHING 0
@@ -280,7 +440,7 @@ static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, cons
  * connects are handled here, keyed on the socket address alone. */
 static __always_inline int prefilter(const struct sock *sk, int old, int new)
 {
-	__u64 skaddr = (__u64)sk;
+	__u64 skaddr = sk_addr(sk);
 
 	switch (new) {
 	case S_SYN_SENT: {
@@ -296,7 +456,7 @@ static __always_inline int prefilter(const struct sock *sk, int old, int new)
 		nv.sk = skaddr;
 		nv.role = TL_ROLE_CLIENT;
 		nv.pid_src = TL_PID_CONNECT;
-		if (bpf_map_update_elem(&conns, &skaddr, &nv, BPF_ANY))
+		if (conn_put(skaddr, &nv))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		return 0;
 	}
@@ -304,7 +464,7 @@ static __always_inline int prefilter(const struct sock *sk, int old, int new)
 		return old == S_SYN_SENT || old == S_SYN_RECV ? NEED_KEY : NEED_NOTHING;
 	case S_CLOSE:
 		if (old == S_SYN_SENT) {
-			bpf_map_delete_elem(&conns, &skaddr); /* the connect failed */
+			conn_del(skaddr); /* the connect failed */
 			return NEED_NOTHING;
 		}
 		if (old == S_LISTEN)
@@ -321,7 +481,7 @@ static __always_inline int prefilter(const struct sock *sk, int old, int new)
 
 static __always_inline int on_state(const struct sock *sk, int old, int new, struct tl_conn_key *k)
 {
-	__u64 skaddr = (__u64)sk;
+	__u64 skaddr = sk_addr(sk);
 	struct tl_conn_val *v;
 	struct tl_task t;
 
@@ -341,11 +501,11 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 		if (old == S_SYN_SENT) {
 			/* Active open, completed in softirq: the owner was recorded
 			 * at connect(); now the 4-tuple is known. */
-			v = bpf_map_lookup_elem(&conns, &skaddr);
+			v = conn_get(skaddr);
 			if (!v)
 				return 0; /* filtered out, or connected before we loaded */
 			if (skip_loopback && is_loopback(k)) {
-				bpf_map_delete_elem(&conns, &skaddr);
+				conn_del(skaddr);
 				return 0;
 			}
 			v->key = *k;
@@ -368,7 +528,7 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 			nv.pid_src = TL_PID_LISTEN;
 			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
 		}
-		if (bpf_map_update_elem(&conns, &skaddr, &nv, BPF_ANY))
+		if (conn_put(skaddr, &nv))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		else
 			stat_inc(TL_STAT_CONNS_OPENED);
@@ -421,24 +581,48 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	need = prefilter(sk, old, new);
 	if (need == NEED_NOTHING)
 		return 0;
-	if ((need == NEED_KEY || have_seeded) && HAVE_CAST) {
-		if (family != AF_INET && family != AF_INET6)
-			return 0;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (need == NEED_KEY && HAVE_CAST) {
 		key_from_sk(sk, &k);
-	} else if (need == NEED_KEY || have_seeded) {
+	} else if (need == NEED_KEY) {
 		k.family = family;
 		k.lport = sport;
 		k.rport = dport;
 		if (k.family == AF_INET) {
 			bpf_probe_read_kernel(k.laddr, 4, ctx->saddr);
 			bpf_probe_read_kernel(k.raddr, 4, ctx->daddr);
-		} else if (k.family == AF_INET6) {
+		} else {
 			bpf_probe_read_kernel(k.laddr, 16, ctx->saddr_v6);
 			bpf_probe_read_kernel(k.raddr, 16, ctx->daddr_v6);
-		} else {
-			return 0;
 		}
 		k.netns = sk_netns(sk);
+	}
+	return on_state(sk, old, new, &k);
+}
+
+/* ---- BTF tracepoint plan (5.5+): the same hook with typed arguments ----
+ *
+ * A raw tracepoint gets the socket pointer itself: no event record is built
+ * for it (the classic tracepoint copies every field, both IPv6 addresses
+ * included, into a buffer on every state change), and the socket is read
+ * with plain loads. The loader prefers this and falls back to the classic
+ * tracepoint where the kernel refuses it. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int new)
+{
+	struct tl_conn_key k = {};
+	int need;
+
+	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	need = prefilter(sk, old, new);
+	if (need == NEED_NOTHING)
+		return 0;
+	if (need == NEED_KEY) {
+		key_from_sk(sk, &k);
+		if (k.family != AF_INET && k.family != AF_INET6)
+			return 0;
 	}
 	return on_state(sk, old, new, &k);
 }
@@ -452,7 +636,7 @@ static __always_inline void adopt(const struct sock *sk)
 	stat_inc(TL_STAT_RETRANS_EVENTS);
 	if (!have_seeded)
 		return;
-	key_from_sk(sk, &k);
+	k.family = 0;
 	find_conn(sk, &k);
 }
 
@@ -475,10 +659,11 @@ int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
 
 	if (need == NEED_NOTHING)
 		return 0;
-	if (need == NEED_KEY || have_seeded)
+	if (need == NEED_KEY) {
 		key_from_sk(sk, &k);
-	if (k.family != AF_INET && k.family != AF_INET6)
-		return 0;
+		if (k.family != AF_INET && k.family != AF_INET6)
+			return 0;
+	}
 	return on_state(sk, old, state, &k);
 }
 
@@ -495,8 +680,8 @@ SEC("tracepoint/tcp/tcp_probe")
 int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
 {
 	const struct sock *sk = ctx->skaddr;
-	__u64 skaddr = (__u64)sk;
-	struct tl_conn_val *v = bpf_map_lookup_elem(&conns, &skaddr);
+	__u64 skaddr = sk_addr(sk);
+	struct tl_conn_val *v = conn_get(skaddr);
 
 	if (v)
 		read_counters(sk, v);
@@ -505,25 +690,53 @@ int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
 
 /* ---- the sampler, run by user space once per period ---- */
 
-static long sample_one(struct bpf_map *map, __u64 *skaddr, struct tl_conn_val *v, void *ctx)
+/* Reads one open connection; false when its socket is no longer the
+ * connection the entry describes (freed, or its close is in flight). */
+static __always_inline int sample_conn(struct tl_conn_val *v)
 {
-	const struct sock *sk = (const struct sock *)*skaddr;
-	__u16 lport;
+	const struct sock *sk = (const struct sock *)v->sk;
 
-	/* The socket may have been freed since (its close is in flight):
-	 * check it is still the same connection before trusting it. */
-	lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (lport != v->key.lport || bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != v->key.rport)
+	if (BPF_CORE_READ(sk, __sk_common.skc_num) != v->key.lport ||
+	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != v->key.rport)
 		return 0;
 	read_counters(sk, v);
 	v->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	return 1;
+}
+
+static long sample_hashed(struct bpf_map *map, __u64 *skaddr, struct tl_conn_val *v, void *ctx)
+{
+	sample_conn(v);
+	return 0;
+}
+
+static long sample_bucket(struct bpf_map *map, __u32 *b, struct tl_bucket *bk, void *ctx)
+{
+#pragma unroll
+	for (int i = 0; i < TL_BUCKET_SLOTS; i++) {
+		__u64 sk = bk->sk[i];
+		__u32 idx = *b * TL_BUCKET_SLOTS + i;
+		struct tl_conn_val *v;
+
+		if (!sk)
+			continue;
+		v = bpf_map_lookup_elem(&conns, &idx);
+		/* Not keyed yet (between connect() and ESTABLISHED), or taken
+		 * over by another socket a moment ago. */
+		if (!v || v->sk != sk || v->key.family == 0)
+			continue;
+		sample_conn(v);
+	}
 	return 0;
 }
 
 SEC("raw_tp")
 int tcp_link_sample(void *ctx)
 {
-	bpf_for_each_map_elem(&conns, sample_one, NULL, 0);
+	if (conns_hashed)
+		bpf_for_each_map_elem(&conns_h, sample_hashed, NULL, 0);
+	else
+		bpf_for_each_map_elem(&buckets, sample_bucket, NULL, 0);
 	return 0;
 }
 

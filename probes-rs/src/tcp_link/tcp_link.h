@@ -55,6 +55,14 @@ struct tl_conn_val {
 	__u32 pad2;
 };
 
+/* One bucket of the live-connection index: the kernel addresses of up to
+ * TL_BUCKET_SLOTS sockets (0: free), one cache line. Slot i of bucket b
+ * holds the connection at index b * TL_BUCKET_SLOTS + i of `conns`. */
+#define TL_BUCKET_SLOTS 8
+struct tl_bucket {
+	__u64 sk[TL_BUCKET_SLOTS];
+};
+
 /* One aggregate of closed connections: (pid, role, client, server, port). 40 bytes. */
 struct tl_link_key {
 	__u32 pid;

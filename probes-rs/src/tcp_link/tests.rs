@@ -108,6 +108,39 @@ fn wrong_sizes_are_rejected() {
 }
 
 #[test]
+#[cfg(target_endian = "little")]
+fn buckets_and_per_cpu_links_decode() {
+    let lv = LinkVal::decode(&fixture("link_val")).expect("link val");
+
+    // A bucket of the live-connection index: occupied slots only.
+    let mut bucket = vec![0u8; 64];
+    bucket[8..16].copy_from_slice(&0xffff_8880_0000_1000u64.to_ne_bytes());
+    bucket[56..64].copy_from_slice(&0xffff_8880_0000_2000u64.to_ne_bytes());
+    assert_eq!(
+        bucket_slots(&bucket).collect::<Vec<_>>(),
+        vec![(1, 0xffff_8880_0000_1000), (7, 0xffff_8880_0000_2000)]
+    );
+    assert_eq!(bucket_slots(&bucket[..60]).count(), 0, "wrong size");
+
+    // `links` is per CPU: copies are summed, the comm is the first set,
+    // and a copy of the wrong size is left out.
+    let mut other = fixture("link_val");
+    other[..8].copy_from_slice(&5u64.to_ne_bytes());
+    let empty = vec![0u8; other.len()];
+    let cpus = [
+        &empty[..],
+        &fixture("link_val")[..],
+        &other[..],
+        &[1u8; 3][..],
+    ];
+    let sum = LinkVal::sum(cpus);
+    assert_eq!(sum.closed, lv.closed + 5);
+    assert_eq!(sum.rx_bytes, 2 * lv.rx_bytes);
+    assert_eq!(sum.srtt_sum_us, 2 * lv.srtt_sum_us);
+    assert_eq!(sum.comm, lv.comm);
+}
+
+#[test]
 fn layouts_match_the_generated_skeleton() {
     use skel::types;
     use std::mem::size_of;
