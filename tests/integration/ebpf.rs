@@ -94,11 +94,15 @@ fn stat(expo: &str, name: &str) -> f64 {
 }
 
 fn agent(s: &Setup, param: &str) -> Agent {
+    agent_with_env(s, param, &[])
+}
+
+fn agent_with_env(s: &Setup, param: &str, env: &[(&str, &str)]) -> Agent {
     let cfg = format!(
         "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"{param}\"\nswitch = \"on\"\n",
         s.base_config()
     );
-    let a = s.start(&cfg);
+    let a = s.start_with_env(&cfg, env);
     wait_for(Duration::from_secs(20), "tcp_link attached", || {
         let log = a.log_text();
         assert!(
@@ -340,6 +344,50 @@ fn loopback_v4_and_v6_records_are_exact() {
     scenario(&a, "loopback v6", None, None, "::1", "::1", "10", 4, 2);
 }
 
+/// The paths older kernels take (classic tracepoint, hash map of live
+/// connections; 5.5 to 5.11), forced on this kernel: the same exact records.
+#[test]
+fn older_kernel_paths_give_the_same_records() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent_with_env(&s, "-t 1", &[("GALA_GOPHER_TCP_LINK_COMPAT", "1")]);
+    let log = a.log_text();
+    assert!(
+        log.contains("plan=\"tracepoint\"") && log.contains("conn_store=\"hash\""),
+        "the compat paths were not taken:\n{log}"
+    );
+    scenario(
+        &a,
+        "compat v4",
+        None,
+        None,
+        "127.0.0.1",
+        "127.0.0.1",
+        "2",
+        5,
+        3,
+    );
+    scenario(&a, "compat v6", None, None, "::1", "::1", "10", 3, 2);
+}
+
+#[test]
+fn the_default_plan_is_the_btf_tracepoint_with_the_lock_free_index() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent(&s, "-t 1");
+    let log = a.log_text();
+    assert!(
+        log.contains("plan=\"tp_btf\"") && log.contains("conn_store=\"index\""),
+        "expected tp_btf and the index on this kernel:\n{log}"
+    );
+    let expo = wait_for(Duration::from_secs(10), "probe stats", || {
+        let e = a.scrape();
+        e.contains("gala_gopher_tcp_link_probe_stats_conn_overflow{")
+            .then_some(e)
+    });
+    assert!(expo.contains("plan=\"tp_btf\""), "plan label:\n{expo}");
+}
+
 #[test]
 fn two_namespaces_over_veth_records_are_exact() {
     require_root();
@@ -405,6 +453,9 @@ fn a_short_connection_burst_is_all_counted() {
     assert_eq!(stat(&expo, "conn_overflow"), 0.0);
     assert_eq!(stat(&expo, "link_overflow"), 0.0);
     assert!(stat(&expo, "conns_opened") >= 2.0 * n, "{expo}");
+    // Every socket closed through the state machine: the sampler found
+    // nothing to reap (a reap here would be a live connection lost).
+    assert_eq!(stat(&expo, "conns_reaped"), 0.0, "{expo}");
 }
 
 #[test]

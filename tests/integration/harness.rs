@@ -180,9 +180,14 @@ stop_grace_ms = 2000
 
     /// Writes `config` to `gala-gopher.toml` and starts the agent on it.
     pub fn start(&self, config: &str) -> Agent {
+        self.start_with_env(config, &[])
+    }
+
+    /// [`Setup::start`] with extra environment variables.
+    pub fn start_with_env(&self, config: &str, env: &[(&str, &str)]) -> Agent {
         let cfg = self.path("gala-gopher.toml");
         std::fs::write(&cfg, config).expect("write config");
-        Agent::spawn(&cfg, self.port, &self.path("agent.log"))
+        Agent::spawn_with_env(&cfg, self.port, &self.path("agent.log"), env)
     }
 }
 
@@ -200,8 +205,14 @@ pub struct Agent {
 impl Agent {
     /// Starts the binary and waits until it serves HTTP (or exits).
     pub fn spawn(config: &Path, port: u16, log: &Path) -> Self {
+        Self::spawn_with_env(config, port, log, &[])
+    }
+
+    /// [`Agent::spawn`] with extra environment variables.
+    pub fn spawn_with_env(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> Self {
         let err = std::fs::File::create(log).expect("log file");
         let child = Command::new(bin())
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .stdin(Stdio::null())

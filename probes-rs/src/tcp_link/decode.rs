@@ -73,13 +73,14 @@ pub mod pid_src {
 }
 
 /// Indexes of the `stats` array (`TL_STAT_*`).
-pub const STAT_NAMES: [&str; 6] = [
+pub const STAT_NAMES: [&str; 7] = [
     "conn_overflow",
     "link_overflow",
     "close_untracked",
     "listen_overflow",
     "retrans_events",
     "conns_opened",
+    "conns_reaped",
 ];
 
 struct Reader<'a> {

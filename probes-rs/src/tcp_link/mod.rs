@@ -87,6 +87,7 @@ pub const STATS_FIELDS: &[&str] = &[
     "listen_overflow",
     "retrans_events",
     "conns_opened",
+    "conns_reaped",
     "sample_seconds",
 ];
 /// Tables the probe emits.
@@ -242,16 +243,29 @@ fn pick_plan(choice: PlanChoice) -> Result<Plan, ProbeError> {
             "the tracepoint plan (-P 1) needs the tracepoint sock:inet_sock_set_state, which this kernel lacks (4.16+); use -P 2 for kprobes",
         )),
         (PlanChoice::Tracepoint, _) | (PlanChoice::Auto, Some(true) | None) => {
-            Ok(Plan::TracepointBtf)
+            Ok(if compat_forced() {
+                Plan::Tracepoint
+            } else {
+                Plan::TracepointBtf
+            })
         }
         (PlanChoice::Auto, Some(false)) => Ok(Plan::Kprobe),
     }
 }
 
+/// Set to `1`, the probe takes the paths of older kernels on this one: the
+/// classic tracepoint and the hash map of live connections. For tests and
+/// for comparing the two; nothing else reads it.
+pub const COMPAT_ENV: &str = "GALA_GOPHER_TCP_LINK_COMPAT";
+
+fn compat_forced() -> bool {
+    std::env::var_os(COMPAT_ENV).is_some_and(|v| v == "1")
+}
+
 /// Whether live connections go in the lock-free arrays (5.12+: the BPF
 /// compare-and-exchange) rather than the hash map.
 fn store_is_array() -> bool {
-    running_kernel().is_none_or(|v| v >= (5, 12))
+    !compat_forced() && running_kernel().is_none_or(|v| v >= (5, 12))
 }
 
 /// Where a live connection sits, for writing it back.
@@ -314,11 +328,11 @@ fn load<'o>(
     plan: Plan,
     opts: &Options,
     sampler: bool,
+    hashed: bool,
 ) -> Result<TcpLinkSkel<'o>, ProbeError> {
     let mut open = TcpLinkSkelBuilder::default()
         .open(storage)
         .map_err(|e| unsupported(format!("cannot open the eBPF object: {e}")))?;
-    let hashed = !store_is_array();
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.filter_pid = opts.filter_pid;
         ro.skip_loopback = u8::from(opts.skip_loopback);
@@ -490,18 +504,19 @@ impl Probe for TcpLinkProbe {
         let sampler = running_kernel().is_none_or(|v| v >= (5, 13));
 
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
+        let hashed = !store_is_array();
         // The BTF tracepoint first; a kernel that refuses it (before 5.5,
         // or without BTF for tracepoints) gets the classic one.
         let mut storage = MaybeUninit::<OpenObject>::uninit();
         let mut fallback = MaybeUninit::<OpenObject>::uninit();
-        let (mut skel, plan) = match load(&mut storage, plan, &opts, sampler) {
+        let (mut skel, plan) = match load(&mut storage, plan, &opts, sampler, hashed) {
             Err(e) if plan == Plan::TracepointBtf => {
                 tracing::info!(
                     probe = PROBE,
                     "the BTF tracepoint was refused ({e}); using the classic tracepoint"
                 );
                 (
-                    load(&mut fallback, Plan::Tracepoint, &opts, sampler)?,
+                    load(&mut fallback, Plan::Tracepoint, &opts, sampler, hashed)?,
                     Plan::Tracepoint,
                 )
             }
@@ -543,6 +558,7 @@ impl Probe for TcpLinkProbe {
             probe = PROBE,
             plan = plan_name,
             sampler,
+            conn_store = if hashed { "hash" } else { "index" },
             preexisting = seed.conns.len(),
             listeners = seed.listeners.len(),
             effective_caps = %privilege::effective().join(","),
@@ -550,7 +566,7 @@ impl Probe for TcpLinkProbe {
         );
 
         let mut st = State {
-            hashed: !store_is_array(),
+            hashed,
             agg: Aggregator::default(),
             idle: HashMap::new(),
             tried: HashSet::new(),

@@ -725,7 +725,12 @@ static long sample_bucket(struct bpf_map *map, __u32 *b, struct tl_bucket *bk, v
 		 * over by another socket a moment ago. */
 		if (!v || v->sk != sk || v->key.family == 0)
 			continue;
-		sample_conn(v);
+		/* A keyed entry whose socket no longer has its ports: the
+		 * socket went without a close we saw. Free the slot, unless
+		 * it was taken over meanwhile. */
+		if (!sample_conn(v) &&
+		    __sync_val_compare_and_swap(&bk->sk[i], sk, 0) == sk)
+			stat_inc(TL_STAT_CONNS_REAPED);
 	}
 	return 0;
 }
