@@ -203,12 +203,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the binary and waits until it serves HTTP (or exits).
-    pub fn spawn(config: &Path, port: u16, log: &Path) -> Self {
-        Self::spawn_with_env(config, port, log, &[])
-    }
-
-    /// [`Agent::spawn`] with extra environment variables.
+    /// Starts the binary with extra environment variables and waits until
+    /// it serves HTTP (or exits).
     pub fn spawn_with_env(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> Self {
         let err = std::fs::File::create(log).expect("log file");
         let child = Command::new(bin())
