@@ -371,9 +371,8 @@ static __always_inline void link_key_of(const struct tl_conn_val *v, struct tl_l
 }
 
 /* A connection closed: fold its final counters into its link aggregate. */
-static __always_inline void close_conn(const struct sock *sk, struct tl_conn_val *v)
+static __always_inline void close_conn(const struct sock *sk, __u64 skaddr, struct tl_conn_val *v)
 {
-	__u64 skaddr = sk_addr(sk);
 	struct tl_link_key lk = {};
 	struct tl_link_val *agg;
 
@@ -410,9 +409,9 @@ out:
 /* A connection by its socket; one that was open before the probe loaded is
  * moved over from `seeded`. Only then is the 4-tuple needed: it is read from
  * the socket on that miss, unless the caller has it already (family set). */
-static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, struct tl_conn_key *k)
+static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, __u64 skaddr,
+						struct tl_conn_key *k)
 {
-	__u64 skaddr = sk_addr(sk);
 	struct tl_conn_val *v = conn_get(skaddr);
 
 	if (v || !have_seeded)
@@ -431,6 +430,40 @@ static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, stru
 	return conn_get(skaddr);
 }
 
+/* Whether the socket is TCP: the tracepoint also fires for SCTP (and DCCP
+ * before 6.16). Known already in the classic tracepoint (its record says)
+ * and the kprobe (tcp_set_state). */
+static __always_inline int is_tcp(const struct sock *sk, int known)
+{
+	if (known)
+		return 1;
+	if (HAVE_CAST) {
+		struct sock *s = bpf_core_cast(sk, struct sock);
+
+		return BPF_CORE_READ_BITFIELD(s, sk_protocol) == IPPROTO_TCP;
+	}
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+/* Whether a transition can matter at all: a few compares on the arguments,
+ * before anything else (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, SYN_RECV,
+ * CLOSING and a half-open connection's close do not). */
+static __always_inline int worth_a_look(int old, int new)
+{
+	switch (new) {
+	case S_SYN_SENT:
+	case S_LISTEN:
+	case S_FIN_WAIT1:
+	case S_LAST_ACK:
+		return 1;
+	case S_ESTABLISHED:
+		return old == S_SYN_SENT || old == S_SYN_RECV;
+	case S_CLOSE:
+		return old != S_SYN_RECV;
+	}
+	return 0;
+}
+
 #define NEED_NOTHING 0
 #define NEED_KEY 1     /* the 4-tuple and netns are needed */
 #define NEED_SK 2      /* the socket address is enough (unless seeded) */
@@ -438,9 +471,9 @@ static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, stru
 /* Most transitions need nothing (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...):
  * decide before reading anything from the socket. SYN_SENT and failed
  * connects are handled here, keyed on the socket address alone. */
-static __always_inline int prefilter(const struct sock *sk, int old, int new)
+static __always_inline int prefilter(const struct sock *sk, __u64 skaddr, int old, int new,
+				     int tcp_known)
 {
-	__u64 skaddr = sk_addr(sk);
 
 	switch (new) {
 	case S_SYN_SENT: {
@@ -449,6 +482,8 @@ static __always_inline int prefilter(const struct sock *sk, int old, int new)
 		 * until then the entry has no key (family 0). */
 		struct tl_conn_val nv = {};
 
+		if (!is_tcp(sk, tcp_known))
+			return 0;
 		nv.pid = bpf_get_current_pid_tgid() >> 32;
 		if (filter_pid && nv.pid != filter_pid)
 			return 0;
@@ -479,9 +514,9 @@ static __always_inline int prefilter(const struct sock *sk, int old, int new)
 	return NEED_NOTHING;
 }
 
-static __always_inline int on_state(const struct sock *sk, int old, int new, struct tl_conn_key *k)
+static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old, int new,
+				    struct tl_conn_key *k, int tcp_known)
 {
-	__u64 skaddr = sk_addr(sk);
 	struct tl_conn_val *v;
 	struct tl_task t;
 
@@ -489,6 +524,8 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 	case S_LISTEN: {
 		struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
 
+		if (!is_tcp(sk, tcp_known))
+			return 0;
 		current_task(&t);
 		if (bpf_map_update_elem(&listeners, &lk, &t, BPF_ANY))
 			stat_inc(TL_STAT_LISTEN_OVERFLOW);
@@ -512,7 +549,7 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 			stat_inc(TL_STAT_CONNS_OPENED);
 			return 0;
 		}
-		if (old != S_SYN_RECV || (skip_loopback && is_loopback(k)))
+		if (old != S_SYN_RECV || (skip_loopback && is_loopback(k)) || !is_tcp(sk, tcp_known))
 			return 0;
 		/* Passive open, in softirq (on loopback: in the client's task).
 		 * Until the owner closes it, the listener's owner stands in; user
@@ -537,7 +574,7 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 	case S_FIN_WAIT1:
 	case S_LAST_ACK:
 		/* close()/shutdown() by the owner: task context on both sides. */
-		v = find_conn(sk, k);
+		v = find_conn(sk, skaddr, k);
 		if (v && v->role == TL_ROLE_SERVER && v->pid_src != TL_PID_CLOSE) {
 			current_task(&t);
 			v->pid = t.pid;
@@ -549,15 +586,16 @@ static __always_inline int on_state(const struct sock *sk, int old, int new, str
 		if (old == S_LISTEN) {
 			struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
 
-			bpf_map_delete_elem(&listeners, &lk);
+			if (is_tcp(sk, tcp_known))
+				bpf_map_delete_elem(&listeners, &lk);
 			return 0;
 		}
-		v = find_conn(sk, k);
+		v = find_conn(sk, skaddr, k);
 		if (!v) {
 			stat_inc(TL_STAT_CLOSE_UNTRACKED);
 			return 0;
 		}
-		close_conn(sk, v);
+		close_conn(sk, skaddr, v);
 		return 0;
 	}
 	return 0;
@@ -576,9 +614,9 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	struct tl_conn_key k = {};
 	int need;
 
-	if (ctx->protocol != IPPROTO_TCP)
+	if (ctx->protocol != IPPROTO_TCP || !worth_a_look(old, new))
 		return 0;
-	need = prefilter(sk, old, new);
+	need = prefilter(sk, (__u64)sk, old, new, 1);
 	if (need == NEED_NOTHING)
 		return 0;
 	if (family != AF_INET && family != AF_INET6)
@@ -598,7 +636,7 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 		}
 		k.netns = sk_netns(sk);
 	}
-	return on_state(sk, old, new, &k);
+	return on_state(sk, (__u64)sk, old, new, &k, 1);
 }
 
 /* ---- BTF tracepoint plan (5.5+): the same hook with typed arguments ----
@@ -611,12 +649,18 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int new)
 {
-	struct tl_conn_key k = {};
+	struct tl_conn_key k;
+	__u64 skaddr;
 	int need;
 
-	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
+	/* Transitions that need nothing return before any memory is touched
+	 * (a profile puts most of the cost in cache misses); the protocol is
+	 * read only where an entry is created. */
+	if (!worth_a_look(old, new))
 		return 0;
-	need = prefilter(sk, old, new);
+	skaddr = sk_addr(sk);
+	k.family = 0;
+	need = prefilter(sk, skaddr, old, new, 0);
 	if (need == NEED_NOTHING)
 		return 0;
 	if (need == NEED_KEY) {
@@ -624,7 +668,7 @@ int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int
 		if (k.family != AF_INET && k.family != AF_INET6)
 			return 0;
 	}
-	return on_state(sk, old, new, &k);
+	return on_state(sk, skaddr, old, new, &k, 0);
 }
 
 /* Gives a connection that was open before the probe loaded its socket, so
@@ -637,7 +681,7 @@ static __always_inline void adopt(const struct sock *sk)
 	if (!have_seeded)
 		return;
 	k.family = 0;
-	find_conn(sk, &k);
+	find_conn(sk, (__u64)sk, &k);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
@@ -655,7 +699,7 @@ int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
 	struct tl_conn_key k = {};
 	int old = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	int need = prefilter(sk, old, state);
+	int need = prefilter(sk, (__u64)sk, old, state, 1);
 
 	if (need == NEED_NOTHING)
 		return 0;
@@ -664,7 +708,7 @@ int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
 		if (k.family != AF_INET && k.family != AF_INET6)
 			return 0;
 	}
-	return on_state(sk, old, state, &k);
+	return on_state(sk, (__u64)sk, old, state, &k, 1);
 }
 
 SEC("kprobe/tcp_retransmit_skb")
@@ -680,8 +724,7 @@ SEC("tracepoint/tcp/tcp_probe")
 int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
 {
 	const struct sock *sk = ctx->skaddr;
-	__u64 skaddr = sk_addr(sk);
-	struct tl_conn_val *v = conn_get(skaddr);
+	struct tl_conn_val *v = conn_get((__u64)sk);
 
 	if (v)
 		read_counters(sk, v);
