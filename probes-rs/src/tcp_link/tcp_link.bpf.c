@@ -646,21 +646,16 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
  * included, into a buffer on every state change), and the socket is read
  * with plain loads. The loader prefers this and falls back to the classic
  * tracepoint where the kernel refuses it. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int new)
+/* A state change seen by a hook that gets the socket alone (the BTF
+ * tracepoint, the kprobe): the 4-tuple is read from it when needed. */
+static __always_inline int state_change(const struct sock *sk, __u64 skaddr, int old, int new,
+					int tcp_known)
 {
 	struct tl_conn_key k;
-	__u64 skaddr;
 	int need;
 
-	/* Transitions that need nothing return before any memory is touched
-	 * (a profile puts most of the cost in cache misses); the protocol is
-	 * read only where an entry is created. */
-	if (!worth_a_look(old, new))
-		return 0;
-	skaddr = sk_addr(sk);
 	k.family = 0;
-	need = prefilter(sk, skaddr, old, new, 0);
+	need = prefilter(sk, skaddr, old, new, tcp_known);
 	if (need == NEED_NOTHING)
 		return 0;
 	if (need == NEED_KEY) {
@@ -668,7 +663,18 @@ int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int
 		if (k.family != AF_INET && k.family != AF_INET6)
 			return 0;
 	}
-	return on_state(sk, skaddr, old, new, &k, 0);
+	return on_state(sk, skaddr, old, new, &k, tcp_known);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int new)
+{
+	/* Transitions that need nothing return before any memory is touched
+	 * (a profile puts most of the cost in cache misses); the protocol is
+	 * read only where an entry is created. */
+	if (!worth_a_look(old, new))
+		return 0;
+	return state_change(sk, sk_addr(sk), old, new, 0);
 }
 
 /* Gives a connection that was open before the probe loaded its socket, so
@@ -696,19 +702,11 @@ int tcp_link_retrans_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
 SEC("kprobe/tcp_set_state")
 int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
 {
-	struct tl_conn_key k = {};
 	int old = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	int need = prefilter(sk, (__u64)sk, old, state, 1);
-
-	if (need == NEED_NOTHING)
+	if (!worth_a_look(old, state))
 		return 0;
-	if (need == NEED_KEY) {
-		key_from_sk(sk, &k);
-		if (k.family != AF_INET && k.family != AF_INET6)
-			return 0;
-	}
-	return on_state(sk, (__u64)sk, old, state, &k, 1);
+	return state_change(sk, (__u64)sk, old, state, 1);
 }
 
 SEC("kprobe/tcp_retransmit_skb")
