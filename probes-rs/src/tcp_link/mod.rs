@@ -24,8 +24,9 @@
 //!
 //! Options come from the legacy `param` string: `-t` period, `-F <pid>`
 //! only one process, and `-P` bits (the default, all bits, means 1):
-//! 1 tracepoint plan, 2 kprobe plan (neither or both: whichever this kernel
-//! offers, tracepoints first), 4 per-packet plan (`tcp:tcp_probe`, fresher
+//! 1 tracepoint plan (the BTF tracepoint, else the classic one), 2 kprobe
+//! plan (neither or both: whichever this kernel offers, tracepoints first),
+//! 4 per-packet plan (`tcp:tcp_probe`, fresher
 //! counters at a per-packet cost, about 0.3 us per received segment measured
 //! here; for kernels where the sampler cannot run, before 5.13), 8 skip
 //! loopback connections.
@@ -113,7 +114,8 @@ const BTF: &str = "/sys/kernel/btf/vmlinux";
 pub enum PlanChoice {
     /// The tracepoint if the kernel has it, else kprobes.
     Auto,
-    /// `sock:inet_sock_set_state` + `tcp:tcp_retransmit_skb` (4.16+).
+    /// `sock:inet_sock_set_state` + `tcp:tcp_retransmit_skb` (4.16+): as a
+    /// BTF tracepoint where the kernel allows (5.5+), else the classic one.
     Tracepoint,
     /// kprobes on `tcp_set_state` and `tcp_retransmit_skb`.
     Kprobe,
