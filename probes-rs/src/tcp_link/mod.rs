@@ -338,7 +338,6 @@ fn load<'o>(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.filter_pid = opts.filter_pid;
         ro.skip_loopback = u8::from(opts.skip_loopback);
-        ro.conns_hashed = u8::from(hashed);
     }
     // The maps of the connection store not taken cost one entry each.
     let m = &mut open.maps;
@@ -351,16 +350,33 @@ fn load<'o>(
         map.set_max_entries(1)
             .map_err(|e| unsupported(format!("cannot size the eBPF maps: {e}")))?;
     }
+    // Each program exists twice, for the index and (suffix _h) for the hash
+    // map: a kernel before 5.12 refuses the index's cmpxchg even where the
+    // verifier would never reach it, so only one set is loaded.
     let p = &mut open.progs;
     let tp = matches!(plan, Plan::TracepointBtf | Plan::Tracepoint);
+    let (ix, h) = (!hashed, hashed);
     p.tcp_link_state_btf
-        .set_autoload(plan == Plan::TracepointBtf);
-    p.tcp_link_state_tp.set_autoload(plan == Plan::Tracepoint);
-    p.tcp_link_retrans_tp.set_autoload(tp);
-    p.tcp_link_state_kp.set_autoload(plan == Plan::Kprobe);
-    p.tcp_link_retrans_kp.set_autoload(plan == Plan::Kprobe);
-    p.tcp_link_packet_tp.set_autoload(opts.per_packet);
-    p.tcp_link_sample.set_autoload(sampler);
+        .set_autoload(ix && plan == Plan::TracepointBtf);
+    p.tcp_link_state_btf_h
+        .set_autoload(h && plan == Plan::TracepointBtf);
+    p.tcp_link_state_tp
+        .set_autoload(ix && plan == Plan::Tracepoint);
+    p.tcp_link_state_tp_h
+        .set_autoload(h && plan == Plan::Tracepoint);
+    p.tcp_link_retrans_tp.set_autoload(ix && tp);
+    p.tcp_link_retrans_tp_h.set_autoload(h && tp);
+    p.tcp_link_state_kp.set_autoload(ix && plan == Plan::Kprobe);
+    p.tcp_link_state_kp_h
+        .set_autoload(h && plan == Plan::Kprobe);
+    p.tcp_link_retrans_kp
+        .set_autoload(ix && plan == Plan::Kprobe);
+    p.tcp_link_retrans_kp_h
+        .set_autoload(h && plan == Plan::Kprobe);
+    p.tcp_link_packet_tp.set_autoload(ix && opts.per_packet);
+    p.tcp_link_packet_tp_h.set_autoload(h && opts.per_packet);
+    p.tcp_link_sample.set_autoload(ix && sampler);
+    p.tcp_link_sample_h.set_autoload(h && sampler);
     open.load().map_err(|e| {
         unsupported(format!(
             "the kernel refused the eBPF programs ({}): {e} (needs BPF CO-RE, 5.8+ with BTF)",
@@ -374,39 +390,60 @@ struct Attached {
     _links: Vec<Link>,
 }
 
+/// The program of the loaded set: `$name`, or `${name}_h` for the hash map.
+macro_rules! pick {
+    ($progs:expr, $hashed:expr, $name:ident, $name_h:ident) => {
+        if $hashed {
+            &$progs.$name_h
+        } else {
+            &$progs.$name
+        }
+    };
+}
+
 fn attach_all(
     skel: &mut TcpLinkSkel<'_>,
     plan: Plan,
     per_packet: bool,
+    hashed: bool,
 ) -> Result<Attached, ProbeError> {
     let mut links = Vec::new();
-    let progs = &mut skel.progs;
-    let targets: Vec<(&str, &libbpf_rs::ProgramMut<'_>)> = match plan {
+    let p = &skel.progs;
+    let retrans_tp = (
+        "tracepoint tcp:tcp_retransmit_skb",
+        pick!(p, hashed, tcp_link_retrans_tp, tcp_link_retrans_tp_h),
+    );
+    let mut targets: Vec<(&str, &libbpf_rs::ProgramMut<'_>)> = match plan {
         Plan::TracepointBtf => vec![
-            ("tp_btf inet_sock_set_state", &progs.tcp_link_state_btf),
             (
-                "tracepoint tcp:tcp_retransmit_skb",
-                &progs.tcp_link_retrans_tp,
+                "tp_btf inet_sock_set_state",
+                pick!(p, hashed, tcp_link_state_btf, tcp_link_state_btf_h),
             ),
+            retrans_tp,
         ],
         Plan::Tracepoint => vec![
             (
                 "tracepoint sock:inet_sock_set_state",
-                &progs.tcp_link_state_tp,
+                pick!(p, hashed, tcp_link_state_tp, tcp_link_state_tp_h),
             ),
-            (
-                "tracepoint tcp:tcp_retransmit_skb",
-                &progs.tcp_link_retrans_tp,
-            ),
+            retrans_tp,
         ],
         Plan::Kprobe => vec![
-            ("kprobe tcp_set_state", &progs.tcp_link_state_kp),
-            ("kprobe tcp_retransmit_skb", &progs.tcp_link_retrans_kp),
+            (
+                "kprobe tcp_set_state",
+                pick!(p, hashed, tcp_link_state_kp, tcp_link_state_kp_h),
+            ),
+            (
+                "kprobe tcp_retransmit_skb",
+                pick!(p, hashed, tcp_link_retrans_kp, tcp_link_retrans_kp_h),
+            ),
         ],
     };
-    let mut targets = targets;
     if per_packet {
-        targets.push(("tracepoint tcp:tcp_probe", &progs.tcp_link_packet_tp));
+        targets.push((
+            "tracepoint tcp:tcp_probe",
+            pick!(p, hashed, tcp_link_packet_tp, tcp_link_packet_tp_h),
+        ));
     }
     for (what, prog) in targets {
         let link = prog.attach().map_err(|e| {
@@ -524,7 +561,7 @@ impl Probe for TcpLinkProbe {
             }
             r => (r?, plan),
         };
-        let attached = attach_all(&mut skel, plan, opts.per_packet)?;
+        let attached = attach_all(&mut skel, plan, opts.per_packet, hashed)?;
         let plan_name = plan.name(opts.per_packet);
 
         // Connections and listeners that were there before us.
@@ -579,11 +616,8 @@ impl Probe for TcpLinkProbe {
             }
             let t0 = Instant::now();
             if sampler {
-                if let Err(e) = skel
-                    .progs
-                    .tcp_link_sample
-                    .test_run(libbpf_rs::ProgramInput::default())
-                {
+                let prog = pick!(skel.progs, hashed, tcp_link_sample, tcp_link_sample_h);
+                if let Err(e) = prog.test_run(libbpf_rs::ProgramInput::default()) {
                     tracing::debug!(probe = PROBE, "sampler run failed: {e}");
                 }
             }

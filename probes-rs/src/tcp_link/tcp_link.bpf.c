@@ -59,15 +59,17 @@ const volatile __u8 skip_loopback = 0;   /* ignore connections to 127/8, ::1 */
  * interrupts off and costs about 400 ns per connection here, more than the
  * rest of the program. A full bucket is counted as an overflow.
  *
- * Older kernels get the hash map `conns_h` instead (conns_hashed = 1). The
- * maps of the path not taken are shrunk to one entry before load, and the
- * verifier drops the code of that path.
+ * Older kernels get the hash map `conns_h` instead. Every program exists
+ * twice: as is, and with the suffix `_h` for the hash map (H = 1 below,
+ * folded by the compiler), and user space loads one set. The split is by
+ * program and not by a load-time constant because kernels before 5.12
+ * refuse a cmpxchg instruction anywhere in a program, even in code the
+ * verifier would never reach. The maps of the set not loaded are shrunk to
+ * one entry.
  */
 #define MAX_CONNS 65536
 #define N_BUCKETS (MAX_CONNS / TL_BUCKET_SLOTS)
 #define MAX_LINKS 16384
-
-const volatile __u8 conns_hashed = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -226,12 +228,12 @@ static __always_inline struct tl_conn_val *entry_at(__u32 b, int slot)
 }
 
 /* The connection of socket `sk`, or NULL. */
-static __always_inline struct tl_conn_val *conn_get(__u64 sk)
+static __always_inline struct tl_conn_val *conn_get(int H, __u64 sk)
 {
 	__u32 b;
 	int slot;
 
-	if (conns_hashed)
+	if (H)
 		return bpf_map_lookup_elem(&conns_h, &sk);
 	if (!locate(sk, &b, &slot))
 		return 0;
@@ -240,13 +242,13 @@ static __always_inline struct tl_conn_val *conn_get(__u64 sk)
 
 /* Stores `nv` as the connection of socket `sk`, replacing what was there
  * (an address is reused once its socket is freed). 0, or -1 when full. */
-static __always_inline int conn_put(__u64 sk, const struct tl_conn_val *nv)
+static __always_inline int conn_put(int H, __u64 sk, const struct tl_conn_val *nv)
 {
 	struct tl_conn_val *v;
 	__u32 b;
 	int slot;
 
-	if (conns_hashed)
+	if (H)
 		return bpf_map_update_elem(&conns_h, &sk, nv, BPF_ANY) ? -1 : 0;
 	/* The second bucket is read only when the first is full: a new socket
 	 * costs one cache line. (An entry of the same address could sit in
@@ -272,13 +274,13 @@ static __always_inline int conn_put(__u64 sk, const struct tl_conn_val *nv)
 }
 
 /* Forgets the connection of socket `sk`. */
-static __always_inline void conn_del(__u64 sk)
+static __always_inline void conn_del(int H, __u64 sk)
 {
 	struct tl_bucket *bk;
 	__u32 b;
 	int slot;
 
-	if (conns_hashed) {
+	if (H) {
 		bpf_map_delete_elem(&conns_h, &sk);
 		return;
 	}
@@ -412,7 +414,8 @@ static __always_inline void link_key_of(const struct tl_conn_val *v, struct tl_l
 }
 
 /* A connection closed: fold its final counters into its link aggregate. */
-static __always_inline void close_conn(const struct sock *sk, __u64 skaddr, struct tl_conn_val *v)
+static __always_inline void close_conn(int H, const struct sock *sk, __u64 skaddr,
+				       struct tl_conn_val *v)
 {
 	struct tl_link_key lk = {};
 	struct tl_link_val *agg;
@@ -444,16 +447,16 @@ static __always_inline void close_conn(const struct sock *sk, __u64 skaddr, stru
 	agg->drops += v->drops;
 	agg->srtt_sum_us += v->srtt_us;
 out:
-	conn_del(skaddr);
+	conn_del(H, skaddr);
 }
 
 /* A connection by its socket; one that was open before the probe loaded is
  * moved over from `seeded`. Only then is the 4-tuple needed: it is read from
  * the socket on that miss, unless the caller has it already (family set). */
-static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, __u64 skaddr,
+static __always_inline struct tl_conn_val *find_conn(int H, const struct sock *sk, __u64 skaddr,
 						struct tl_conn_key *k)
 {
-	struct tl_conn_val *v = conn_get(skaddr);
+	struct tl_conn_val *v = conn_get(H, skaddr);
 
 	if (v || !have_seeded)
 		return v;
@@ -463,12 +466,12 @@ static __always_inline struct tl_conn_val *find_conn(const struct sock *sk, __u6
 	if (!v)
 		return 0;
 	v->sk = skaddr;
-	if (conn_put(skaddr, v)) {
+	if (conn_put(H, skaddr, v)) {
 		stat_inc(TL_STAT_CONN_OVERFLOW);
 		return 0;
 	}
 	bpf_map_delete_elem(&seeded, k);
-	return conn_get(skaddr);
+	return conn_get(H, skaddr);
 }
 
 /* Whether the socket is TCP: the tracepoint also fires for SCTP (and DCCP
@@ -512,7 +515,7 @@ static __always_inline int worth_a_look(int old, int new)
 /* Most transitions need nothing (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...):
  * decide before reading anything from the socket. SYN_SENT and failed
  * connects are handled here, keyed on the socket address alone. */
-static __always_inline int prefilter(const struct sock *sk, __u64 skaddr, int old, int new,
+static __always_inline int prefilter(int H, const struct sock *sk, __u64 skaddr, int old, int new,
 				     int tcp_known)
 {
 
@@ -532,7 +535,7 @@ static __always_inline int prefilter(const struct sock *sk, __u64 skaddr, int ol
 		nv.sk = skaddr;
 		nv.role = TL_ROLE_CLIENT;
 		nv.pid_src = TL_PID_CONNECT;
-		if (conn_put(skaddr, &nv))
+		if (conn_put(H, skaddr, &nv))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		return 0;
 	}
@@ -540,7 +543,7 @@ static __always_inline int prefilter(const struct sock *sk, __u64 skaddr, int ol
 		return old == S_SYN_SENT || old == S_SYN_RECV ? NEED_KEY : NEED_NOTHING;
 	case S_CLOSE:
 		if (old == S_SYN_SENT) {
-			conn_del(skaddr); /* the connect failed */
+			conn_del(H, skaddr); /* the connect failed */
 			return NEED_NOTHING;
 		}
 		if (old == S_LISTEN)
@@ -555,7 +558,7 @@ static __always_inline int prefilter(const struct sock *sk, __u64 skaddr, int ol
 	return NEED_NOTHING;
 }
 
-static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old, int new,
+static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, int old, int new,
 				    struct tl_conn_key *k, int tcp_known)
 {
 	struct tl_conn_val *v;
@@ -579,11 +582,11 @@ static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old
 		if (old == S_SYN_SENT) {
 			/* Active open, completed in softirq: the owner was recorded
 			 * at connect(); now the 4-tuple is known. */
-			v = conn_get(skaddr);
+			v = conn_get(H, skaddr);
 			if (!v)
 				return 0; /* filtered out, or connected before we loaded */
 			if (skip_loopback && is_loopback(k)) {
-				conn_del(skaddr);
+				conn_del(H, skaddr);
 				return 0;
 			}
 			v->key = *k;
@@ -606,7 +609,7 @@ static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old
 			nv.pid_src = TL_PID_LISTEN;
 			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
 		}
-		if (conn_put(skaddr, &nv))
+		if (conn_put(H, skaddr, &nv))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		else
 			stat_inc(TL_STAT_CONNS_OPENED);
@@ -615,7 +618,7 @@ static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old
 	case S_FIN_WAIT1:
 	case S_LAST_ACK:
 		/* close()/shutdown() by the owner: task context on both sides. */
-		v = find_conn(sk, skaddr, k);
+		v = find_conn(H, sk, skaddr, k);
 		if (v && v->role == TL_ROLE_SERVER && v->pid_src != TL_PID_CLOSE) {
 			current_task(&t);
 			v->pid = t.pid;
@@ -631,12 +634,12 @@ static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old
 				bpf_map_delete_elem(&listeners, &lk);
 			return 0;
 		}
-		v = find_conn(sk, skaddr, k);
+		v = find_conn(H, sk, skaddr, k);
 		if (!v) {
 			stat_inc(TL_STAT_CLOSE_UNTRACKED);
 			return 0;
 		}
-		close_conn(sk, skaddr, v);
+		close_conn(H, sk, skaddr, v);
 		return 0;
 	}
 	return 0;
@@ -644,8 +647,7 @@ static __always_inline int on_state(const struct sock *sk, __u64 skaddr, int old
 
 /* ---- tracepoint plan (4.16+) ---- */
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+static __always_inline int state_tp(int H, struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	/* Every field of the context is read once, here, at a fixed offset:
 	 * the verifier refuses reads through a moved context pointer. */
@@ -657,7 +659,7 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP || !worth_a_look(old, new))
 		return 0;
-	need = prefilter(sk, (__u64)sk, old, new, 1);
+	need = prefilter(H, sk, (__u64)sk, old, new, 1);
 	if (need == NEED_NOTHING)
 		return 0;
 	if (family != AF_INET && family != AF_INET6)
@@ -677,7 +679,19 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 		}
 		k.netns = sk_netns(sk);
 	}
-	return on_state(sk, (__u64)sk, old, new, &k, 1);
+	return on_state(H, sk, (__u64)sk, old, new, &k, 1);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	return state_tp(0, ctx);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tcp_link_state_tp_h(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	return state_tp(1, ctx);
 }
 
 /* ---- BTF tracepoint plan (5.5+): the same hook with typed arguments ----
@@ -689,14 +703,14 @@ int tcp_link_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
  * tracepoint where the kernel refuses it. */
 /* A state change seen by a hook that gets the socket alone (the BTF
  * tracepoint, the kprobe): the 4-tuple is read from it when needed. */
-static __always_inline int state_change(const struct sock *sk, __u64 skaddr, int old, int new,
+static __always_inline int state_change(int H, const struct sock *sk, __u64 skaddr, int old, int new,
 					int tcp_known)
 {
 	struct tl_conn_key k;
 	int need;
 
 	k.family = 0;
-	need = prefilter(sk, skaddr, old, new, tcp_known);
+	need = prefilter(H, sk, skaddr, old, new, tcp_known);
 	if (need == NEED_NOTHING)
 		return 0;
 	if (need == NEED_KEY) {
@@ -704,23 +718,31 @@ static __always_inline int state_change(const struct sock *sk, __u64 skaddr, int
 		if (k.family != AF_INET && k.family != AF_INET6)
 			return 0;
 	}
-	return on_state(sk, skaddr, old, new, &k, tcp_known);
+	return on_state(H, sk, skaddr, old, new, &k, tcp_known);
 }
 
+/* Transitions that need nothing return before any memory is touched (a
+ * profile puts most of the cost in cache misses); the protocol is read only
+ * where an entry is created. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp_link_state_btf, const struct sock *sk, const int old, const int new)
 {
-	/* Transitions that need nothing return before any memory is touched
-	 * (a profile puts most of the cost in cache misses); the protocol is
-	 * read only where an entry is created. */
 	if (!worth_a_look(old, new))
 		return 0;
-	return state_change(sk, sk_addr(sk), old, new, 0);
+	return state_change(0, sk, sk_addr(sk), old, new, 0);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_link_state_btf_h, const struct sock *sk, const int old, const int new)
+{
+	if (!worth_a_look(old, new))
+		return 0;
+	return state_change(1, sk, sk_addr(sk), old, new, 0);
 }
 
 /* Gives a connection that was open before the probe loaded its socket, so
  * the sampler can read it. */
-static __always_inline void adopt(const struct sock *sk)
+static __always_inline void adopt(int H, const struct sock *sk)
 {
 	struct tl_conn_key k;
 
@@ -728,13 +750,20 @@ static __always_inline void adopt(const struct sock *sk)
 	if (!have_seeded)
 		return;
 	k.family = 0;
-	find_conn(sk, (__u64)sk, &k);
+	find_conn(H, sk, (__u64)sk, &k);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_link_retrans_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
 {
-	adopt(ctx->skaddr);
+	adopt(0, ctx->skaddr);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tcp_link_retrans_tp_h(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	adopt(1, ctx->skaddr);
 	return 0;
 }
 
@@ -747,27 +776,54 @@ int BPF_KPROBE(tcp_link_state_kp, struct sock *sk, int state)
 
 	if (!worth_a_look(old, state))
 		return 0;
-	return state_change(sk, (__u64)sk, old, state, 1);
+	return state_change(0, sk, (__u64)sk, old, state, 1);
+}
+
+SEC("kprobe/tcp_set_state")
+int BPF_KPROBE(tcp_link_state_kp_h, struct sock *sk, int state)
+{
+	int old = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	if (!worth_a_look(old, state))
+		return 0;
+	return state_change(1, sk, (__u64)sk, old, state, 1);
 }
 
 SEC("kprobe/tcp_retransmit_skb")
 int BPF_KPROBE(tcp_link_retrans_kp, struct sock *sk)
 {
-	adopt(sk);
+	adopt(0, sk);
+	return 0;
+}
+
+SEC("kprobe/tcp_retransmit_skb")
+int BPF_KPROBE(tcp_link_retrans_kp_h, struct sock *sk)
+{
+	adopt(1, sk);
 	return 0;
 }
 
 /* ---- per-packet plan (optional, off by default) ---- */
 
-SEC("tracepoint/tcp/tcp_probe")
-int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
+static __always_inline int packet(int H, const struct sock *sk)
 {
-	const struct sock *sk = ctx->skaddr;
-	struct tl_conn_val *v = conn_get((__u64)sk);
+	struct tl_conn_val *v = conn_get(H, (__u64)sk);
 
 	if (v)
 		read_counters(sk, v);
 	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_probe")
+int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
+{
+	return packet(0, ctx->skaddr);
+}
+
+SEC("tracepoint/tcp/tcp_probe")
+int tcp_link_packet_tp_h(struct trace_event_raw_tcp_probe *ctx)
+{
+	return packet(1, ctx->skaddr);
 }
 
 /* ---- the sampler, run by user space once per period ---- */
@@ -820,10 +876,14 @@ static long sample_bucket(struct bpf_map *map, __u32 *b, struct tl_bucket *bk, v
 SEC("raw_tp")
 int tcp_link_sample(void *ctx)
 {
-	if (conns_hashed)
-		bpf_for_each_map_elem(&conns_h, sample_hashed, NULL, 0);
-	else
-		bpf_for_each_map_elem(&buckets, sample_bucket, NULL, 0);
+	bpf_for_each_map_elem(&buckets, sample_bucket, NULL, 0);
+	return 0;
+}
+
+SEC("raw_tp")
+int tcp_link_sample_h(void *ctx)
+{
+	bpf_for_each_map_elem(&conns_h, sample_hashed, NULL, 0);
 	return 0;
 }
 

@@ -414,3 +414,41 @@ fn registered_in_the_native_registry() {
 fn tracepoint_detection_answers_for_a_missing_one() {
     assert_ne!(tracepoint_exists("sock", "no_such_tracepoint"), Some(true));
 }
+
+/// Kernels before 5.12 refuse a cmpxchg anywhere in a program, even in code
+/// the verifier would never reach. The `_h` programs (the hash-map set those
+/// kernels load) must hold none; the index set must (or this check finds
+/// nothing and proves nothing). Opening the object needs no privilege.
+#[test]
+fn the_hash_map_programs_hold_no_cmpxchg() {
+    use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
+
+    // BPF_STX | BPF_ATOMIC | BPF_DW, and BPF_CMPXCHG as the operation.
+    const ATOMIC_DW: u8 = 0x03 | 0xc0 | 0x18;
+    const CMPXCHG: i32 = 0xf0 | 0x01;
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let open = skel::TcpLinkSkelBuilder::default()
+        .open(&mut storage)
+        .expect("open the eBPF object");
+    let mut checked = (0, 0);
+    for prog in open.open_object().progs() {
+        let name = prog.name().to_string_lossy().into_owned();
+        let cmpxchg = prog
+            .insns()
+            .iter()
+            .filter(|i| i.code == ATOMIC_DW && i.imm == CMPXCHG)
+            .count();
+        if name.ends_with("_h") {
+            assert_eq!(cmpxchg, 0, "{name} holds {cmpxchg} cmpxchg");
+            checked.0 += 1;
+        } else if name == "tcp_link_state_btf" {
+            assert!(cmpxchg > 0, "{name} should claim index slots with cmpxchg");
+            checked.1 += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        (7, 1),
+        "programs checked (hash set, index state handler)"
+    );
+}
