@@ -15,12 +15,13 @@
 //! idle cost.)
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use gopher_bench::{base_config, free_port};
 
 /// Scrapes before the second RSS reading.
 const RSS_SCRAPES: usize = 100;
@@ -135,11 +136,6 @@ impl Deadline {
     fn left(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind an ephemeral port on 127.0.0.1")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// A server this program started; stopped by its PID when dropped.
@@ -515,37 +511,8 @@ fn gopher_config(dir: &Path, port: u16, without: &[String]) -> anyhow::Result<St
         "peer: {} does not exist; using its documented defaults",
         default.display()
     );
-    let mut c = format!(
-        r#"[global]
-log_level = "info"
-meta_dir = "{meta}"
-state_dir = "{d}/state"
-
-[metric]
-out_channel = "web_server"
-
-[event]
-out_channel = "logs"
-
-[meta]
-out_channel = "logs"
-
-[imdb]
-max_records_num = 1024
-record_timeout = 60
-
-[web_server]
-port = {port}
-bind_addr = "127.0.0.1"
-
-[logs]
-metric_dir = "{d}/logs/metrics"
-event_dir = "{d}/logs/event"
-meta_dir = "{d}/logs/meta"
-debug_dir = "{d}/logs/debug"
-"#,
-        meta = meta.display()
-    );
+    let mut c = base_config(dir, port);
+    c.push_str("\n[imdb]\nmax_records_num = 1024\nrecord_timeout = 60\n");
     for (name, param) in [
         ("system_meminfo", "-t 5"),
         ("system_vmstat", "-t 5"),

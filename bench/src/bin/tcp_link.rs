@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use gopher_bench::{base_config, free_port};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 #[allow(
@@ -173,34 +174,11 @@ impl Drop for Agent {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn agent(bin: &Path, dir: &Path, attached: bool) -> Result<Agent> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let port = free_port()?;
-    let d = dir.display();
     let switch = if attached { "on" } else { "off" };
     let cfg = format!(
-        r#"[global]
-log_level = "info"
-meta_dir = "{meta}"
-state_dir = "{d}/state"
-[metric]
-out_channel = "web_server"
-[event]
-out_channel = "logs"
-[meta]
-out_channel = "logs"
-[web_server]
-port = {port}
-bind_addr = "127.0.0.1"
-[logs]
-metric_dir = "{d}/logs/metrics"
-event_dir = "{d}/logs/event"
-meta_dir = "{d}/logs/meta"
-debug_dir = "{d}/logs/debug"
+        r#"{}
 [[probes]]
 name = "system_meminfo"
 param = "-t 1"
@@ -210,7 +188,7 @@ name = "tcp_link"
 param = "-t 1"
 switch = "{switch}"
 "#,
-        meta = repo.join("meta").display()
+        base_config(dir, port)
     );
     let path = dir.join("gala-gopher.toml");
     std::fs::write(&path, cfg)?;

@@ -355,28 +355,31 @@ fn load<'o>(
     // verifier would never reach it, so only one set is loaded.
     let p = &mut open.progs;
     let tp = matches!(plan, Plan::TracepointBtf | Plan::Tracepoint);
-    let (ix, h) = (!hashed, hashed);
-    p.tcp_link_state_btf
-        .set_autoload(ix && plan == Plan::TracepointBtf);
-    p.tcp_link_state_btf_h
-        .set_autoload(h && plan == Plan::TracepointBtf);
-    p.tcp_link_state_tp
-        .set_autoload(ix && plan == Plan::Tracepoint);
-    p.tcp_link_state_tp_h
-        .set_autoload(h && plan == Plan::Tracepoint);
-    p.tcp_link_retrans_tp.set_autoload(ix && tp);
-    p.tcp_link_retrans_tp_h.set_autoload(h && tp);
-    p.tcp_link_state_kp.set_autoload(ix && plan == Plan::Kprobe);
-    p.tcp_link_state_kp_h
-        .set_autoload(h && plan == Plan::Kprobe);
-    p.tcp_link_retrans_kp
-        .set_autoload(ix && plan == Plan::Kprobe);
-    p.tcp_link_retrans_kp_h
-        .set_autoload(h && plan == Plan::Kprobe);
-    p.tcp_link_packet_tp.set_autoload(ix && opts.per_packet);
-    p.tcp_link_packet_tp_h.set_autoload(h && opts.per_packet);
-    p.tcp_link_sample.set_autoload(ix && sampler);
-    p.tcp_link_sample_h.set_autoload(h && sampler);
+    let kp = plan == Plan::Kprobe;
+    for (index, hash, wanted) in [
+        (
+            &mut p.tcp_link_state_btf,
+            &mut p.tcp_link_state_btf_h,
+            plan == Plan::TracepointBtf,
+        ),
+        (
+            &mut p.tcp_link_state_tp,
+            &mut p.tcp_link_state_tp_h,
+            plan == Plan::Tracepoint,
+        ),
+        (&mut p.tcp_link_retrans_tp, &mut p.tcp_link_retrans_tp_h, tp),
+        (&mut p.tcp_link_state_kp, &mut p.tcp_link_state_kp_h, kp),
+        (&mut p.tcp_link_retrans_kp, &mut p.tcp_link_retrans_kp_h, kp),
+        (
+            &mut p.tcp_link_packet_tp,
+            &mut p.tcp_link_packet_tp_h,
+            opts.per_packet,
+        ),
+        (&mut p.tcp_link_sample, &mut p.tcp_link_sample_h, sampler),
+    ] {
+        index.set_autoload(wanted && !hashed);
+        hash.set_autoload(wanted && hashed);
+    }
     open.load().map_err(|e| {
         unsupported(format!(
             "the kernel refused the eBPF programs ({}): {e} (needs BPF CO-RE, 5.8+ with BTF)",
