@@ -49,13 +49,26 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
     echo "deps: installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages such as prometheus start their service when installed. We run
+    # our own instances, and a user's machine keeps the services it has: a
+    # policy-rc.d that refuses every start stands for the install (Debian's
+    # way), and the one that was there before, if any, is put back after.
+    policy=/usr/sbin/policy-rc.d
+    saved=""
+    if [ -e "$policy" ]; then
+        saved=$(mktemp)
+        cp -p "$policy" "$saved"
+    fi
+    restore_policy() {
+        if [ -n "$saved" ]; then mv -f "$saved" "$policy"; else rm -f "$policy"; fi
+    }
+    trap restore_policy EXIT
+    printf '#!/bin/sh\n# scripts/deps.sh of gala-gopher: no service starts during its install.\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-    # The Debian packages start their services; we run our own instances.
-    for svc in prometheus prometheus-node-exporter; do
-        if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
-        pkill -x "$svc" >/dev/null 2>&1 || true
-    done
+    restore_policy
+    trap - EXIT
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
