@@ -1,5 +1,5 @@
 /*
- * args.h: legacy probe parameters (COMPAT §3).
+ * args.h: legacy probe parameters (docs/compat.md §3).
  * SPDX-License-Identifier: MulanPSL-2.0
  *
  * struct probe_params, in the exact legacy V1 layout, is declared in

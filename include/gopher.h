@@ -39,7 +39,7 @@
 #define GOPHER_ABI_VERSION ((GOPHER_ABI_VERSION_MAJOR << 16) | GOPHER_ABI_VERSION_MINOR)
 
 /**
- * Longest record line in bytes, the newline excluded (COMPAT §1).
+ * Longest record line in bytes, the newline excluded (docs/compat.md §1).
  */
 #define GOPHER_MAX_LINE_LEN 8192
 

@@ -1,5 +1,5 @@
 /*
- * nprobe_fprintf.h: the legacy V1 record printf (COMPAT §3).
+ * nprobe_fprintf.h: the legacy V1 record printf (docs/compat.md §3).
  * SPDX-License-Identifier: MulanPSL-2.0
  *
  * nprobe_fprintf(stdout, fmt, ...) formats like fprintf and turns each

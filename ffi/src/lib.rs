@@ -67,7 +67,7 @@ pub const GOPHER_PROBE_DESCRIPTOR_SYMBOL: &str = "gopher_probe_descriptor";
 /// (e.g. `-t 5 -d eth0`) into the probe host; read by `gopher_params_get`.
 pub const GOPHER_PARAM_ENV: &str = "GOPHER_PROBE_PARAM";
 
-/// Longest record line in bytes, the newline excluded (COMPAT §1).
+/// Longest record line in bytes, the newline excluded (docs/compat.md §1).
 pub const GOPHER_MAX_LINE_LEN: usize = 8192;
 
 /// The ABI version of this library, `GOPHER_ABI_VERSION` at its build time.

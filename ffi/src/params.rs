@@ -1,4 +1,4 @@
-//! `struct probe_params`: the legacy V1 parameter block (COMPAT §3), and
+//! `struct probe_params`: the legacy V1 parameter block (docs/compat.md §3), and
 //! `gopher_params_get`, which fills it from the probe's `param` string.
 
 use std::ffi::{c_char, c_uchar, c_uint};

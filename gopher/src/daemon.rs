@@ -26,7 +26,7 @@ use crate::store::TableStore;
 pub const INGRESS_QUEUE: usize = 8 * 1024;
 /// Capacity of each push exporter's queue, in records.
 pub const EXPORT_QUEUE: usize = 4 * 1024;
-/// How often metadata is re-sent on the meta channel (COMPAT §6).
+/// How often metadata is re-sent on the meta channel (docs/compat.md §6).
 pub const METADATA_PERIOD: Duration = Duration::from_secs(600);
 /// How often an `auto` probe's start check is re-run while it says no.
 pub const AUTO_RECHECK: Duration = Duration::from_secs(30);

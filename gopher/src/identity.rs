@@ -1,4 +1,4 @@
-//! Who this node is: `machine_id` and `hostname` labels (COMPAT §5).
+//! Who this node is: `machine_id` and `hostname` labels (docs/compat.md §5).
 //!
 //! `machine_id` is `<system uuid or /etc/machine-id>-<host ip>`. It is
 //! computed once and written to `<state_dir>/machine_id`, so it stays the

@@ -29,7 +29,7 @@ pub struct Accepted {
     pub timestamp_ms: u64,
 }
 
-/// An accepted record of the reserved `event` table (COMPAT §1).
+/// An accepted record of the reserved `event` table (docs/compat.md §1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The 12 event values: entity_name, entity_id, metric, pid, comm, ip,

@@ -8,7 +8,7 @@
 
 use crate::meta::{FieldType, Table};
 
-/// Longest accepted line, in bytes, newline excluded (COMPAT §1).
+/// Longest accepted line, in bytes, newline excluded (docs/compat.md §1).
 pub const MAX_LINE_LEN: usize = 8192;
 
 /// Name of the reserved event table.

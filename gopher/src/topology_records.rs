@@ -1,6 +1,6 @@
 //! The records the topology service (gala-spider) reads, shared with it so
 //! that the producer side ([`crate::export::json::metric`]) and the consumer
-//! side agree on one shape (COMPAT §6, §8).
+//! side agree on one shape (docs/compat.md §6, §8).
 //!
 //! [`MetricRecord`] is the metric JSON object of the Kafka topic and the
 //! metric log files, parsed without copying the strings that need no
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 /// The tcp_link table.
 pub const TCP_LINK: &str = "tcp_link";
-/// The load-balancer tables, in COMPAT §8 order.
+/// The load-balancer tables, in docs/compat.md §8 order.
 pub const LB_TABLES: [&str; 3] = ["nginx_link", "ipvs_link", "haproxy_link"];
 
 /// One metric record: `{"timestamp":ms,"machine_id":..,"hostname":..,
@@ -225,7 +225,7 @@ pub enum Role {
     Client,
 }
 
-/// One tcp_link record (COMPAT §8), typed.
+/// One tcp_link record (docs/compat.md §8), typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpLink<'a> {
     /// `hostname` of the reporting node.
@@ -337,7 +337,7 @@ impl LbKind {
 }
 
 /// One load-balancer record (nginx_link, ipvs_link, haproxy_link;
-/// COMPAT §8): the client reached `virtual_ip:virtual_port` and was sent on
+/// docs/compat.md §8): the client reached `virtual_ip:virtual_port` and was sent on
 /// to `server_ip:server_port` (from `local_ip`, when the table says).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbLink<'a> {

@@ -1,5 +1,5 @@
 //! gala-spider's configuration: TOML with the seed's sections and keys
-//! (COMPAT §9: `[global] data_source, ui_source`, `[kafka] topic, broker`,
+//! (docs/compat.md §9: `[global] data_source, ui_source`, `[kafka] topic, broker`,
 //! `[table_info] base_table_name, other_table_name`, `[option] exclude_addr`,
 //! `[neo4j] address, username, password`) plus this service's own keys.
 //!

@@ -3,7 +3,7 @@
 //! each period: only nodes and relationships that appeared, changed or went
 //! away are written.
 //!
-//! Schema (COMPAT §9): `(:Host {name})`, `(:Process {name, runon, comm})`,
+//! Schema (docs/compat.md §9): `(:Host {name})`, `(:Process {name, runon, comm})`,
 //! `(:Host)-[:RUNON]->(:Process)`, `(:Process)-[:TCP_LINK {link_count,
 //! tx_bytes, rx_bytes, rtt, retran_packets, lost_packets}]->(:Process)`, and
 //! per LB flow half `(:Process)-[:NGINX_LINK|IPVS_LINK|HAPROXY_LINK

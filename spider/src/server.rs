@@ -1,5 +1,5 @@
 //! The HTTP server: the web page (its assets are embedded in the binary),
-//! the JSON snapshot, the legacy V0 REST API (COMPAT §9) and self-metrics.
+//! the JSON snapshot, the legacy V0 REST API (docs/compat.md §9) and self-metrics.
 //!
 //! - `GET /` (+ `/topology.js`, `/style.css`): the page; it polls
 //!   `/api/v1/topology` and draws hosts, processes, edges and LB flows.

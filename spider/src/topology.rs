@@ -3,7 +3,7 @@
 //! what was not refreshed within the window and derives the graph from what
 //! is left, in O(observations). No I/O, no clock: the caller passes `now`.
 //!
-//! Rules (COMPAT §9, improved):
+//! Rules (docs/compat.md §9, improved):
 //! - A node is `<hostname>.<process_name>` on a host.
 //! - A client record (role 1) gives a directed edge client → server. Its
 //!   server is the process whose server record (role 0) has the same

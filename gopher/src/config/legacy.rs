@@ -1,4 +1,4 @@
-//! The legacy libconfig `gala-gopher.conf` (COMPAT §4).
+//! The legacy libconfig `gala-gopher.conf` (docs/compat.md §4).
 //!
 //! Its sections (`global`, `metric`, `event`, `meta`, `ingress`, `egress`,
 //! `imdb`, `web_server`, `rest_api_server`, `kafka`, `logs`, and the lists

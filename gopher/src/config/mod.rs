@@ -1,7 +1,7 @@
 //! The daemon's configuration.
 //!
 //! The native format is TOML with the legacy section and key names
-//! (COMPAT §4); a legacy libconfig `gala-gopher.conf` is read into the same
+//! (docs/compat.md §4); a legacy libconfig `gala-gopher.conf` is read into the same
 //! structs ([`legacy`]). Loading is `parse -> serde structs -> resolve paths ->
 //! validate()`; [`Config::validate`] is pure and reports every problem at once.
 //!

@@ -1,4 +1,4 @@
-//! The JSON shapes legacy consumers read (COMPAT §6), shared by the log-file
+//! The JSON shapes legacy consumers read (docs/compat.md §6), shared by the log-file
 //! and Kafka exporters. Written by hand into a reused buffer: this is on the
 //! per-record path of every push exporter.
 
@@ -90,7 +90,7 @@ pub fn metadata(out: &mut String, t: &Table, timestamp_ms: u64) {
 /// Names of the event values after entity_name, entity_id, metric.
 const EVENT_LABELS: [&str; 6] = ["pid", "comm", "ip", "container_id", "pod_id", "dev"];
 
-/// One event (COMPAT §6).
+/// One event (docs/compat.md §6).
 pub fn event(out: &mut String, id: &Identity, ev: &Event) {
     let v = |i: usize| ev.values.get(i).map_or("", String::as_str);
     let (entity, entity_id, metric) = (v(0), v(1), v(2));

@@ -1,5 +1,5 @@
 //! Kafka export (`out_channel = "kafka"`): metric records, events and table
-//! metadata as the JSON objects of COMPAT §6, one message each, to the topic
+//! metadata as the JSON objects of docs/compat.md §6, one message each, to the topic
 //! of their channel.
 //!
 //! One producer thread per daemon. It drains the ingress's bounded queues

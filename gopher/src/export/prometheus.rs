@@ -1,4 +1,4 @@
-//! Prometheus exposition of the store (COMPAT §5), with normal semantics:
+//! Prometheus exposition of the store (docs/compat.md §5), with normal semantics:
 //! every scrape shows the current value of every live series, and scraping
 //! changes nothing, so any number of scrapers see the same series.
 

@@ -1,4 +1,4 @@
-//! The `.meta` loader: libconfig files -> checked [`Table`]s (COMPAT §2).
+//! The `.meta` loader: libconfig files -> checked [`Table`]s (docs/compat.md §2).
 //!
 //! All three legacy generations load:
 //! - V0: a measurement names its table with `name:` (the entity is the table
@@ -17,7 +17,7 @@ use crate::libconfig::{self, Setting, Value, ValueKind};
 /// Most fields a table may have.
 pub const MAX_FIELDS: usize = 128;
 
-/// The table name reserved for the event channel (COMPAT §1).
+/// The table name reserved for the event channel (docs/compat.md §1).
 pub const RESERVED_TABLE: &str = "event";
 
 /// One problem found in a meta file or directory.

@@ -1,5 +1,5 @@
 //! Extend probes: child processes in any language whose stdout lines are
-//! records (COMPAT §1, §4).
+//! records (docs/compat.md §1, §4).
 //!
 //! `command param` runs as `sh -c 'exec command param'` so the legacy quoting
 //! keeps working and the shell is replaced by the probe (signals reach it
@@ -411,7 +411,7 @@ fn read_records(out: impl Read, cx: &ProbeContext, last_ms: &AtomicU64) {
 }
 
 /// Runs a `start_check` command through the shell and says whether the
-/// first line of its output is a number greater than zero (COMPAT §4).
+/// first line of its output is a number greater than zero (docs/compat.md §4).
 pub fn start_check(cmd: &str, timeout: Duration) -> Result<bool, String> {
     let mut child = shell_command(cmd)
         .stdout(Stdio::piped())

@@ -1,4 +1,4 @@
-//! The legacy probe `param` string (V1 getopt letters, COMPAT §3).
+//! The legacy probe `param` string (V1 getopt letters, docs/compat.md §3).
 //!
 //! `-t 5 -T 100 -w /etc/whitelist` and so on. Unknown letters and bad numbers
 //! are errors that name the option, so a typo in a config is caught at start.

@@ -16,7 +16,7 @@ pub const KEY: &str = "mem";
 /// but the key are `/proc/meminfo` names, so they are also what is parsed.
 pub const FIELDS: &[&str] = &[
     "mem",
-    // The seed's fields (COMPAT §8).
+    // The seed's fields (docs/compat.md §8).
     "MemTotal",
     "MemFree",
     "MemAvailable",

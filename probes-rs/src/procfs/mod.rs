@@ -1,4 +1,4 @@
-//! Native probes that read /proc for the seed's OS tables (COMPAT §8).
+//! Native probes that read /proc for the seed's OS tables (docs/compat.md §8).
 //!
 //! Each probe is a [`Collect`] implementation driven by [`Periodic`]: collect
 //! once, then sleep for the report period or until shutdown. The parsing of

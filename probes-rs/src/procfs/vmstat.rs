@@ -17,7 +17,7 @@ pub const KEY: &str = "vmstat";
 /// counters. All but the key are `/proc/vmstat` names.
 pub const FIELDS: &[&str] = &[
     "vmstat",
-    // The seed's fields (COMPAT §8), gauges in pages.
+    // The seed's fields (docs/compat.md §8), gauges in pages.
     "nr_free_pages",
     "nr_zone_inactive_anon",
     "nr_zone_active_anon",

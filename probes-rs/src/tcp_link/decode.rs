@@ -39,7 +39,7 @@ pub const AF_INET: u16 = 2;
 /// `AF_INET6`.
 pub const AF_INET6: u16 = 10;
 
-/// Role of the process on a connection (COMPAT §8: 1 client, 0 server).
+/// Role of the process on a connection (docs/compat.md §8: 1 client, 0 server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Accepted the connection.

@@ -1,5 +1,5 @@
 //! `tcp_link`: every TCP connection of the node with its process, its role
-//! and its counters (COMPAT §8), from eBPF, paid per connection and never per
+//! and its counters (docs/compat.md §8), from eBPF, paid per connection and never per
 //! packet.
 //!
 //! How (details in `tcp_link.bpf.c`):
