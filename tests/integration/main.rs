@@ -10,4 +10,5 @@ mod bad_input;
 mod cprobes;
 mod ebpf;
 mod kafka;
+mod repo_hygiene;
 mod spider;
