@@ -11,6 +11,7 @@ pub use gopher_probe_api::{api, params};
 pub mod privilege;
 pub mod procfs;
 pub mod tcp_link;
+pub mod tracefs;
 
 pub use api::{Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown};
 pub use params::{Params, ParamsError};

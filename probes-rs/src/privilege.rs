@@ -34,7 +34,8 @@ pub fn kernel_has_cap_bpf() -> bool {
 
 /// The capabilities the agent keeps permitted: with eBPF probes, those to
 /// load them (and CAP_SYS_RESOURCE for the locked-memory limit of kernels
-/// before 5.11, CAP_DAC_READ_SEARCH for tracefs); always [`RUNTIME`].
+/// before 5.11, CAP_SYS_ADMIN to mount tracefs where it may be needed and is
+/// missing); always [`RUNTIME`].
 pub fn keep_set(ebpf: bool) -> CapsHashSet {
     let mut keep: CapsHashSet = RUNTIME.iter().copied().collect();
     if ebpf {
@@ -44,6 +45,11 @@ pub fn keep_set(ebpf: bool) -> CapsHashSet {
             keep.insert(Capability::CAP_SYS_ADMIN);
         }
         keep.insert(Capability::CAP_SYS_RESOURCE);
+        // To mount tracefs, where a plan with classic tracepoints may run
+        // and nobody mounted it (crate::tracefs).
+        if crate::tcp_link::may_need_tracefs() && !crate::tracefs::mounted() {
+            keep.insert(Capability::CAP_SYS_ADMIN);
+        }
     }
     keep
 }

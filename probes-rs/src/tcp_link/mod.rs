@@ -50,6 +50,7 @@ use crate::api::{Emitter, Probe, ProbeContext, ProbeDef, ProbeError};
 use crate::params::Params;
 use crate::privilege;
 use crate::procfs::PROC_ROOT;
+use crate::tracefs;
 
 pub mod decode;
 pub mod procscan;
@@ -162,11 +163,16 @@ impl Options {
 /// Whether tracefs lists the tracepoint `group:name`; `None` when no tracefs
 /// is mounted (the attach then decides).
 pub fn tracepoint_exists(group: &str, name: &str) -> Option<bool> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .map(|root| Path::new(root).join("events"))
-        .find(|events| events.is_dir())
-        .map(|events| events.join(group).join(name).is_dir())
+    tracefs::events_dir().map(|events| events.join(group).join(name).is_dir())
+}
+
+/// Whether this probe may attach classic tracepoints here, and so need
+/// tracefs: on kernels that refuse BTF tracepoints (before 5.5), or when
+/// the older kernels' paths are forced ([`COMPAT_ENV`]). The daemon keeps
+/// CAP_SYS_ADMIN permitted only then, and only while tracefs is missing,
+/// to mount it.
+pub fn may_need_tracefs() -> bool {
+    compat_forced() || running_kernel().is_some_and(|v| v < (5, 5))
 }
 
 /// `major.minor` of a kernel release string like `6.18.44-foo`.
@@ -354,7 +360,8 @@ fn load<'o>(
     // map: a kernel before 5.12 refuses the index's cmpxchg even where the
     // verifier would never reach it, so only one set is loaded.
     let p = &mut open.progs;
-    let tp = matches!(plan, Plan::TracepointBtf | Plan::Tracepoint);
+    let btf = plan == Plan::TracepointBtf;
+    let classic = plan == Plan::Tracepoint;
     let kp = plan == Plan::Kprobe;
     for (index, hash, wanted) in [
         (
@@ -367,13 +374,27 @@ fn load<'o>(
             &mut p.tcp_link_state_tp_h,
             plan == Plan::Tracepoint,
         ),
-        (&mut p.tcp_link_retrans_tp, &mut p.tcp_link_retrans_tp_h, tp),
+        (
+            &mut p.tcp_link_retrans_btf,
+            &mut p.tcp_link_retrans_btf_h,
+            btf,
+        ),
+        (
+            &mut p.tcp_link_retrans_tp,
+            &mut p.tcp_link_retrans_tp_h,
+            classic,
+        ),
         (&mut p.tcp_link_state_kp, &mut p.tcp_link_state_kp_h, kp),
         (&mut p.tcp_link_retrans_kp, &mut p.tcp_link_retrans_kp_h, kp),
         (
+            &mut p.tcp_link_packet_btf,
+            &mut p.tcp_link_packet_btf_h,
+            opts.per_packet && btf,
+        ),
+        (
             &mut p.tcp_link_packet_tp,
             &mut p.tcp_link_packet_tp_h,
-            opts.per_packet,
+            opts.per_packet && !btf,
         ),
         (&mut p.tcp_link_sample, &mut p.tcp_link_sample_h, sampler),
     ] {
@@ -412,24 +433,28 @@ fn attach_all(
 ) -> Result<Attached, ProbeError> {
     let mut links = Vec::new();
     let p = &skel.progs;
-    let retrans_tp = (
-        "tracepoint tcp:tcp_retransmit_skb",
-        pick!(p, hashed, tcp_link_retrans_tp, tcp_link_retrans_tp_h),
-    );
+    // Every hook of the BTF plan is found by name in the kernel's BTF; the
+    // classic tracepoints need tracefs, for their ids.
     let mut targets: Vec<(&str, &libbpf_rs::ProgramMut<'_>)> = match plan {
         Plan::TracepointBtf => vec![
             (
                 "tp_btf inet_sock_set_state",
                 pick!(p, hashed, tcp_link_state_btf, tcp_link_state_btf_h),
             ),
-            retrans_tp,
+            (
+                "tp_btf tcp_retransmit_skb",
+                pick!(p, hashed, tcp_link_retrans_btf, tcp_link_retrans_btf_h),
+            ),
         ],
         Plan::Tracepoint => vec![
             (
                 "tracepoint sock:inet_sock_set_state",
                 pick!(p, hashed, tcp_link_state_tp, tcp_link_state_tp_h),
             ),
-            retrans_tp,
+            (
+                "tracepoint tcp:tcp_retransmit_skb",
+                pick!(p, hashed, tcp_link_retrans_tp, tcp_link_retrans_tp_h),
+            ),
         ],
         Plan::Kprobe => vec![
             (
@@ -442,11 +467,22 @@ fn attach_all(
             ),
         ],
     };
-    if per_packet {
+    if per_packet && plan == Plan::TracepointBtf {
+        targets.push((
+            "tp_btf tcp_probe",
+            pick!(p, hashed, tcp_link_packet_btf, tcp_link_packet_btf_h),
+        ));
+    } else if per_packet {
         targets.push((
             "tracepoint tcp:tcp_probe",
             pick!(p, hashed, tcp_link_packet_tp, tcp_link_packet_tp_h),
         ));
+    }
+    if targets
+        .iter()
+        .any(|(what, _)| what.starts_with("tracepoint "))
+    {
+        tracefs::ensure().map_err(|e| unsupported(e.to_string()))?;
     }
     for (what, prog) in targets {
         let link = prog.attach().map_err(|e| {

@@ -742,7 +742,7 @@ int BPF_PROG(tcp_link_state_btf_h, const struct sock *sk, const int old, const i
 
 /* Gives a connection that was open before the probe loaded its socket, so
  * the sampler can read it. */
-static __always_inline void adopt(int H, const struct sock *sk)
+static __always_inline void adopt(int H, const struct sock *sk, int typed)
 {
 	struct tl_conn_key k;
 
@@ -750,20 +750,41 @@ static __always_inline void adopt(int H, const struct sock *sk)
 	if (!have_seeded)
 		return;
 	k.family = 0;
-	find_conn(H, sk, (__u64)sk, &k);
+	/* A typed socket pointer (tp_btf) allows no arithmetic: its address
+	 * goes through sk_addr() to become a plain number. */
+	find_conn(H, sk, typed ? sk_addr(sk) : (__u64)sk, &k);
 }
 
+/* The retransmit hook as a BTF tracepoint (5.5+), beside the state handler
+ * of the same plan: found by name in the kernel's BTF, so attaching it needs
+ * no tracefs. Its later arguments (skb, and err since 6.x) are not read. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_link_retrans_btf, const struct sock *sk)
+{
+	adopt(0, sk, 1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_link_retrans_btf_h, const struct sock *sk)
+{
+	adopt(1, sk, 1);
+	return 0;
+}
+
+/* The classic tracepoint (kernels that refuse tp_btf): attaching it reads
+ * the tracepoint's id from tracefs. */
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_link_retrans_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
 {
-	adopt(0, ctx->skaddr);
+	adopt(0, ctx->skaddr, 0);
 	return 0;
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_link_retrans_tp_h(struct trace_event_raw_tcp_retransmit_skb *ctx)
 {
-	adopt(1, ctx->skaddr);
+	adopt(1, ctx->skaddr, 0);
 	return 0;
 }
 
@@ -792,38 +813,50 @@ int BPF_KPROBE(tcp_link_state_kp_h, struct sock *sk, int state)
 SEC("kprobe/tcp_retransmit_skb")
 int BPF_KPROBE(tcp_link_retrans_kp, struct sock *sk)
 {
-	adopt(0, sk);
+	adopt(0, sk, 0);
 	return 0;
 }
 
 SEC("kprobe/tcp_retransmit_skb")
 int BPF_KPROBE(tcp_link_retrans_kp_h, struct sock *sk)
 {
-	adopt(1, sk);
+	adopt(1, sk, 0);
 	return 0;
 }
 
 /* ---- per-packet plan (optional, off by default) ---- */
 
-static __always_inline int packet(int H, const struct sock *sk)
+static __always_inline int packet(int H, const struct sock *sk, __u64 skaddr)
 {
-	struct tl_conn_val *v = conn_get(H, (__u64)sk);
+	struct tl_conn_val *v = conn_get(H, skaddr);
 
 	if (v)
 		read_counters(sk, v);
 	return 0;
 }
 
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_link_packet_btf, const struct sock *sk)
+{
+	return packet(0, sk, sk_addr(sk));
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_link_packet_btf_h, const struct sock *sk)
+{
+	return packet(1, sk, sk_addr(sk));
+}
+
 SEC("tracepoint/tcp/tcp_probe")
 int tcp_link_packet_tp(struct trace_event_raw_tcp_probe *ctx)
 {
-	return packet(0, ctx->skaddr);
+	return packet(0, ctx->skaddr, (__u64)ctx->skaddr);
 }
 
 SEC("tracepoint/tcp/tcp_probe")
 int tcp_link_packet_tp_h(struct trace_event_raw_tcp_probe *ctx)
 {
-	return packet(1, ctx->skaddr);
+	return packet(1, ctx->skaddr, (__u64)ctx->skaddr);
 }
 
 /* ---- the sampler, run by user space once per period ---- */

@@ -450,7 +450,7 @@ fn the_hash_map_programs_hold_no_cmpxchg() {
     }
     assert_eq!(
         checked,
-        (7, 1),
+        (9, 1),
         "programs checked (hash set, index state handler)"
     );
 }
