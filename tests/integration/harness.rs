@@ -185,9 +185,76 @@ stop_grace_ms = 2000
 
     /// [`Setup::start`] with extra environment variables.
     pub fn start_with_env(&self, config: &str, env: &[(&str, &str)]) -> Agent {
+        self.start_in(config, env, Tracefs::AsIs)
+    }
+
+    /// [`Setup::start_with_env`], the agent seeing tracefs as `tracefs` says.
+    pub fn start_in(&self, config: &str, env: &[(&str, &str)], tracefs: Tracefs) -> Agent {
         let cfg = self.path("gala-gopher.toml");
         std::fs::write(&cfg, config).expect("write config");
-        Agent::spawn_with_env(&cfg, self.port, &self.path("agent.log"), env)
+        Agent::spawn_in(&cfg, self.port, &self.path("agent.log"), env, tracefs)
+    }
+}
+
+/// What the agent under test finds mounted. A fresh machine often has no
+/// tracefs, debugfs or bpffs; a prepared one has them. Tests run the agent
+/// in a private mount namespace of its own to give it either, whatever the
+/// machine running the tests has (the host's mounts are never touched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracefs {
+    /// The test process's own mounts.
+    AsIs,
+    /// No tracefs, debugfs or bpffs, as on a fresh machine.
+    Absent,
+    /// tracefs mounted at /sys/kernel/tracing.
+    Present,
+}
+
+/// Exit code of the mount prelude when it could not set the mounts up.
+const PRELUDE_FAILED: i32 = 97;
+
+impl Tracefs {
+    /// Shell run before the agent in its private mount namespace.
+    fn prelude(self) -> Option<String> {
+        match self {
+            Tracefs::AsIs => None,
+            Tracefs::Absent => Some(format!(
+                "for m in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug /sys/fs/bpf; do \
+                   while mountpoint -q $m; do umount -l $m || exit {PRELUDE_FAILED}; done; done"
+            )),
+            Tracefs::Present => Some(format!(
+                "mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing \
+                   || exit {PRELUDE_FAILED}"
+            )),
+        }
+    }
+
+    /// `cmd args..` as a command that runs it with these mounts: through
+    /// `unshare --mount` and a shell that execs it, so the child's pid is
+    /// the program's own.
+    pub fn command(self, extra_unshare: &[&str], prelude: &str, program: &Path) -> Command {
+        let mount = self.prelude();
+        if mount.is_none() && extra_unshare.is_empty() && prelude.is_empty() {
+            return Command::new(program);
+        }
+        let mut c = Command::new("unshare");
+        if mount.is_some() {
+            c.args(["--mount", "--propagation", "private"]);
+        }
+        let script = [
+            mount.as_deref().unwrap_or(""),
+            prelude,
+            "exec \"$0\" \"$@\"",
+        ]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" && ");
+        c.args(extra_unshare)
+            .args(["--", "sh", "-c", &script])
+            .arg(program);
+        c
     }
 }
 
@@ -203,11 +270,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the binary with extra environment variables and waits until
-    /// it serves HTTP (or exits).
-    pub fn spawn_with_env(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> Self {
+    /// Starts the binary with extra environment variables, seeing tracefs
+    /// as `tracefs` says, and waits until it serves HTTP (or exits).
+    pub fn spawn_in(
+        config: &Path,
+        port: u16,
+        log: &Path,
+        env: &[(&str, &str)],
+        tracefs: Tracefs,
+    ) -> Self {
         let err = std::fs::File::create(log).expect("log file");
-        let child = Command::new(bin())
+        let child = tracefs
+            .command(&[], "", &bin())
             .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
@@ -223,6 +297,11 @@ impl Agent {
         };
         wait_for(Duration::from_secs(20), "the agent to serve :port", || {
             if let Ok(Some(st)) = a.child.try_wait() {
+                assert_ne!(
+                    st.code(),
+                    Some(PRELUDE_FAILED),
+                    "could not set up the mounts {tracefs:?} for the agent (needs root and unshare)"
+                );
                 panic!("agent exited early ({st}); log:\n{}", a.log_text());
             }
             http_get(port, "/metrics")

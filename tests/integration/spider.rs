@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{bin, free_port, http_get, repo, wait_for, Agent, Setup};
+use crate::harness::{bin, free_port, http_get, repo, wait_for, Agent, Setup, Tracefs};
 use crate::kafka::Broker;
 
 fn target_dir() -> PathBuf {
@@ -733,7 +733,8 @@ fn node(ns: &str, args: &[&str]) -> Node {
 
 /// A gala-gopher agent with hostname `host` (its own UTS namespace), the
 /// tcp_link probe on one process, metrics to Kafka, plus `extra` config.
-fn agent_as(host: &str, s: &Setup, broker: &str, pid: u32, extra: &str) -> Agent {
+/// `tracefs` says what it finds mounted (in a mount namespace of its own).
+fn agent_as(host: &str, s: &Setup, broker: &str, pid: u32, extra: &str, tracefs: Tracefs) -> Agent {
     let cfg = format!(
         "{}\n[kafka]\nkafka_broker = \"{broker}\"\nqueue_buffering_max_ms = 5\n\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1 -F {pid}\"\nswitch = \"on\"\n{extra}",
         s.base_config().replace(
@@ -744,16 +745,9 @@ fn agent_as(host: &str, s: &Setup, broker: &str, pid: u32, extra: &str) -> Agent
     let path = s.path("gala-gopher.toml");
     std::fs::write(&path, cfg).expect("write config");
     let log = s.path("agent.log");
-    let child = Command::new("unshare")
-        .args([
-            "--uts",
-            "--",
-            "sh",
-            "-c",
-            "hostname \"$0\" && exec \"$1\" --config \"$2\"",
-        ])
-        .arg(host)
-        .arg(bin())
+    let child = tracefs
+        .command(&["--uts"], &format!("hostname {host}"), &bin())
+        .arg("--config")
         .arg(&path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -829,10 +823,40 @@ fn spider_end_to_end_ebpf_kafka_two_hosts_and_an_lb() {
     );
     let addr = broker.addr();
     let _agents = [
-        agent_as("spider-srv", &setups[0], &addr, server.pid(), ""),
-        agent_as("spider-srv", &setups[1], &addr, backend.pid(), ""),
-        agent_as("spider-lb", &setups[2], &addr, proxy.pid(), &nginx_probe),
-        agent_as("spider-cli", &setups[3], &addr, client.pid(), ""),
+        // Two agents as on a fresh machine (no tracefs), two as on a
+        // prepared one (tracefs mounted): the same topology from both.
+        agent_as(
+            "spider-srv",
+            &setups[0],
+            &addr,
+            server.pid(),
+            "",
+            Tracefs::Absent,
+        ),
+        agent_as(
+            "spider-srv",
+            &setups[1],
+            &addr,
+            backend.pid(),
+            "",
+            Tracefs::Present,
+        ),
+        agent_as(
+            "spider-lb",
+            &setups[2],
+            &addr,
+            proxy.pid(),
+            &nginx_probe,
+            Tracefs::Absent,
+        ),
+        agent_as(
+            "spider-cli",
+            &setups[3],
+            &addr,
+            client.pid(),
+            "",
+            Tracefs::Present,
+        ),
     ];
 
     let port = free_port();
