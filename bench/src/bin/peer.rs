@@ -503,7 +503,7 @@ fn gopher_config(dir: &Path, port: u16, without: &[String]) -> anyhow::Result<St
         }
         println!(
             "peer: gala-gopher config derived from {}",
-            default.display()
+            default.strip_prefix(&repo).unwrap_or(&default).display()
         );
         return Ok(toml::to_string(&t)?);
     }
