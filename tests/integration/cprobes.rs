@@ -93,7 +93,7 @@ fn legacy_and_new_abi_probes_run_and_failures_are_contained() {
         (e.contains("gala_gopher_demo_requests{pid=\"1001\",comm=\"v1_eth9\"")
             && e.contains("gala_gopher_demo_requests{pid=\"2000\",comm=\"v0\"")
             && e.contains("gala_gopher_demo_requests{pid=\"3000\",comm=\"newabi\"")
-            && e.contains("gala_gopher_system_cpu_user{cpu=\"cpu\""))
+            && e.contains("gala_gopher_system_cpu_user_total{cpu=\"cpu\""))
         .then_some(e)
     });
     assert_eq!(

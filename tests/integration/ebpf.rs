@@ -87,7 +87,11 @@ fn find(expo: &str, pid: u32, role: u8, port: u16) -> Option<Rec> {
 
 fn stat(expo: &str, name: &str) -> f64 {
     expo.lines()
-        .find(|l| l.starts_with(&format!("gala_gopher_tcp_link_probe_stats_{name}{{")))
+        .find(|l| {
+            // Counters of this table carry `_total` (an own table).
+            let m = format!("gala_gopher_tcp_link_probe_stats_{name}");
+            l.starts_with(&format!("{m}{{")) || l.starts_with(&format!("{m}_total{{"))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN)
@@ -382,7 +386,7 @@ fn the_default_plan_is_the_btf_tracepoint_with_the_lock_free_index() {
     );
     let expo = wait_for(Duration::from_secs(10), "probe stats", || {
         let e = a.scrape();
-        e.contains("gala_gopher_tcp_link_probe_stats_conn_overflow{")
+        e.contains("gala_gopher_tcp_link_probe_stats_conn_overflow_total{")
             .then_some(e)
     });
     assert!(expo.contains("plan=\"tp_btf\""), "plan label:\n{expo}");

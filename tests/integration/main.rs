@@ -10,5 +10,6 @@ mod bad_input;
 mod cprobes;
 mod ebpf;
 mod kafka;
+mod promlint;
 mod repo_hygiene;
 mod spider;

@@ -16,6 +16,24 @@ use crate::store::TableStore;
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Tables this project made, which the legacy agent never had (or had under
+/// other names, so no legacy name exists to keep). Their Prometheus names must
+/// pass `promtool check metrics`, so each of their counters gets the `_total`
+/// suffix, appended to the field name unless it already ends in `_total`. It
+/// is a Prometheus suffix only: the logs and Kafka keep the meta field name,
+/// as Prometheus client libraries do. Every other table, legacy or a user's
+/// own, is exported exactly as `gala_gopher_<entity>_<field>` (docs/compat.md
+/// §5), so legacy names never change. A new table of this repository goes in
+/// this list (docs/how_to_add_probe.md).
+pub const OWN_TABLES: &[&str] = &[
+    // tcp_link's own counters (meta/tcp_link.meta).
+    "tcp_link_probe_stats",
+    // The legacy system_cpu and system_net had entities `cpu` and `nic` and
+    // other fields: none of our names is a legacy one.
+    "system_cpu",
+    "system_net",
+];
+
 /// Names computed once per table: metric names, label names, HELP text.
 #[derive(Debug)]
 struct TablePlan {
@@ -352,6 +370,7 @@ impl Exposition {
 
 fn plan(t: &Table) -> TablePlan {
     let entity = sanitize(&t.entity);
+    let own = OWN_TABLES.contains(&t.name.as_str());
     let mut labels = Vec::new();
     let mut metrics = Vec::new();
     for (i, f) in t.fields.iter().enumerate() {
@@ -373,12 +392,11 @@ fn plan(t: &Table) -> TablePlan {
         } else {
             f.description.replace('\\', "\\\\").replace('\n', "\\n")
         };
-        metrics.push((
-            i,
-            format!("gala_gopher_{entity}_{}", sanitize(&f.name)),
-            ty,
-            help,
-        ));
+        let mut name = format!("gala_gopher_{entity}_{}", sanitize(&f.name));
+        if own && f.ty == FieldType::Counter && !name.ends_with("_total") {
+            name.push_str("_total");
+        }
+        metrics.push((i, name, ty, help));
     }
     TablePlan { labels, metrics }
 }
@@ -538,6 +556,73 @@ mod tests {
         let mut c = String::new();
         exp.render(now + Duration::from_secs(61), &mut c);
         assert!(!c.contains("gala_gopher_tcp_tx_bytes{"));
+    }
+
+    #[test]
+    fn own_tables_get_total_on_counters_and_legacy_names_stay() {
+        let f = |name: &str, ty| Field {
+            name: name.into(),
+            description: format!("{name} help"),
+            ty,
+        };
+        let fields = || {
+            vec![
+                f("probe", FieldType::Key),
+                f("close_untracked", FieldType::Counter),
+                f("opened_total", FieldType::Counter),
+                f("conns_tracked", FieldType::Gauge),
+            ]
+        };
+        let own = Table::new("tcp_link_probe_stats", "tcp_link_probe_stats", fields());
+        let legacy = Table::new("tcp_link", "tcp_link", fields());
+        let reg = Arc::new(MetaRegistry::from_checked(vec![own, legacy]));
+        let store = Arc::new(TableStore::new(&reg, Duration::from_secs(60), 10));
+        let id = Identity {
+            machine_id: "m".into(),
+            hostname: "h".into(),
+        };
+        let exp = Exposition::new(reg, Arc::clone(&store), Stats::new(), &id);
+        let now = Instant::now();
+        let mut k = String::new();
+        store.upsert(0, &["tcp_link", "3", "5", "7"], now, 0, &mut k);
+        store.upsert(1, &["tcp_link", "3", "5", "7"], now, 0, &mut k);
+        let mut out = String::new();
+        exp.render(now, &mut out);
+        let types: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("# TYPE gala_gopher_tcp_link"))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                // Ours: counters end in _total (once), gauges unchanged.
+                "# TYPE gala_gopher_tcp_link_probe_stats_close_untracked_total counter",
+                "# TYPE gala_gopher_tcp_link_probe_stats_opened_total counter",
+                "# TYPE gala_gopher_tcp_link_probe_stats_conns_tracked gauge",
+                // Legacy: exactly the meta field names.
+                "# TYPE gala_gopher_tcp_link_close_untracked counter",
+                "# TYPE gala_gopher_tcp_link_opened_total counter",
+                "# TYPE gala_gopher_tcp_link_conns_tracked gauge",
+            ]
+        );
+        let id = r#"machine_id="m",hostname="h""#;
+        assert!(out.contains(&format!(
+            "# HELP gala_gopher_tcp_link_probe_stats_close_untracked_total close_untracked help\n\
+             # TYPE gala_gopher_tcp_link_probe_stats_close_untracked_total counter\n\
+             gala_gopher_tcp_link_probe_stats_close_untracked_total{{probe=\"tcp_link\",{id}}} 3\n"
+        )));
+        assert!(out.contains(&format!(
+            "gala_gopher_tcp_link_close_untracked{{probe=\"tcp_link\",{id}}} 3\n"
+        )));
+    }
+
+    #[test]
+    fn own_tables_are_declared_in_the_shipped_meta_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meta");
+        let reg = MetaRegistry::load_dir(&dir).expect("meta/ loads");
+        for t in OWN_TABLES {
+            assert!(reg.get(t).is_some(), "OWN_TABLES names {t}, not in meta/");
+        }
     }
 
     #[test]
