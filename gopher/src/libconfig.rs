@@ -131,11 +131,34 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// Parses a whole libconfig document into its top-level settings.
+/// Parses a whole libconfig document into its top-level settings; the first
+/// syntax error (in file order) fails it.
 pub fn parse(src: &str) -> Result<Vec<Setting>, ParseError> {
-    let toks = Lexer::new(src).run()?;
-    let mut p = Parser { toks, i: 0 };
-    p.settings(None, 0)
+    let (settings, errors) = parse_recovering(src);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(settings),
+    }
+}
+
+/// Parses a whole document and reports every syntax error, in file order.
+///
+/// After an error the reader skips to the end of the broken setting (the next
+/// `;` or `,` at its level, the next `name =` on a later line, or the `}`
+/// closing its group) and goes on. The settings returned are those read
+/// without error: a broken setting is left out, never guessed, and a group
+/// keeps its good settings.
+pub fn parse_recovering(src: &str) -> (Vec<Setting>, Vec<ParseError>) {
+    let (toks, mut errors) = Lexer::new(src).run();
+    let mut p = Parser {
+        toks,
+        i: 0,
+        errors: Vec::new(),
+    };
+    let settings = p.settings(None, 0).unwrap_or_default();
+    errors.append(&mut p.errors);
+    errors.sort_by_key(|e| (e.line, e.column));
+    (settings, errors)
 }
 
 // ---------------------------------------------------------------------------
@@ -156,6 +179,8 @@ enum Tok {
     Assign,
     Semi,
     Comma,
+    /// Text the lexer could not read; its error is already reported.
+    Bad,
     Eof,
 }
 
@@ -242,10 +267,15 @@ impl Lexer {
         }
     }
 
-    fn run(mut self) -> Result<Vec<Token>, ParseError> {
+    /// Every token, ended by `Eof`, and every lexical error. Unreadable text
+    /// becomes a [`Tok::Bad`] token, so the parser can go on after it.
+    fn run(mut self) -> (Vec<Token>, Vec<ParseError>) {
         let mut out = Vec::new();
+        let mut errors = Vec::new();
         loop {
-            self.skip_blanks()?;
+            if let Err(e) = self.skip_blanks() {
+                errors.push(e);
+            }
             let (line, column, start) = (self.line, self.column, self.i);
             let Some(c) = self.peek() else {
                 out.push(Token {
@@ -254,54 +284,13 @@ impl Lexer {
                     column,
                     text: String::new(),
                 });
-                return Ok(out);
+                return (out, errors);
             };
-            let tok = match c {
-                '{' | '}' | '[' | ']' | '(' | ')' | '=' | ':' | ';' | ',' => {
-                    self.bump();
-                    match c {
-                        '{' => Tok::LBrace,
-                        '}' => Tok::RBrace,
-                        '[' => Tok::LBracket,
-                        ']' => Tok::RBracket,
-                        '(' => Tok::LParen,
-                        ')' => Tok::RParen,
-                        ';' => Tok::Semi,
-                        ',' => Tok::Comma,
-                        _ => Tok::Assign,
-                    }
-                }
-                '"' => Tok::Str(self.string()?),
-                '@' => {
-                    self.bump();
-                    while self.peek().is_some_and(is_name_char) {
-                        self.bump();
-                    }
-                    let word = self.text(start);
-                    if word == "@include" {
-                        return Err(self.err(
-                            line,
-                            column,
-                            "`@include` is not supported: copy the included settings into this file",
-                        ));
-                    }
-                    return Err(self.err(line, column, format!("unexpected `{word}`")));
-                }
-                c if is_name_start(c) => {
-                    while self.peek().is_some_and(is_name_char) {
-                        self.bump();
-                    }
-                    Tok::Name(self.text(start))
-                }
-                c if c.is_ascii_digit() || matches!(c, '-' | '+' | '.') => {
-                    self.number(line, column)?
-                }
-                c => {
-                    return Err(self.err(
-                        line,
-                        column,
-                        format!("unexpected character `{}`", c.escape_debug()),
-                    ));
+            let tok = match self.token(c, line, column, start) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(e);
+                    Tok::Bad
                 }
             };
             let text = self.text(start);
@@ -314,6 +303,66 @@ impl Lexer {
         }
     }
 
+    /// One token starting with `c`; always consumes at least one character.
+    fn token(
+        &mut self,
+        c: char,
+        line: usize,
+        column: usize,
+        start: usize,
+    ) -> Result<Tok, ParseError> {
+        let tok = match c {
+            '{' | '}' | '[' | ']' | '(' | ')' | '=' | ':' | ';' | ',' => {
+                self.bump();
+                match c {
+                    '{' => Tok::LBrace,
+                    '}' => Tok::RBrace,
+                    '[' => Tok::LBracket,
+                    ']' => Tok::RBracket,
+                    '(' => Tok::LParen,
+                    ')' => Tok::RParen,
+                    ';' => Tok::Semi,
+                    ',' => Tok::Comma,
+                    _ => Tok::Assign,
+                }
+            }
+            '"' => Tok::Str(self.string()?),
+            '@' => {
+                self.bump();
+                while self.peek().is_some_and(is_name_char) {
+                    self.bump();
+                }
+                let word = self.text(start);
+                if word == "@include" {
+                    return Err(self.err(
+                        line,
+                        column,
+                        "`@include` is not supported: copy the included settings into this file",
+                    ));
+                }
+                return Err(self.err(line, column, format!("unexpected `{word}`")));
+            }
+            c if is_name_start(c) => {
+                while self.peek().is_some_and(is_name_char) {
+                    self.bump();
+                }
+                Tok::Name(self.text(start))
+            }
+            c if c.is_ascii_digit() || matches!(c, '-' | '+' | '.') => self.number(line, column)?,
+            c => {
+                self.bump();
+                return Err(self.err(
+                    line,
+                    column,
+                    format!("unexpected character `{}`", c.escape_debug()),
+                ));
+            }
+        };
+        Ok(tok)
+    }
+
+    /// Skips white space and comments; an unterminated comment runs to the
+    /// end of the text and is reported.
     fn skip_blanks(&mut self) -> Result<(), ParseError> {
         loop {
             match (self.peek(), self.peek_at(1)) {
@@ -354,11 +403,14 @@ impl Lexer {
         }
     }
 
-    /// A string literal; the cursor is on the opening quote.
+    /// A string literal; the cursor is on the opening quote. A bad escape is
+    /// reported once the whole literal is read, so that its rest is not read
+    /// as tokens.
     fn string(&mut self) -> Result<String, ParseError> {
         let (line, column) = (self.line, self.column);
         self.bump();
         let mut bytes = Vec::new();
+        let mut bad: Option<ParseError> = None;
         loop {
             let (el, ec) = (self.line, self.column);
             match self.bump() {
@@ -387,23 +439,23 @@ impl Lexer {
                                 bytes.push(u8::try_from(h * 16 + l).unwrap_or(u8::MAX));
                             }
                             _ => {
-                                return Err(self.err(
-                                    el,
-                                    ec,
-                                    "expected two hex digits after `\\x`",
-                                ));
+                                bad.get_or_insert_with(|| {
+                                    self.err(el, ec, "expected two hex digits after `\\x`")
+                                });
                             }
                         }
                     }
                     Some(c) => {
-                        return Err(self.err(
-                            el,
-                            ec,
-                            format!(
-                                "unknown escape `\\{}` (expected one of \\\" \\\\ \\n \\t \\r \\f \\xNN)",
-                                c.escape_debug()
-                            ),
-                        ));
+                        bad.get_or_insert_with(|| {
+                            self.err(
+                                el,
+                                ec,
+                                format!(
+                                    "unknown escape `\\{}` (expected one of \\\" \\\\ \\n \\t \\r \\f \\xNN)",
+                                    c.escape_debug()
+                                ),
+                            )
+                        });
                     }
                     None => {
                         return Err(self.err(
@@ -419,7 +471,10 @@ impl Lexer {
                 }
             }
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        }
     }
 
     /// A number; the cursor is on a digit, a sign or a dot.
@@ -558,6 +613,8 @@ impl Lexer {
 struct Parser {
     toks: Vec<Token>,
     i: usize,
+    /// Syntax errors found so far.
+    errors: Vec<ParseError>,
 }
 
 /// Where a sequence or group was opened, for "expected `)`" messages.
@@ -565,11 +622,20 @@ struct Open {
     line: usize,
 }
 
+/// A syntax error that is already in [`Parser::errors`] (or was reported by
+/// the lexer as a [`Tok::Bad`] token).
+struct Failed;
+
 impl Parser {
     fn peek(&self) -> &Token {
         // The lexer always ends the stream with Eof, and `next` never moves past it.
         let last = self.toks.len().saturating_sub(1);
         &self.toks[self.i.min(last)]
+    }
+
+    fn peek_at(&self, n: usize) -> &Token {
+        let last = self.toks.len().saturating_sub(1);
+        &self.toks[self.i.saturating_add(n).min(last)]
     }
 
     fn next(&mut self) -> Token {
@@ -580,16 +646,47 @@ impl Parser {
         t
     }
 
-    fn err(t: &Token, message: String) -> ParseError {
-        ParseError {
-            line: t.line,
-            column: t.column,
-            message,
+    /// Reports an error at a token, unless the token is one the lexer could
+    /// not read (that error is already reported).
+    fn fail(&mut self, t: &Token, message: String) -> Failed {
+        if t.tok != Tok::Bad {
+            self.errors.push(ParseError {
+                line: t.line,
+                column: t.column,
+                message,
+            });
+        }
+        Failed
+    }
+
+    /// After an error: skips to the end of the broken setting, i.e. past the
+    /// next `;` or `,` at its level, or up to the next `name =` at its level,
+    /// the `}` closing the enclosing group (`in_group`), or the end of the
+    /// file. Closers of sequences left open by the error are passed over.
+    fn resync(&mut self, in_group: bool) {
+        let mut depth: usize = 0;
+        loop {
+            let t = self.peek();
+            match t.tok {
+                Tok::Eof => return,
+                Tok::Semi | Tok::Comma if depth == 0 => {
+                    self.next();
+                    return;
+                }
+                Tok::RBrace if depth == 0 && in_group => return,
+                Tok::Name(_) if depth == 0 && self.peek_at(1).tok == Tok::Assign => return,
+                Tok::LBrace | Tok::LBracket | Tok::LParen => depth += 1,
+                Tok::RBrace | Tok::RBracket | Tok::RParen => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            self.next();
         }
     }
 
-    /// Settings up to end of file (`group` is None) or up to the `}` closing a group.
-    fn settings(&mut self, group: Option<Open>, depth: usize) -> Result<Vec<Setting>, ParseError> {
+    /// Settings up to end of file (`group` is None) or up to the `}` closing a
+    /// group. A broken setting is reported and left out; only a group that is
+    /// never closed fails as a whole.
+    fn settings(&mut self, group: Option<Open>, depth: usize) -> Result<Vec<Setting>, Failed> {
         let mut out: Vec<Setting> = Vec::new();
         loop {
             let t = self.peek().clone();
@@ -600,13 +697,11 @@ impl Parser {
                     return Ok(out);
                 }
                 (Tok::Eof, Some(open)) => {
-                    return Err(Self::err(
-                        &t,
-                        format!(
-                            "expected `}}` to close the group opened at line {}, found end of file",
-                            open.line
-                        ),
-                    ));
+                    let message = format!(
+                        "expected `}}` to close the group opened at line {}, found end of file",
+                        open.line
+                    );
+                    return Err(self.fail(&t, message));
                 }
                 (Tok::Name(_), _) => {}
                 _ => {
@@ -615,60 +710,63 @@ impl Parser {
                     } else {
                         "a setting name"
                     };
-                    return Err(Self::err(
-                        &t,
-                        format!("expected {want}, found {}", t.describe()),
-                    ));
+                    self.fail(&t, format!("expected {want}, found {}", t.describe()));
+                    // The token is neither a name, nor the `}` closing this
+                    // group, nor the end: resync moves past it.
+                    self.resync(group.is_some());
+                    continue;
                 }
             }
-            let s = self.setting(depth)?;
+            // `setting` always consumes the name, so resync moves on.
+            let Ok(s) = self.setting(depth) else {
+                self.resync(group.is_some());
+                continue;
+            };
             if let Some(first) = out.iter().find(|o| o.name == s.name) {
-                return Err(ParseError {
+                let message = format!(
+                    "duplicate setting `{}` (first set at line {})",
+                    s.name, first.line
+                );
+                self.errors.push(ParseError {
                     line: s.line,
                     column: t.column,
-                    message: format!(
-                        "duplicate setting `{}` (first set at line {})",
-                        s.name, first.line
-                    ),
+                    message,
                 });
+                continue;
             }
             out.push(s);
         }
     }
 
-    fn setting(&mut self, depth: usize) -> Result<Setting, ParseError> {
+    fn setting(&mut self, depth: usize) -> Result<Setting, Failed> {
         let name_tok = self.next();
         let Tok::Name(name) = name_tok.tok.clone() else {
-            return Err(Self::err(
-                &name_tok,
-                format!("expected a setting name, found {}", name_tok.describe()),
-            ));
+            let message = format!("expected a setting name, found {}", name_tok.describe());
+            return Err(self.fail(&name_tok, message));
         };
-        let t = self.next();
+        let t = self.peek().clone();
         if t.tok != Tok::Assign {
-            return Err(Self::err(
-                &t,
-                format!(
-                    "expected `=` or `:` after setting name `{name}`, found {}",
-                    t.describe()
-                ),
-            ));
+            let message = format!(
+                "expected `=` or `:` after setting name `{name}`, found {}",
+                t.describe()
+            );
+            return Err(self.fail(&t, message));
         }
+        self.next();
         let value = self.value(depth)?;
         let t = self.peek().clone();
         match t.tok {
             Tok::Semi | Tok::Comma => {
                 self.next();
             }
-            Tok::Name(_) | Tok::RBrace | Tok::Eof => {}
+            // Unreadable text after a good value is reported on its own.
+            Tok::Name(_) | Tok::RBrace | Tok::Eof | Tok::Bad => {}
             _ => {
-                return Err(Self::err(
-                    &t,
-                    format!(
-                        "expected `;` or `,` after setting `{name}`, found {}",
-                        t.describe()
-                    ),
-                ));
+                let message = format!(
+                    "expected `;` or `,` after setting `{name}`, found {}",
+                    t.describe()
+                );
+                return Err(self.fail(&t, message));
             }
         }
         Ok(Setting {
@@ -678,14 +776,25 @@ impl Parser {
         })
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
-        let t = self.next();
+    /// A value. A token that cannot start one is not consumed (it may be the
+    /// `;` or `}` the error recovery needs).
+    fn value(&mut self, depth: usize) -> Result<Value, Failed> {
+        let t = self.peek().clone();
         let line = t.line;
+        let starts_value = match &t.tok {
+            Tok::Int(_) | Tok::Float(_) | Tok::Str(_) => true,
+            Tok::Name(n) => n.eq_ignore_ascii_case("true") || n.eq_ignore_ascii_case("false"),
+            Tok::LBrace | Tok::LBracket | Tok::LParen => depth < MAX_DEPTH,
+            _ => false,
+        };
+        if starts_value {
+            self.next();
+        }
         let kind = match t.tok {
             Tok::Int(i) => ValueKind::Int(i),
             Tok::Float(f) => ValueKind::Float(f),
-            Tok::Str(s) => {
-                let mut s = s;
+            Tok::Str(ref s) => {
+                let mut s = s.clone();
                 while let Tok::Str(more) = &self.peek().tok {
                     s.push_str(more);
                     self.next();
@@ -695,37 +804,25 @@ impl Parser {
             Tok::Name(ref n) if n.eq_ignore_ascii_case("true") => ValueKind::Bool(true),
             Tok::Name(ref n) if n.eq_ignore_ascii_case("false") => ValueKind::Bool(false),
             Tok::Name(ref n) => {
-                return Err(Self::err(
-                    &t,
-                    format!("expected a value, found `{n}` (strings need double quotes)"),
-                ));
+                let message = format!("expected a value, found `{n}` (strings need double quotes)");
+                return Err(self.fail(&t, message));
             }
             Tok::LBrace | Tok::LBracket | Tok::LParen if depth >= MAX_DEPTH => {
-                return Err(Self::err(
-                    &t,
-                    format!("nesting deeper than {MAX_DEPTH} levels"),
-                ));
+                return Err(self.fail(&t, format!("nesting deeper than {MAX_DEPTH} levels")));
             }
             Tok::LBrace => ValueKind::Group(self.settings(Some(Open { line }), depth + 1)?),
             Tok::LBracket => ValueKind::Array(self.seq(Tok::RBracket, line, depth + 1)?),
             Tok::LParen => ValueKind::List(self.seq(Tok::RParen, line, depth + 1)?),
             _ => {
-                return Err(Self::err(
-                    &t,
-                    format!("expected a value, found {}", t.describe()),
-                ))
+                let message = format!("expected a value, found {}", t.describe());
+                return Err(self.fail(&t, message));
             }
         };
         Ok(Value { kind, line })
     }
 
     /// Elements of an array (`close` is `]`) or a list (`)`), after the opener.
-    fn seq(
-        &mut self,
-        close: Tok,
-        open_line: usize,
-        depth: usize,
-    ) -> Result<Vec<Value>, ParseError> {
+    fn seq(&mut self, close: Tok, open_line: usize, depth: usize) -> Result<Vec<Value>, Failed> {
         let array = close == Tok::RBracket;
         let (what, closer) = if array { ("array", "]") } else { ("list", ")") };
         let mut out = Vec::new();
@@ -736,10 +833,10 @@ impl Parser {
             }
             let at = self.peek().clone();
             if at.tok == Tok::Eof {
-                return Err(Self::err(
-                    &at,
-                    format!("expected `{closer}` to close the {what} opened at line {open_line}, found end of file"),
-                ));
+                let message = format!(
+                    "expected `{closer}` to close the {what} opened at line {open_line}, found end of file"
+                );
+                return Err(self.fail(&at, message));
             }
             let v = self.value(depth)?;
             if array
@@ -748,25 +845,24 @@ impl Parser {
                     ValueKind::Group(_) | ValueKind::Array(_) | ValueKind::List(_)
                 )
             {
-                return Err(Self::err(
-                    &at,
-                    "an array `[ ]` holds only scalar values; use a list `( )` for groups, arrays and lists"
-                        .to_string(),
-                ));
+                let message = "an array `[ ]` holds only scalar values; use a list `( )` for groups, arrays and lists"
+                    .to_string();
+                return Err(self.fail(&at, message));
             }
             out.push(v);
-            let t = self.next();
+            let t = self.peek().clone();
+            if t.tok == close || t.tok == Tok::Comma {
+                self.next();
+            }
             if t.tok == close {
                 return Ok(out);
             }
             if t.tok != Tok::Comma {
-                return Err(Self::err(
-                    &t,
-                    format!(
-                        "expected `,` or `{closer}` in the {what} opened at line {open_line}, found {}",
-                        t.describe()
-                    ),
-                ));
+                let message = format!(
+                    "expected `,` or `{closer}` in the {what} opened at line {open_line}, found {}",
+                    t.describe()
+                );
+                return Err(self.fail(&t, message));
             }
         }
     }
@@ -1213,6 +1309,45 @@ probes =
             "line 1, column 8: expected a setting name, found `}`"
         );
         assert_eq!(perr("a = $"), "line 1, column 5: unexpected character `$`");
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported_and_reading_resumes() {
+        let src = "a = 1;\nb = 12abc;\nc = { d = on; e = 2; };\nf = (1 2);\ng = \"x\\qy\";\nh = 3\n\
+                   @include \"x\"\ni = 4\nj = 5; j = 6;\nk { l = 1; }\nm = ( { n = 1 } { o = 2 } );\np = [ 1, ;\nq = 8;";
+        let (settings, errors) = parse_recovering(src);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "line 2, column 5: invalid number `12abc`",
+                "line 3, column 11: expected a value, found `on` (strings need double quotes)",
+                "line 4, column 8: expected `,` or `)` in the list opened at line 4, found `2`",
+                "line 5, column 7: unknown escape `\\q` (expected one of \\\" \\\\ \\n \\t \\r \\f \\xNN)",
+                "line 7, column 1: `@include` is not supported: copy the included settings into this file",
+                "line 9, column 8: duplicate setting `j` (first set at line 9)",
+                "line 10, column 3: expected `=` or `:` after setting name `k`, found `{`",
+                "line 11, column 17: expected `,` or `)` in the list opened at line 11, found `{`",
+                "line 12, column 10: expected a value, found `;`",
+            ]
+        );
+        // The broken settings are left out, never guessed; a group keeps its good settings.
+        let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "c", "h", "i", "j", "q"]);
+        let c: Vec<&str> = settings[1]
+            .value
+            .as_group()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(c, ["e"]);
+        assert_eq!(settings[4].value.as_int(), Some(5));
+        // `parse` fails on the first error.
+        assert_eq!(
+            parse(src).map_err(|e| e.to_string()),
+            Err("line 2, column 5: invalid number `12abc`".to_string())
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use gala_gopher::config::Config;
-use gala_gopher::daemon::{self, Daemon};
+use gala_gopher::config::{has_meta_files, Config, ConfigProblem};
+use gala_gopher::daemon::{self, Daemon, StartError};
 use gala_gopher::export::logfile::RotatingFile;
+use gala_gopher::meta::{MetaError, MetaRegistry};
 use gala_gopher::probe::cabi::{self, CSource};
 
 /// The gala-gopher node agent: runs probes, keeps their live series and
@@ -117,21 +118,41 @@ fn exec_child(parent: u32, command: &[std::ffi::OsString]) -> ExitCode {
     ExitCode::from(127)
 }
 
+/// `check-config`: every problem of the config file (syntax, keys, values,
+/// probe names, each with file, line and key), then of the meta directory,
+/// then of the probe plan; exit 2 when there is any.
 fn check_config(path: &Path) -> ExitCode {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+    let (cfg, problems) = Config::load_partial(path);
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    let Some(cfg) = cfg else {
+        return ExitCode::from(2);
     };
-    let meta = match daemon::load_meta(&cfg) {
+    // The meta directory is checked too, unless the problems leave it unknown
+    // (a syntax error, or a bad `global.meta_dir`).
+    let meta_dir_unknown = problems
+        .iter()
+        .any(|p| matches!(p.key.as_deref(), None | Some("global" | "global.meta_dir")));
+    if meta_dir_unknown {
+        return ExitCode::from(2);
+    }
+    let meta = match MetaRegistry::load_dir(&cfg.global.meta_dir) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");
+            let dir_problem =
+                e.0.iter()
+                    .any(|m| matches!(m, MetaError::Dir { .. } | MetaError::NoMetaFiles { .. }));
+            if dir_problem {
+                eprintln!("{}", cfg.meta_dir_note());
+            }
             return ExitCode::from(2);
         }
     };
+    if !problems.is_empty() {
+        return ExitCode::from(2);
+    }
     match daemon::plan_probes(&cfg, &meta) {
         Ok(plan) => {
             println!(
@@ -144,9 +165,24 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", start_error_text(&e, &cfg));
             ExitCode::from(2)
         }
+    }
+}
+
+/// A start error as printed: a probe problem with the line of its key, a
+/// meta directory problem with where the directory came from.
+fn start_error_text(e: &StartError, cfg: &Config) -> String {
+    match e {
+        StartError::Probe { file, key, msg } => {
+            ConfigProblem::at_key(file, cfg.locations.line(key), key.clone(), msg.clone())
+                .to_string()
+        }
+        StartError::Meta { dir, .. } if !has_meta_files(dir) => {
+            format!("{e}\n{}", cfg.meta_dir_note())
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -208,11 +244,14 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // For messages: `Daemon::start` takes the config.
+    let explain = cfg.clone();
     let daemon = match Daemon::start(cfg) {
         Ok(d) => Arc::new(d),
         Err(e) => {
-            tracing::error!("cannot start: {e}");
-            eprintln!("{e}");
+            let text = start_error_text(&e, &explain);
+            tracing::error!("cannot start: {text}");
+            eprintln!("{text}");
             return ExitCode::from(2);
         }
     };

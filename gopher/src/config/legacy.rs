@@ -12,13 +12,15 @@
 //! Keys the legacy agent knew that this agent does not use are accepted and
 //! ignored ([`Ignored`]): `global.log_directory` (V0), `event.desc_language`
 //! (V2), `kafka.kafka_topic` and `kafka.switch` (V0), `probes[].interval` (V0).
-//! Any other unknown key is an error with its line.
+//! Any other unknown key is an error with its line. Every problem of a file
+//! is reported at once: the reader resumes after a syntax error, and a bad
+//! key does not hide the next one (see `source`).
 
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny};
 
-use super::{ConfigError, ConfigProblem};
+use super::ConfigProblem;
 use crate::libconfig::{self, Setting};
 
 /// A legacy key that is accepted and ignored. All values compare equal.
@@ -40,15 +42,21 @@ impl<'de> Deserialize<'de> for Ignored {
     }
 }
 
-/// Parses a libconfig document, turning a syntax error into a problem.
-pub(crate) fn parse(src: &str, source: &Path) -> Result<Vec<Setting>, ConfigError> {
-    libconfig::parse(src).map_err(|e| {
-        ConfigError::single(ConfigProblem::new(
-            source,
-            Some(e.line),
-            format!("column {}: {}", e.column, e.message),
-        ))
-    })
+/// Parses a libconfig document: the settings read, and every syntax error
+/// as a problem (the reader resumes after each; a broken setting is left out).
+pub(crate) fn parse(src: &str, source: &Path) -> (Vec<Setting>, Vec<ConfigProblem>) {
+    let (settings, errors) = libconfig::parse_recovering(src);
+    let problems = errors
+        .into_iter()
+        .map(|e| {
+            ConfigProblem::new(
+                source,
+                Some(e.line),
+                format!("column {}: {}", e.column, e.message),
+            )
+        })
+        .collect();
+    (settings, problems)
 }
 
 /// A boolean written `true`/`false` or, as the legacy agent did, `"on"`/`"off"`.

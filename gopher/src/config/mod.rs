@@ -3,7 +3,11 @@
 //! The native format is TOML with the legacy section and key names
 //! (docs/compat.md §4); a legacy libconfig `gala-gopher.conf` is read into the same
 //! structs ([`legacy`]). Loading is `parse -> serde structs -> resolve paths ->
-//! validate()`; [`Config::validate`] is pure and reports every problem at once.
+//! validate()`, and reports every problem of the file in one pass: every
+//! syntax error (the reader resumes after each one), every key that does not
+//! deserialize (the key is reported and left at its default, and the rest of
+//! its section is still read), and every value rule of [`Config::validate`],
+//! which is pure.
 //!
 //! Defaults live in one place per struct (its `Default` impl; the per-section
 //! channel defaults in [`Config::default`]). Every struct denies unknown keys.
@@ -61,6 +65,8 @@ pub struct Config {
     /// Where each key was written, for error messages. Not part of equality:
     /// two configs with the same values compare equal wherever they came from.
     pub locations: Locations,
+    /// How `global.meta_dir` was chosen, for error messages. Not part of equality.
+    pub meta_dir_origin: MetaDirOrigin,
 }
 
 impl Default for Config {
@@ -88,6 +94,9 @@ impl Default for Config {
             probes: Vec::new(),
             extend_probes: Vec::new(),
             locations: Locations::default(),
+            meta_dir_origin: MetaDirOrigin::Searched {
+                tried: meta_dir_candidates(None, std::env::current_exe().ok().as_deref()),
+            },
         }
     }
 }
@@ -105,7 +114,7 @@ pub struct Global {
     /// Where eBPF maps are pinned.
     pub pin_path: PathBuf,
     /// The `.meta` directory. Relative paths are resolved against the config
-    /// file's directory; when absent, see [`default_meta_dir`].
+    /// file's directory; when absent, see [`meta_dir_candidates`].
     pub meta_dir: PathBuf,
     /// Serve the REST API (`[rest_api_server]`).
     #[serde(deserialize_with = "legacy::on_off")]
@@ -122,7 +131,7 @@ impl Default for Global {
             log_level: "info".into(),
             log_file_name: None,
             pin_path: "/sys/fs/bpf/gala-gopher".into(),
-            meta_dir: default_meta_dir(None),
+            meta_dir: search_meta_dir(None).0,
             rest_api_on: false,
             state_dir: "/var/lib/gala-gopher".into(),
             log_directory: Ignored,
@@ -130,29 +139,102 @@ impl Default for Global {
     }
 }
 
-/// The default `.meta` directory: the `meta/` sibling of the config file's
-/// directory when it holds `.meta` files (running from the source tree, as in
-/// `config/gala-gopher.toml` -> `meta/`), else `/opt/gala-gopher/meta` when it
-/// exists, else `/etc/gala-gopher/meta`.
-pub fn default_meta_dir(config_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = config_dir {
-        let sibling = match dir.components().next_back() {
-            Some(std::path::Component::Normal(_)) => dir.parent().unwrap_or(dir).join("meta"),
-            _ => dir.join("..").join("meta"),
-        };
-        if has_meta_files(&sibling) {
-            return sibling;
-        }
-    }
-    let opt = Path::new("/opt/gala-gopher/meta");
-    if opt.is_dir() {
-        opt.to_path_buf()
-    } else {
-        PathBuf::from("/etc/gala-gopher/meta")
+/// How `global.meta_dir` was chosen. All values compare equal: it explains a
+/// config, it is not part of it.
+#[derive(Debug, Clone)]
+pub enum MetaDirOrigin {
+    /// Written in the config file as `global.meta_dir`, at this line when known.
+    Written {
+        /// Line of the key.
+        line: Option<usize>,
+    },
+    /// Not written: these directories were searched, in this order (see
+    /// [`meta_dir_candidates`]).
+    Searched {
+        /// The directories, in search order.
+        tried: Vec<PathBuf>,
+    },
+}
+
+impl PartialEq for MetaDirOrigin {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 
-fn has_meta_files(dir: &Path) -> bool {
+/// Where the legacy rpm installs the meta files.
+pub const RPM_META_DIR: &str = "/opt/gala-gopher/meta";
+/// The system-wide meta directory, used when no other holds `.meta` files.
+pub const ETC_META_DIR: &str = "/etc/gala-gopher/meta";
+
+/// The directories searched for `.meta` files when `global.meta_dir` is not
+/// set, in order; the first that holds at least one `.meta` file is used,
+/// and the last one when none does:
+/// 1. `<config dir>/../meta`: the config file's directory has a `meta/`
+///    sibling (the source tree: `config/gala-gopher.toml` -> `meta/`);
+/// 2. `<prefix>/share/gala-gopher/meta` when the running binary is
+///    `<prefix>/bin/gala-gopher`;
+/// 3. `<repo>/meta` when the running binary is
+///    `<repo>/target/[<triple>/]{debug,release}/gala-gopher` (a cargo build);
+/// 4. `/opt/gala-gopher/meta` (the legacy rpm location);
+/// 5. `/etc/gala-gopher/meta`.
+///
+/// `config_dir` is the config file's directory, `exe` the running binary
+/// (`std::env::current_exe`). A directory is listed once.
+pub fn meta_dir_candidates(config_dir: Option<&Path>, exe: Option<&Path>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = config_dir {
+        out.push(match dir.components().next_back() {
+            Some(std::path::Component::Normal(_)) => dir.parent().unwrap_or(dir).join("meta"),
+            _ => dir.join("..").join("meta"),
+        });
+    }
+    if let Some(bin_dir) = exe.and_then(Path::parent) {
+        let name = bin_dir.file_name().and_then(|n| n.to_str());
+        if name == Some("bin") {
+            if let Some(prefix) = bin_dir.parent() {
+                out.push(prefix.join("share").join("gala-gopher").join("meta"));
+            }
+        }
+        if matches!(name, Some("debug" | "release")) {
+            let target = bin_dir
+                .ancestors()
+                .skip(1)
+                .take(2)
+                .find(|a| a.file_name().is_some_and(|n| n == "target"));
+            if let Some(repo) = target.and_then(Path::parent) {
+                out.push(repo.join("meta"));
+            }
+        }
+    }
+    out.push(PathBuf::from(RPM_META_DIR));
+    out.push(PathBuf::from(ETC_META_DIR));
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// The first of `candidates` for which `has_meta` holds, else the last one
+/// (else [`ETC_META_DIR`]).
+pub fn pick_meta_dir(candidates: &[PathBuf], has_meta: impl Fn(&Path) -> bool) -> PathBuf {
+    candidates
+        .iter()
+        .find(|d| has_meta(d))
+        .or(candidates.last())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(ETC_META_DIR))
+}
+
+/// The default `.meta` directory for a config file in `config_dir`, and the
+/// directories searched (see [`meta_dir_candidates`]).
+pub fn search_meta_dir(config_dir: Option<&Path>) -> (PathBuf, Vec<PathBuf>) {
+    let exe = std::env::current_exe().ok();
+    let tried = meta_dir_candidates(config_dir, exe.as_deref());
+    (pick_meta_dir(&tried, has_meta_files), tried)
+}
+
+/// Whether a directory holds at least one `*.meta` file.
+pub fn has_meta_files(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries
             .flatten()
@@ -533,7 +615,9 @@ pub enum CheckType {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConf {
-    /// The probe's registered name.
+    /// The probe's registered name (required: an absent name is reported by
+    /// validation, with the line of the entry).
+    #[serde(default)]
     pub name: String,
     /// Legacy getopt parameters, e.g. `-t 5`.
     #[serde(default)]
@@ -558,9 +642,11 @@ pub struct ProbeConf {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendProbeConf {
-    /// The probe's name.
+    /// The probe's name (required, like `command`; reported by validation).
+    #[serde(default)]
     pub name: String,
     /// Command line that starts the probe; `param` is appended to it.
+    #[serde(default)]
     pub command: String,
     /// Extra arguments appended to the command.
     #[serde(default)]
@@ -580,38 +666,96 @@ impl Config {
     /// Reads and validates a config file: TOML, or legacy libconfig when the
     /// extension is `.conf` or when the content is libconfig and not TOML.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::single(ConfigProblem::new(
-                path,
-                None,
-                format!("cannot read the config file: {e}"),
-            ))
-        })?;
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("conf" | "cfg") => Self::from_libconfig_str(&src, path),
-            Some("toml") => Self::from_toml_str(&src, path),
-            _ if source::is_toml(&src) => Self::from_toml_str(&src, path),
-            _ if crate::libconfig::parse(&src).is_ok() => Self::from_libconfig_str(&src, path),
-            _ => Self::from_toml_str(&src, path),
+        match Self::load_partial(path) {
+            (Some(cfg), problems) if problems.is_empty() => Ok(cfg),
+            (_, problems) => Err(ConfigError::sorted(problems)),
         }
+    }
+
+    /// Reads a config file as far as it can be read, for `check-config`: the
+    /// config (`None` when the file cannot be read; otherwise bad keys keep
+    /// their defaults) and every problem found, in line order.
+    pub fn load_partial(path: &Path) -> (Option<Config>, Vec<ConfigProblem>) {
+        let src = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) => {
+                let p = ConfigProblem::new(path, None, format!("cannot read the config file: {e}"));
+                return (None, vec![p]);
+            }
+        };
+        let (cfg, problems) = match path.extension().and_then(|e| e.to_str()) {
+            Some("conf" | "cfg") => Self::libconfig_partial(&src, path),
+            Some("toml") => Self::toml_partial(&src, path),
+            _ if source::is_toml(&src) => Self::toml_partial(&src, path),
+            _ if crate::libconfig::parse(&src).is_ok() => Self::libconfig_partial(&src, path),
+            _ => Self::toml_partial(&src, path),
+        };
+        (Some(cfg), problems)
     }
 
     /// Reads a TOML config (`source` names the file in messages and anchors
     /// relative paths), then validates it.
     pub fn from_toml_str(src: &str, source: &Path) -> Result<Config, ConfigError> {
-        let settings = source::toml_settings(src, source)?;
-        source::build(&settings, source)
+        Self::finish(Self::toml_partial(src, source))
     }
 
     /// Reads a legacy libconfig config, then validates it.
     pub fn from_libconfig_str(src: &str, source: &Path) -> Result<Config, ConfigError> {
-        let settings = legacy::parse(src, source)?;
-        source::build(&settings, source)
+        Self::finish(Self::libconfig_partial(src, source))
+    }
+
+    fn toml_partial(src: &str, source: &Path) -> (Config, Vec<ConfigProblem>) {
+        let (settings, problems, guessed) = source::toml_settings(src, source);
+        source::build(&settings, source, problems, &guessed)
+    }
+
+    fn libconfig_partial(src: &str, source: &Path) -> (Config, Vec<ConfigProblem>) {
+        // The libconfig reader leaves broken settings out: it guesses nothing.
+        let (settings, problems) = legacy::parse(src, source);
+        source::build(&settings, source, problems, &Default::default())
+    }
+
+    fn finish((cfg, problems): (Config, Vec<ConfigProblem>)) -> Result<Config, ConfigError> {
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::sorted(problems))
+        }
     }
 
     /// Checks the values (pure); reports every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate::validate(self)
+        let problems = validate::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::sorted(problems))
+        }
+    }
+
+    /// Where the `.meta` directory came from and how to choose another, to
+    /// follow an error about the directory itself (it cannot be read, or
+    /// holds no `.meta` file).
+    pub fn meta_dir_note(&self) -> String {
+        let file = self.source.display();
+        match &self.meta_dir_origin {
+            MetaDirOrigin::Written { line } => {
+                let at = line.map_or_else(|| file.to_string(), |l| format!("{file}:{l}"));
+                format!(
+                    "the meta directory is set by `global.meta_dir` ({at}); a relative path is relative to \
+                     the config file's directory"
+                )
+            }
+            MetaDirOrigin::Searched { tried } => {
+                let list: Vec<String> = tried.iter().map(|d| d.display().to_string()).collect();
+                format!(
+                    "`global.meta_dir` is not set in {file}, so the first of these directories holding .meta \
+                     files is used (searched in this order): {}; set `global.meta_dir` to the directory of \
+                     the .meta files",
+                    list.join(", ")
+                )
+            }
+        }
     }
 }
 

@@ -1,15 +1,24 @@
 //! From a parsed document (TOML or libconfig, both as a [`Setting`] tree with
-//! lines) to a [`Config`]: one section at a time, so that every broken
-//! section is reported, not only the first.
+//! lines) to a [`Config`], reporting every problem in one pass:
+//! - each section is read on its own, so a broken section does not hide the
+//!   others;
+//! - within a section (or a `[[probes]]` entry), a key that does not
+//!   deserialize is reported, left at its default, and the rest is read again
+//!   without it, so a bad key does not hide the next one;
+//! - the value rules of [`Config::validate`] then run on what was read,
+//!   except on keys already reported (they hold defaults) and, in TOML, on
+//!   lines with a syntax error (the parser guessed their values; the
+//!   libconfig reader leaves broken settings out instead).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::{default_meta_dir, ChannelFile, Config, ConfigError, ConfigProblem};
+use super::{search_meta_dir, ChannelFile, Config, ConfigProblem, MetaDirOrigin};
 use crate::libconfig::{self, DeError, Setting, Value, ValueKind};
 
 /// The sections a config may have.
@@ -42,6 +51,11 @@ impl Locations {
             let cut = k.rfind(['.', '['])?;
             k = &k[..cut];
         }
+    }
+
+    /// Whether the key was written in the file.
+    pub fn contains(&self, key: &str) -> bool {
+        self.lines.contains_key(key)
     }
 
     /// Records the lines of every setting and element of a document.
@@ -98,39 +112,59 @@ impl LineIndex {
     }
 }
 
-/// Parses TOML into the same tree as libconfig, with lines.
-pub(crate) fn toml_settings(src: &str, source: &Path) -> Result<Vec<Setting>, ConfigError> {
+/// Parses TOML into the same tree as libconfig, with lines, and every
+/// problem: the syntax errors (the first of each line; the parser resumes
+/// after each, guessing the values it could not read) and the values that do
+/// not fit (left out of the tree). Also returns the lines of the syntax
+/// errors, whose values may be guesses.
+pub(crate) fn toml_settings(
+    src: &str,
+    source: &Path,
+) -> (Vec<Setting>, Vec<ConfigProblem>, HashSet<usize>) {
     let li = LineIndex::new(src);
-    let doc = DeTable::parse(src).map_err(|e| {
+    let (doc, errors) = DeTable::parse_recoverable(src);
+    let mut problems: Vec<ConfigProblem> = Vec::new();
+    let mut lines = HashSet::new();
+    for e in errors {
         let line = e.span().map(|s| li.line(s.start));
-        ConfigError::single(ConfigProblem::new(
+        if line.is_some_and(|l| !lines.insert(l)) {
+            continue;
+        }
+        problems.push(ConfigProblem::new(
             source,
             line,
             e.message().trim_end().to_string(),
-        ))
-    })?;
-    toml_table(doc.get_ref(), &li).map_err(|(line, key, message)| {
-        ConfigError::single(ConfigProblem::at_key(source, Some(line), key, message))
-    })
+        ));
+    }
+    let mut bad = Vec::new();
+    let settings = toml_table("", doc.get_ref(), &li, &mut bad);
+    problems.extend(
+        bad.into_iter()
+            .map(|(line, key, message)| ConfigProblem::at_key(source, Some(line), key, message)),
+    );
+    (settings, problems, lines)
 }
 
+/// A value that does not fit: (line, key path, message).
 type TomlErr = (usize, String, String);
 
-fn toml_table(t: &DeTable<'_>, li: &LineIndex) -> Result<Vec<Setting>, TomlErr> {
+fn toml_table(
+    prefix: &str,
+    t: &DeTable<'_>,
+    li: &LineIndex,
+    bad: &mut Vec<TomlErr>,
+) -> Vec<Setting> {
     t.iter()
-        .map(|(k, v)| {
-            let value = toml_value(v, li).map_err(|(l, p, m)| {
-                let p = if p.is_empty() {
-                    k.get_ref().to_string()
-                } else if p.starts_with('[') {
-                    format!("{}{p}", k.get_ref())
-                } else {
-                    format!("{}.{p}", k.get_ref())
-                };
-                (l, p, m)
-            })?;
-            Ok(Setting {
-                name: k.get_ref().to_string(),
+        .filter_map(|(k, v)| {
+            let name = k.get_ref().to_string();
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            let value = toml_value(&path, v, li, bad)?;
+            Some(Setting {
+                name,
                 line: li.line(k.span().start),
                 value,
             })
@@ -138,129 +172,226 @@ fn toml_table(t: &DeTable<'_>, li: &LineIndex) -> Result<Vec<Setting>, TomlErr> 
         .collect()
 }
 
-fn toml_value(v: &Spanned<DeValue<'_>>, li: &LineIndex) -> Result<Value, TomlErr> {
+/// A TOML value as a libconfig value; `None` (and a problem) when it does not fit.
+fn toml_value(
+    path: &str,
+    v: &Spanned<DeValue<'_>>,
+    li: &LineIndex,
+    bad: &mut Vec<TomlErr>,
+) -> Option<Value> {
     let line = li.line(v.span().start);
     let kind = match v.get_ref() {
         DeValue::String(s) => ValueKind::Str(s.to_string()),
-        DeValue::Integer(i) => {
-            ValueKind::Int(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| {
-                (
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => ValueKind::Int(n),
+            Err(_) => {
+                bad.push((
                     line,
-                    String::new(),
+                    path.to_string(),
                     format!("integer `{i}` does not fit in 64 bits"),
-                )
-            })?)
-        }
-        DeValue::Float(f) => ValueKind::Float(
-            f.as_str()
-                .parse()
-                .map_err(|_| (line, String::new(), format!("invalid float `{f}`")))?,
-        ),
+                ));
+                return None;
+            }
+        },
+        DeValue::Float(f) => match f.as_str().parse() {
+            Ok(x) => ValueKind::Float(x),
+            Err(_) => {
+                bad.push((line, path.to_string(), format!("invalid float `{f}`")));
+                return None;
+            }
+        },
         DeValue::Boolean(b) => ValueKind::Bool(*b),
         DeValue::Datetime(d) => ValueKind::Str(d.to_string()),
-        DeValue::Array(a) => ValueKind::List(
-            a.iter()
+        DeValue::Array(a) => {
+            let before = bad.len();
+            let items: Vec<Value> = a
+                .iter()
                 .enumerate()
-                .map(|(i, x)| {
-                    toml_value(x, li).map_err(|(l, p, m)| {
-                        let p = if p.is_empty() || p.starts_with('[') {
-                            format!("[{i}]{p}")
-                        } else {
-                            format!("[{i}].{p}")
-                        };
-                        (l, p, m)
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DeValue::Table(t) => ValueKind::Group(toml_table(t, li)?),
-    };
-    Ok(Value { kind, line })
-}
-
-fn section<T: DeserializeOwned>(s: &Setting) -> Result<T, Vec<DeError>> {
-    libconfig::from_value(&s.value).map_err(|e| vec![e.at_line(s.line).in_key(&s.name)])
-}
-
-fn list<T: DeserializeOwned>(s: &Setting) -> Result<Vec<T>, Vec<DeError>> {
-    let Some(items) = s.value.as_seq() else {
-        let e = DeError {
-            message: format!(
-                "expected a list of groups, found {}",
-                s.value.kind.describe()
-            ),
-            line: Some(s.value.line),
-            path: s.name.clone(),
-        };
-        return Err(vec![e]);
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match libconfig::from_value(item) {
-            Ok(v) => out.push(v),
-            Err(e) => errors.push(e.at_line(item.line).in_index(i).in_key(&s.name)),
+                .filter_map(|(i, x)| toml_value(&format!("{path}[{i}]"), x, li, bad))
+                .collect();
+            if bad.len() != before {
+                // An element left out would shift the others: leave the whole array out.
+                return None;
+            }
+            ValueKind::List(items)
         }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
+        DeValue::Table(t) => ValueKind::Group(toml_table(path, t, li, bad)),
+    };
+    Some(Value { kind, line })
+}
+
+/// The first key of a relative error path: `port` of `port`, `options` of
+/// `options.x`, `` of `[2].name`.
+fn first_key(path: &str) -> &str {
+    let end = path.find(['.', '[']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// Deserializes a value; when a key of it (a group) does not fit, reports
+/// it and tries again without that key, so that every bad key is reported
+/// and the others are still read. `None` when the value cannot be read at
+/// all (not a group, or a required key is missing). Errors are relative to
+/// the value.
+fn tolerant<T: DeserializeOwned>(value: &Value, errors: &mut Vec<DeError>) -> Option<T> {
+    let mut v = Cow::Borrowed(value);
+    loop {
+        let e = match libconfig::from_value::<T>(&v) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let culprit = match &v.kind {
+            ValueKind::Group(g) => {
+                let key = first_key(&e.path);
+                g.iter().position(|s| !key.is_empty() && s.name == key)
+            }
+            _ => None,
+        };
+        errors.push(e);
+        let (Some(i), ValueKind::Group(g)) = (culprit, &mut v.to_mut().kind) else {
+            return None;
+        };
+        // Each round removes a key, so this ends.
+        g.remove(i);
     }
 }
 
-/// Builds and validates a config from a document's settings.
-pub(crate) fn build(settings: &[Setting], source: &Path) -> Result<Config, ConfigError> {
+/// Reads the sections of a document, collecting every error.
+struct Reader {
+    errors: Vec<DeError>,
+}
+
+impl Reader {
+    fn section<T: DeserializeOwned>(&mut self, s: &Setting) -> Option<T> {
+        let mut errors = Vec::new();
+        let v = tolerant(&s.value, &mut errors);
+        self.errors.extend(
+            errors
+                .into_iter()
+                .map(|e| e.at_line(s.line).in_key(&s.name)),
+        );
+        v
+    }
+
+    /// A list of groups. An entry that cannot be read at all is reported and
+    /// kept as an empty entry, so that later entries keep their index.
+    fn list<T: DeserializeOwned>(&mut self, s: &Setting) -> Vec<T> {
+        let Some(items) = s.value.as_seq() else {
+            self.errors.push(DeError {
+                message: format!(
+                    "expected a list of groups, found {}",
+                    s.value.kind.describe()
+                ),
+                line: Some(s.value.line),
+                path: s.name.clone(),
+            });
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let mut errors = Vec::new();
+            let v = tolerant(item, &mut errors).or_else(|| {
+                let empty = Value {
+                    kind: ValueKind::Group(Vec::new()),
+                    line: item.line,
+                };
+                libconfig::from_value(&empty).ok()
+            });
+            self.errors.extend(
+                errors
+                    .into_iter()
+                    .map(|e| e.at_line(item.line).in_index(i).in_key(&s.name)),
+            );
+            out.extend(v);
+        }
+        out
+    }
+}
+
+/// Whether `key` is `at` or a key inside it (`probes[1].name` is inside `probes[1]`).
+fn within(key: &str, at: &str) -> bool {
+    key.strip_prefix(at)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Builds a config from a document's settings and validates it. `problems`
+/// are those already found in the document (syntax errors, values that do
+/// not fit); `guessed` are lines whose values the parser may have guessed
+/// while recovering from a syntax error (the value rules skip them). Every
+/// problem is returned, in line order, with the config read as far as it
+/// could be (bad keys keep their defaults).
+pub(crate) fn build(
+    settings: &[Setting],
+    source: &Path,
+    mut problems: Vec<ConfigProblem>,
+    guessed: &HashSet<usize>,
+) -> (Config, Vec<ConfigProblem>) {
     let mut cfg = Config {
         source: source.to_path_buf(),
         ..Config::default()
     };
-    let mut errors: Vec<DeError> = Vec::new();
+    let mut r = Reader { errors: Vec::new() };
+    // A section that cannot be read at all keeps its defaults.
     for s in settings {
-        let r = match s.name.as_str() {
-            "global" => section(s).map(|v| cfg.global = v),
-            "metric" => section::<ChannelFile>(s).map(|v| cfg.metric = v.over(&cfg.metric)),
-            "event" => section(s).map(|v| cfg.event = v),
-            "meta" => section::<ChannelFile>(s).map(|v| cfg.meta = v.over(&cfg.meta)),
-            "ingress" => section(s).map(|v| cfg.ingress = v),
-            "egress" => section(s).map(|v| cfg.egress = v),
-            "imdb" => section(s).map(|v| cfg.imdb = v),
-            "web_server" => section(s).map(|v| cfg.web_server = v),
-            "rest_api_server" => section(s).map(|v| cfg.rest_api_server = v),
-            "kafka" => section(s).map(|v| cfg.kafka = v),
-            "logs" => section(s).map(|v| cfg.logs = v),
-            "supervisor" => section(s).map(|v| cfg.supervisor = v),
-            "probes" => list(s).map(|v| cfg.probes = v),
-            "extend_probes" => list(s).map(|v| cfg.extend_probes = v),
-            other => Err(vec![DeError {
+        match s.name.as_str() {
+            "global" => r.section(s).into_iter().for_each(|v| cfg.global = v),
+            "metric" => r
+                .section::<ChannelFile>(s)
+                .into_iter()
+                .for_each(|v| cfg.metric = v.over(&cfg.metric)),
+            "event" => r.section(s).into_iter().for_each(|v| cfg.event = v),
+            "meta" => r
+                .section::<ChannelFile>(s)
+                .into_iter()
+                .for_each(|v| cfg.meta = v.over(&cfg.meta)),
+            "ingress" => r.section(s).into_iter().for_each(|v| cfg.ingress = v),
+            "egress" => r.section(s).into_iter().for_each(|v| cfg.egress = v),
+            "imdb" => r.section(s).into_iter().for_each(|v| cfg.imdb = v),
+            "web_server" => r.section(s).into_iter().for_each(|v| cfg.web_server = v),
+            "rest_api_server" => r
+                .section(s)
+                .into_iter()
+                .for_each(|v| cfg.rest_api_server = v),
+            "kafka" => r.section(s).into_iter().for_each(|v| cfg.kafka = v),
+            "logs" => r.section(s).into_iter().for_each(|v| cfg.logs = v),
+            "supervisor" => r.section(s).into_iter().for_each(|v| cfg.supervisor = v),
+            "probes" => cfg.probes = r.list(s),
+            "extend_probes" => cfg.extend_probes = r.list(s),
+            other => r.errors.push(DeError {
                 message: format!("unknown section `{other}`, expected one of {SECTIONS}"),
                 line: Some(s.line),
                 path: other.to_string(),
-            }]),
-        };
-        if let Err(e) = r {
-            errors.extend(e);
+            }),
         }
     }
-    if !errors.is_empty() {
-        let problems = errors
+    problems.extend(
+        r.errors
             .into_iter()
-            .map(|e| ConfigProblem::from_de(source, e))
-            .collect();
-        return Err(ConfigError::sorted(problems));
-    }
+            .map(|e| ConfigProblem::from_de(source, e)),
+    );
+
+    // Keys already reported keep their defaults: the value rules skip them.
+    let reported: Vec<String> = problems.iter().filter_map(|p| p.key.clone()).collect();
 
     cfg.global.log_level = cfg.global.log_level.to_ascii_lowercase();
-    let config_dir = source.parent().unwrap_or(Path::new(""));
-    let meta_dir_written = libconfig::lookup(settings, "global")
-        .and_then(|g| g.value.as_group())
-        .is_some_and(|g| libconfig::lookup(g, "meta_dir").is_some());
-    cfg.global.meta_dir = if meta_dir_written {
-        config_dir.join(&cfg.global.meta_dir)
-    } else {
-        default_meta_dir(Some(config_dir))
-    };
     cfg.locations = super::Locations::from_settings(settings);
-    cfg.validate()?;
-    Ok(cfg)
+    let config_dir = source.parent().unwrap_or(Path::new(""));
+    let meta_dir_written = cfg.locations.contains("global.meta_dir")
+        && !reported.iter().any(|k| within("global.meta_dir", k));
+    if meta_dir_written {
+        cfg.global.meta_dir = config_dir.join(&cfg.global.meta_dir);
+        cfg.meta_dir_origin = MetaDirOrigin::Written {
+            line: cfg.locations.line("global.meta_dir"),
+        };
+    } else {
+        let (dir, tried) = search_meta_dir(Some(config_dir));
+        cfg.global.meta_dir = dir;
+        cfg.meta_dir_origin = MetaDirOrigin::Searched { tried };
+    }
+
+    problems.extend(super::validate::problems(&cfg).into_iter().filter(|p| {
+        let key = p.key.as_deref().unwrap_or_default();
+        !reported.iter().any(|r| within(key, r)) && !p.line.is_some_and(|l| guessed.contains(&l))
+    }));
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    (cfg, problems)
 }

@@ -259,8 +259,8 @@ fn port_zero() {
 
 #[test]
 fn bad_probe_param() {
-    let src = "[[probes]]\nname = \"a\"\n[[probes]]\nname = \"b\"\nparam = \"-t 5\"\n\
-               [[probes]]\nname = \"c\"\nparam = \"-t 0\"\n[[probes]]\nname = \"d\"\nparam = \"-q\"\n";
+    let src = "[[probes]]\nname = \"system_cpu\"\n[[probes]]\nname = \"system_net\"\nparam = \"-t 5\"\n\
+               [[probes]]\nname = \"system_tcp\"\nparam = \"-t 0\"\n[[probes]]\nname = \"system_inode\"\nparam = \"-q\"\n";
     assert_eq!(
         toml_err(src),
         [
@@ -290,14 +290,20 @@ fn extend_probe_rules() {
 
 #[test]
 fn duplicate_probe_names() {
-    let src = "probes = (\n { name = \"tcp\"; },\n { name = \"x\"; },\n { name = \"tcp\"; }\n);\n\
-               extend_probes = (\n { name = \"x\"; command = \"/bin/x\"; },\n { name = \"\"; command = \"/bin/y\"; }\n);";
+    let src = "probes = (\n { name = \"system_tcp\"; },\n { name = \"system_cpu\"; },\n { name = \"system_tcp\"; }\n);\n\
+               extend_probes = (\n { name = \"system_cpu\"; command = \"/bin/x\"; },\n { name = \"\"; command = \"/bin/y\"; },\n\
+               { command = \"/bin/z\"; },\n { name = \"w\"; }\n);";
     assert_eq!(
         conf_err(src),
         [
-            "/cfg/gala-gopher.conf:4: key `probes[2].name`: probe `tcp` is already declared at probes[0] (line 2)",
-            "/cfg/gala-gopher.conf:7: key `extend_probes[0].name`: probe `x` is already declared at probes[1] (line 3)",
+            "/cfg/gala-gopher.conf:4: key `probes[2].name`: probe `system_tcp` is already declared at probes[0] (line \
+             2)",
+            "/cfg/gala-gopher.conf:7: key `extend_probes[0].name`: probe `system_cpu` is already declared at \
+             probes[1] (line 3)",
             "/cfg/gala-gopher.conf:8: key `extend_probes[1].name`: expected a probe name, got an empty string",
+            "/cfg/gala-gopher.conf:9: key `extend_probes[2].name`: expected a probe name, but the entry has no `name`",
+            "/cfg/gala-gopher.conf:10: key `extend_probes[3].command`: expected a command to run, but the entry has no \
+             `command`",
         ]
     );
 }
@@ -360,7 +366,7 @@ fn unknown_keys_and_sections() {
         ]
     );
     assert_eq!(
-        conf_err("probes = (\n { name = \"a\"; },\n { name = \"b\";\n   swich = \"on\"; }\n);"),
+        conf_err("probes = (\n { name = \"system_cpu\"; },\n { name = \"system_net\";\n   swich = \"on\"; }\n);"),
         [
             "/cfg/gala-gopher.conf:4: key `probes[1].swich`: unknown field `swich`, expected one of `name`, \
              `param`, `switch`, `library`, `hang_timeout_secs`, `interval`"
@@ -380,12 +386,12 @@ fn wrong_types_and_missing_keys() {
         [
             "/cfg/gala-gopher.toml:2: key `web_server.port`: invalid type: string \"8888\", expected u16",
             "/cfg/gala-gopher.toml:4: key `imdb.record_timeout`: invalid value: integer `-1`, expected u64",
-            "/cfg/gala-gopher.toml:5: key `probes[0]`: missing field `name`",
+            "/cfg/gala-gopher.toml:5: key `probes[0].name`: expected a probe name, but the entry has no `name`",
         ]
     );
     assert_eq!(
         conf_err("web_server = { bind_addr = \"localhost\"; };\nmetric = { out_channel = \"stdout\"; };\n\
-                  probes = ( { name = \"a\"; switch = \"maybe\"; } );\nlogs = 5;\nextend_probes = { };"),
+                  probes = ( { name = \"system_cpu\"; switch = \"maybe\"; } );\nlogs = 5;\nextend_probes = { };"),
         [
             "/cfg/gala-gopher.conf:1: key `web_server.bind_addr`: invalid IP address syntax",
             "/cfg/gala-gopher.conf:2: key `metric.out_channel`: expected \"web_server\", \"logs\", \"kafka\" or \"\" \
@@ -414,12 +420,134 @@ fn syntax_errors() {
     );
 }
 
+/// The message for an unknown probe name (the list is this build's probes).
+fn unknown_probe(name: &str) -> String {
+    let known: Vec<&str> = gopher_probes::NATIVE_PROBES
+        .iter()
+        .map(|d| d.name)
+        .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name))
+        .collect();
+    format!(
+        "expected the name of a probe of this build ({}), got unknown probe `{name}` (a C probe of your own needs \
+         `library`; a probe switched off is not checked)",
+        known.join(", ")
+    )
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    // Five kinds of problems: a bad out_channel does not hide the TLS rule,
+    // a bad number does not hide the next keys of its section, and the probe
+    // names are checked with their lines.
+    let toml = "[global]\nlog_level = \"info\"\n\
+                [metric]\nout_channel = \"stdout\"\n\
+                [web_server]\nport = 70000\nssl_auth = true\nbind_adr = \"127.0.0.1\"\n\
+                [[probes]]\nname = \"no_such_probe\"\n\
+                [[probes]]\nname = \"system_cpu\"\nswitch = \"sometimes\"\n";
+    let f = "/cfg/gala-gopher.toml";
+    assert_eq!(
+        toml_err(toml),
+        [
+            format!(
+                "{f}:4: key `metric.out_channel`: expected \"web_server\", \"logs\", \"kafka\" or \"\" (off), got \
+                 \"stdout\""
+            ),
+            format!("{f}:6: key `web_server.port`: invalid value: integer `70000`, expected u16"),
+            format!("{f}:7: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"),
+            format!(
+                "{f}:8: key `web_server.bind_adr`: unknown field `bind_adr`, expected one of `port`, `bind_addr`, \
+                 `ssl_auth`, `private_key`, `cert_file`, `ca_file`"
+            ),
+            format!("{f}:10: key `probes[0].name`: {}", unknown_probe("no_such_probe")),
+            format!(
+                "{f}:13: key `probes[1].switch`: unknown variant `sometimes`, expected one of `on`, `off`, `auto`"
+            ),
+        ]
+    );
+
+    // The same in a legacy gala-gopher.conf.
+    let conf = "global = { log_level = \"info\"; };\n\
+                metric =\n{\n    out_channel = \"stdout\";\n};\n\
+                web_server =\n{\n    port = 70000;\n    ssl_auth = \"on\";\n    bind_adr = \"127.0.0.1\";\n};\n\
+                probes =\n(\n    { name = \"no_such_probe\"; },\n    { name = \"system_cpu\";\n      switch = \"sometimes\"; }\n);\n";
+    let f = "/cfg/gala-gopher.conf";
+    assert_eq!(
+        conf_err(conf),
+        [
+            format!(
+                "{f}:4: key `metric.out_channel`: expected \"web_server\", \"logs\", \"kafka\" or \"\" (off), got \
+                 \"stdout\""
+            ),
+            format!("{f}:8: key `web_server.port`: invalid value: integer `70000`, expected u16"),
+            format!("{f}:9: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"),
+            format!(
+                "{f}:10: key `web_server.bind_adr`: unknown field `bind_adr`, expected one of `port`, `bind_addr`, \
+                 `ssl_auth`, `private_key`, `cert_file`, `ca_file`"
+            ),
+            format!("{f}:14: key `probes[0].name`: {}", unknown_probe("no_such_probe")),
+            format!(
+                "{f}:16: key `probes[1].switch`: unknown variant `sometimes`, expected one of `on`, `off`, `auto`"
+            ),
+        ]
+    );
+
+    // The good keys around the bad ones are read.
+    let (c, problems) = Config::toml_partial(toml, Path::new(SRC));
+    assert_eq!(problems.len(), 6);
+    assert!(c.web_server.ssl_auth);
+    assert_eq!(c.web_server.port, WebServer::default().port);
+    assert_eq!(c.probes.len(), 2);
+    assert_eq!(c.probes[1].switch, Switch::On);
+}
+
+#[test]
+fn unknown_probes_switched_off_or_with_a_library_are_not_refused() {
+    let c = toml_ok(
+        "[[probes]]\nname = \"legacy_only\"\nswitch = \"off\"\n\
+         [[probes]]\nname = \"mine\"\nlibrary = \"/usr/lib/libmine.so\"\n",
+    );
+    assert_eq!(c.probes.len(), 2);
+}
+
+#[test]
+fn every_syntax_error_is_reported_and_the_rest_is_still_checked() {
+    // libconfig: the reader resumes after each broken setting (left out);
+    // the settings read are still checked, on the same line too.
+    let conf = "web_server = {\n  port = 12abc;\n  ssl_auth = true;\n};\n\
+                imdb = { max_tables_num = 0; record_timeout = on; };\n\
+                logs = { max_files = 0 };\n";
+    assert_eq!(
+        conf_err(conf),
+        [
+            "/cfg/gala-gopher.conf:2: column 10: invalid number `12abc`",
+            "/cfg/gala-gopher.conf:3: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false",
+            "/cfg/gala-gopher.conf:5: column 47: expected a value, found `on` (strings need double quotes)",
+            "/cfg/gala-gopher.conf:5: key `imdb.max_tables_num`: expected a number greater than 0, got 0",
+            "/cfg/gala-gopher.conf:6: key `logs.max_files`: expected a number greater than 0, got 0",
+        ]
+    );
+    // TOML: the first error of each line; a value the parser had to guess
+    // (line 2) is not checked.
+    let toml = "[web_server]\nport = = 1\nssl_auth = true\n[imdb]\nmax_tables_num = 99999999999999999999\n\
+                record_timeout = 0\n";
+    assert_eq!(
+        toml_err(toml),
+        [
+            "/cfg/gala-gopher.toml:2: extra `=`, expected nothing",
+            "/cfg/gala-gopher.toml:3: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false",
+            "/cfg/gala-gopher.toml:5: key `imdb.max_tables_num`: integer `99999999999999999999` does not fit in 64 \
+             bits",
+            "/cfg/gala-gopher.toml:6: key `imdb.record_timeout`: expected a number greater than 0, got 0",
+        ]
+    );
+}
+
 #[test]
 fn validate_is_pure_and_reports_everything() {
     let mut c = Config::default();
     c.web_server.port = 0;
     c.imdb.record_timeout = 0;
-    c.probes.push(probe("x", "-t", Switch::On));
+    c.probes.push(probe("system_cpu", "-t", Switch::On));
     let e = match c.validate() {
         Ok(()) => panic!("valid"),
         Err(e) => e.to_string(),
@@ -432,46 +560,153 @@ fn validate_is_pure_and_reports_everything() {
     );
 }
 
-#[test]
-fn meta_dir_resolution() {
-    let tmp = match tempfile::tempdir() {
+fn tempdir() -> tempfile::TempDir {
+    match tempfile::tempdir() {
         Ok(t) => t,
         Err(e) => panic!("{e}"),
-    };
-    let write = |p: &Path, s: &str| {
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).ok();
-        }
-        if let Err(e) = std::fs::write(p, s) {
-            panic!("{}: {e}", p.display());
-        }
-    };
+    }
+}
+
+fn write(p: &Path, s: &str) {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).ok();
+    }
+    if let Err(e) = std::fs::write(p, s) {
+        panic!("{}: {e}", p.display());
+    }
+}
+
+#[test]
+fn meta_dir_resolution() {
+    let tmp = tempdir();
     let cfg = tmp.path().join("config/gala-gopher.toml");
+    let config_dir = tmp.path().join("config");
+    let sibling = tmp.path().join("meta");
     write(&cfg, "");
-    // No sibling meta/ directory yet: the installed default.
-    assert_eq!(load(&cfg).global.meta_dir, default_meta_dir(None));
+    // No sibling meta/ directory yet: it is tried first, then the search goes on.
+    let c = load(&cfg);
+    let MetaDirOrigin::Searched { tried } = &c.meta_dir_origin else {
+        panic!("not searched: {:?}", c.meta_dir_origin)
+    };
+    assert_eq!(tried.first(), Some(&sibling));
+    assert_eq!(tried.last(), Some(&PathBuf::from(ETC_META_DIR)));
+    assert_ne!(c.global.meta_dir, sibling);
+    assert_eq!(c.global.meta_dir, search_meta_dir(Some(&config_dir)).0);
+    // The note names every directory tried, in order, and global.meta_dir.
+    let note = c.meta_dir_note();
+    let list: Vec<String> = tried.iter().map(|d| d.display().to_string()).collect();
+    assert!(note.contains(&list.join(", ")), "{note}");
+    assert!(
+        note.contains("`global.meta_dir` is not set in")
+            && note.contains(&cfg.display().to_string()),
+        "{note}"
+    );
     // A sibling meta/ without .meta files is not used either.
-    std::fs::create_dir_all(tmp.path().join("meta")).ok();
-    assert_eq!(load(&cfg).global.meta_dir, default_meta_dir(None));
+    std::fs::create_dir_all(&sibling).ok();
+    assert_ne!(load(&cfg).global.meta_dir, sibling);
     // Running from a source tree: config/gala-gopher.toml -> meta/.
-    write(&tmp.path().join("meta/a.meta"), "");
-    assert_eq!(load(&cfg).global.meta_dir, tmp.path().join("meta"));
-    // A relative meta_dir is resolved against the config file's directory.
+    write(&sibling.join("a.meta"), "");
+    assert_eq!(load(&cfg).global.meta_dir, sibling);
+    // A relative meta_dir is resolved against the config file's directory,
+    // and is used whether or not it holds anything.
     write(&cfg, "[global]\nmeta_dir = \"my-meta\"\n");
-    assert_eq!(
-        load(&cfg).global.meta_dir,
-        tmp.path().join("config/my-meta")
+    let c = load(&cfg);
+    assert_eq!(c.global.meta_dir, tmp.path().join("config/my-meta"));
+    assert!(matches!(
+        c.meta_dir_origin,
+        MetaDirOrigin::Written { line: Some(2) }
+    ));
+    let note = c.meta_dir_note();
+    assert!(
+        note.contains(&format!("set by `global.meta_dir` ({}:2)", cfg.display())),
+        "{note}"
     );
     write(&cfg, "[global]\nmeta_dir = \"/abs/meta\"\n");
     assert_eq!(load(&cfg).global.meta_dir, Path::new("/abs/meta"));
+    // A meta_dir of the wrong type is reported, and the search is used.
+    write(&cfg, "[global]\nmeta_dir = 5\n");
+    let (c, problems) = Config::load_partial(&cfg);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(c.map(|c| c.global.meta_dir), Some(sibling));
+}
+
+#[test]
+fn meta_dir_search_order() {
+    let cands = |cfg: Option<&str>, exe: Option<&str>| {
+        meta_dir_candidates(cfg.map(Path::new), exe.map(Path::new))
+    };
+    let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+    let (opt, etc) = (RPM_META_DIR, ETC_META_DIR);
+    // Installed under a prefix, config in /etc/gala-gopher.
+    assert_eq!(
+        cands(Some("/etc/gala-gopher"), Some("/usr/bin/gala-gopher")),
+        paths(&["/etc/meta", "/usr/share/gala-gopher/meta", opt, etc])
+    );
+    assert_eq!(
+        cands(None, Some("/usr/local/bin/gala-gopher")),
+        paths(&["/usr/local/share/gala-gopher/meta", opt, etc])
+    );
+    // A cargo build, with the config copied out of the source tree.
+    assert_eq!(
+        cands(Some("/tmp"), Some("/src/gg/target/debug/gala-gopher")),
+        paths(&["/meta", "/src/gg/meta", opt, etc])
+    );
+    assert_eq!(
+        cands(
+            None,
+            Some("/src/gg/target/x86_64-unknown-linux-gnu/release/gala-gopher")
+        ),
+        paths(&["/src/gg/meta", opt, etc])
+    );
+    // Any other place of the binary adds nothing.
+    assert_eq!(
+        cands(
+            Some("config"),
+            Some("/src/gg/target/debug/deps/gala_gopher-0123")
+        ),
+        paths(&["meta", opt, etc])
+    );
+    assert_eq!(cands(Some(""), None), paths(&["../meta", opt, etc]));
+    // A directory is listed once.
+    assert_eq!(
+        cands(Some("/opt/gala-gopher/etc"), None),
+        paths(&[opt, etc])
+    );
+    // The first directory with .meta files wins; the last one when none has any.
+    let all = cands(Some("/etc/gala-gopher"), Some("/usr/bin/gala-gopher"));
+    let has =
+        |dirs: &'static [&'static str]| move |d: &Path| dirs.iter().any(|x| d == Path::new(x));
+    assert_eq!(
+        pick_meta_dir(&all, has(&["/usr/share/gala-gopher/meta", ETC_META_DIR])),
+        Path::new("/usr/share/gala-gopher/meta")
+    );
+    assert_eq!(
+        pick_meta_dir(&all, has(&[RPM_META_DIR, ETC_META_DIR])),
+        Path::new(opt)
+    );
+    assert_eq!(
+        pick_meta_dir(&all, has(&["/etc/meta", RPM_META_DIR])),
+        Path::new("/etc/meta")
+    );
+    assert_eq!(pick_meta_dir(&all, has(&[])), Path::new(etc));
+
+    // The same on a real file system: a prefix install found beside the binary.
+    let tmp = tempdir();
+    let prefix = tmp.path().join("prefix");
+    write(&prefix.join("share/gala-gopher/meta/a.meta"), "");
+    let found = pick_meta_dir(
+        &meta_dir_candidates(
+            Some(&tmp.path().join("cfg")),
+            Some(&prefix.join("bin/gala-gopher")),
+        ),
+        has_meta_files,
+    );
+    assert_eq!(found, prefix.join("share/gala-gopher/meta"));
 }
 
 #[test]
 fn load_picks_the_format() {
-    let tmp = match tempfile::tempdir() {
-        Ok(t) => t,
-        Err(e) => panic!("{e}"),
-    };
+    let tmp = tempdir();
     let conf_text = "web_server = { port = 1234; };";
     let toml_text = "[web_server]\nport = 4321\n";
     for (name, text, port) in [
@@ -515,7 +750,7 @@ fn legacy_spellings() {
         "global = { log_level = \"ERROR\"; log_file_name = \"\"; rest_api_on = \"on\"; };\n\
          web_server = { ssl_auth = \"OFF\"; ca_file = \"\"; };\n\
          kafka = { kafka_topic = \"old\"; switch = \"on\"; };\n\
-         probes = ( { name = \"a\"; interval = 1; library = \"\"; } );",
+         probes = ( { name = \"system_cpu\"; interval = 1; library = \"\"; } );",
         Path::new(CONF),
     ) {
         Ok(c) => c,
@@ -525,7 +760,7 @@ fn legacy_spellings() {
     assert_eq!(c.global.log_file_name, None);
     assert!(c.global.rest_api_on);
     assert!(!c.web_server.ssl_auth);
-    assert_eq!(c.probes, [probe("a", "", Switch::On)]);
+    assert_eq!(c.probes, [probe("system_cpu", "", Switch::On)]);
 }
 
 proptest::proptest! {

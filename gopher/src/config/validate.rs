@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use gopher_probes::Params;
 
-use super::{Config, ConfigError, ConfigProblem, OutChannel, Switch};
+use super::{Config, ConfigProblem, OutChannel, Switch};
 
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
@@ -65,7 +65,8 @@ impl Checker<'_> {
     }
 }
 
-pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
+/// Every problem of the values, in no particular order.
+pub(super) fn problems(cfg: &Config) -> Vec<ConfigProblem> {
     let mut c = Checker {
         cfg,
         out: Vec::new(),
@@ -126,14 +127,34 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if let Err(e) = Params::parse(&p.param) {
             c.problem(format!("probes[{i}].param"), e.to_string());
         }
+        // A probe switched off is not looked up (legacy configs list probes
+        // this build does not have); one with `library` is the user's own.
+        if p.switch != Switch::Off
+            && p.library.is_none()
+            && !p.name.trim().is_empty()
+            && !known_probe(&p.name)
+        {
+            c.problem(
+                format!("probes[{i}].name"),
+                format!(
+                    "expected the name of a probe of this build ({}), got unknown probe `{}` (a C probe of \
+                     your own needs `library`; a probe switched off is not checked)",
+                    known_probes().join(", "),
+                    p.name
+                ),
+            );
+        }
     }
     for (i, p) in cfg.extend_probes.iter().enumerate() {
         check_name(&mut c, &mut names, format!("extend_probes[{i}]"), &p.name);
         if p.command.trim().is_empty() {
-            c.problem(
-                format!("extend_probes[{i}].command"),
-                "expected a command to run, got an empty string".into(),
-            );
+            let key = format!("extend_probes[{i}].command");
+            let message = if cfg.locations.contains(&key) {
+                "expected a command to run, got an empty string"
+            } else {
+                "expected a command to run, but the entry has no `command`"
+            };
+            c.problem(key, message.into());
         }
         if p.switch == Switch::Auto && p.start_check.is_none() {
             c.problem(
@@ -145,11 +166,21 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
 
-    if c.out.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError::sorted(c.out))
-    }
+    c.out
+}
+
+/// Whether a native or built-in C probe of this name is compiled in.
+fn known_probe(name: &str) -> bool {
+    gopher_probes::native_probe(name).is_some() || gopher_probes_c::builtin(name).is_some()
+}
+
+/// The names of the native and built-in C probes of this build.
+fn known_probes() -> Vec<&'static str> {
+    gopher_probes::NATIVE_PROBES
+        .iter()
+        .map(|d| d.name)
+        .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name))
+        .collect()
 }
 
 fn check_name<'a>(
@@ -159,10 +190,13 @@ fn check_name<'a>(
     name: &'a str,
 ) {
     if name.trim().is_empty() {
-        c.problem(
-            format!("{at}.name"),
-            "expected a probe name, got an empty string".into(),
-        );
+        let key = format!("{at}.name");
+        let message = if c.cfg.locations.contains(&key) {
+            "expected a probe name, got an empty string"
+        } else {
+            "expected a probe name, but the entry has no `name`"
+        };
+        c.problem(key, message.into());
         return;
     }
     if let Some(first) = names.get(name) {

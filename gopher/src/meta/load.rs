@@ -1,9 +1,13 @@
 //! The `.meta` loader: libconfig files -> checked [`Table`]s (docs/compat.md §2).
 //!
-//! All three legacy generations load:
-//! - V0: a measurement names its table with `name:` (the entity is the table
-//!   name) and may use the types `Unknown` (a label) and `summary` (untyped);
-//! - V1/V2: `table_name:` and `entity_name:`; V2 adds `histogram`.
+//! All three legacy generations load. A measurement tells its generation by
+//! how it names its table:
+//! - V0: `name:` (and no `table_name:`); the entity is the table name, the
+//!   types `Unknown` (a label) and `summary` (untyped) may appear, and the
+//!   table may have no key field: such a table holds a single series, its
+//!   newest record, as the V0 agent kept it;
+//! - V1/V2: `table_name:` and `entity_name:`; V2 adds `histogram`. A V1/V2
+//!   table needs at least one key field.
 //!
 //! Every problem is collected (not only the first) and names the file and line.
 
@@ -123,7 +127,7 @@ pub enum MetaError {
         /// The type as written.
         ty: String,
     },
-    /// A table without a key field.
+    /// A V1/V2 table without a key field (V0 tables may have none).
     #[error("{}:{line}: table `{table}` has no key field; expected at least one field of type key", file.display())]
     NoKey {
         /// The file.
@@ -494,7 +498,7 @@ impl Cx<'_> {
         let before = self.errors.len();
         let (mut table_name, mut v0_name, mut entity, mut fields_setting) =
             (None, None, None, None);
-        let mut name_written = false;
+        let (mut name_written, mut table_name_written) = (false, false);
         for s in settings {
             match s.name.as_str() {
                 "table_name" | "name" => {
@@ -503,6 +507,7 @@ impl Cx<'_> {
                     if s.name == "name" {
                         v0_name = v;
                     } else {
+                        table_name_written = true;
                         table_name = v;
                     }
                 }
@@ -512,6 +517,8 @@ impl Cx<'_> {
             }
         }
         let name = table_name.or(v0_name);
+        // A V0 measurement names its table with `name:` only.
+        let v0 = name_written && !table_name_written;
         match name {
             None if !name_written => self.errors.push(MetaError::Missing {
                 file: self.file(),
@@ -569,7 +576,8 @@ impl Cx<'_> {
             }
         }
         if self.errors.len() == before {
-            if !fields.iter().any(|f| f.ty == FieldType::Key) {
+            // V0 tables may have no key: they hold one series (the newest record).
+            if !v0 && !fields.iter().any(|f| f.ty == FieldType::Key) {
                 self.errors.push(MetaError::NoKey {
                     file: self.file(),
                     line: item.line,
@@ -901,6 +909,117 @@ mod tests {
         assert_eq!(
             errors_of("broken/no_key.meta"),
             ["broken/no_key.meta:4: table `no_key` has no key field; expected at least one field of type key"]
+        );
+    }
+
+    #[test]
+    fn a_keyless_v0_table_loads() {
+        let dir = fixtures().join("v0_keyless");
+        let reg = match MetaRegistry::load_dir(&dir) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let t = reg.get("system_meminfo").map(|t| (**t).clone());
+        let gauge = |n: &str, d: &str| field(n, d, FieldType::Gauge);
+        let mut want = Table::new(
+            "system_meminfo",
+            "system_meminfo",
+            vec![
+                gauge("MemTotal", "total usable RAM, kB"),
+                gauge("MemFree", "unused RAM, kB"),
+                gauge("MemAvailable", "RAM available for new programs, kB"),
+                gauge("Buffers", "block device buffers, kB"),
+                gauge("Cached", "page cache, kB"),
+                field(
+                    "pswpin",
+                    "swap pages read back in, since boot",
+                    FieldType::Counter,
+                ),
+            ],
+        );
+        want.source = dir.join("system_meminfo.meta");
+        want.line = 8;
+        assert_eq!(t, Some(want));
+        assert_eq!(reg.get("system_meminfo").map(|t| t.keys.len()), Some(0));
+
+        // Only a table named the V0 way (`name:` alone) may go without a key.
+        let keyless = |naming: &str| {
+            format!(
+                "measurements: (\n{{ {naming}, fields: ( {{ type: \"gauge\", name: \"v\" }} ) }} )"
+            )
+        };
+        assert!(parse_meta(Path::new("v0.meta"), &keyless("name: \"t\"")).is_ok());
+        let refused = |naming: &str| {
+            parse_meta(Path::new("v1.meta"), &keyless(naming))
+                .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let no_key = Err(vec![
+            "v1.meta:2: table `t` has no key field; expected at least one field of type key"
+                .to_string(),
+        ]);
+        assert_eq!(refused("table_name: \"t\""), no_key);
+        assert_eq!(refused("table_name: \"t\", entity_name: \"e\""), no_key);
+        assert_eq!(refused("table_name: \"t\", name: \"t\""), no_key);
+    }
+
+    #[test]
+    fn a_keyless_v0_table_keeps_its_newest_record_as_one_series() {
+        use crate::export::prometheus::Exposition;
+        use crate::identity::Identity;
+        use crate::stats::Stats;
+        use crate::store::TableStore;
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        let reg = match MetaRegistry::load_dir(&fixtures().join("v0_keyless")) {
+            Ok(r) => Arc::new(r),
+            Err(e) => panic!("{e}"),
+        };
+        let (Some(idx), Some(table)) = (reg.index_of("system_meminfo"), reg.get("system_meminfo"))
+        else {
+            panic!("no table system_meminfo");
+        };
+        let table = Arc::clone(table);
+        let store = Arc::new(TableStore::new(&reg, Duration::from_secs(60), 16));
+        let now = Instant::now();
+        let mut key = String::new();
+        let records = [
+            ["16303980", "14279100", "15000000", "2000", "300000", "7"],
+            ["16303980", "", "14900000", "2100", "310000", "9"],
+        ];
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(crate::record::validate(&table, r), Ok(()), "record {i}");
+            store.upsert(idx, r, now, 1000 + i as u64, &mut key);
+        }
+        // One series, with the values of the newest record (its empty
+        // MemFree is null, so it has no sample).
+        assert_eq!(store.lock(idx).map(|t| t.len()), Some(1), "one series");
+
+        let id = Identity {
+            machine_id: "m-1".into(),
+            hostname: "h".into(),
+        };
+        let exp = Exposition::new(Arc::clone(&reg), store, Stats::new(), &id);
+        let mut out = String::new();
+        exp.render(now, &mut out);
+        let series: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("gala_gopher_system_meminfo_"))
+            .collect();
+        let labels = r#"{machine_id="m-1",hostname="h"}"#;
+        assert_eq!(
+            series,
+            [
+                format!("gala_gopher_system_meminfo_MemTotal{labels} 16303980"),
+                format!("gala_gopher_system_meminfo_MemAvailable{labels} 14900000"),
+                format!("gala_gopher_system_meminfo_Buffers{labels} 2100"),
+                format!("gala_gopher_system_meminfo_Cached{labels} 310000"),
+                format!("gala_gopher_system_meminfo_pswpin{labels} 9"),
+            ]
+        );
+        assert!(
+            out.contains("# TYPE gala_gopher_system_meminfo_pswpin counter\n"),
+            "{out}"
         );
     }
 

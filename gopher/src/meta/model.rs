@@ -74,7 +74,8 @@ pub struct Table {
     pub source: PathBuf,
     /// Line of the measurement in `source` (1-based).
     pub line: usize,
-    /// Positions of the key fields in `fields`, in order.
+    /// Positions of the key fields in `fields`, in order. Empty for a keyless
+    /// V0 table, which holds a single series (its newest record).
     pub keys: Vec<usize>,
 }
 
