@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{free_port, repo, wait_for, Agent, Setup};
+use crate::harness::{free_port, repo, wait_for, Agent, Setup, Tracefs};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -98,15 +98,15 @@ fn stat(expo: &str, name: &str) -> f64 {
 }
 
 fn agent(s: &Setup, param: &str) -> Agent {
-    agent_with_env(s, param, &[])
+    agent_in(s, param, &[], Tracefs::AsIs)
 }
 
-fn agent_with_env(s: &Setup, param: &str, env: &[(&str, &str)]) -> Agent {
+fn agent_in(s: &Setup, param: &str, env: &[(&str, &str)], tracefs: Tracefs) -> Agent {
     let cfg = format!(
         "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"{param}\"\nswitch = \"on\"\n",
         s.base_config()
     );
-    let a = s.start_with_env(&cfg, env);
+    let a = s.start_in(&cfg, env, tracefs);
     wait_for(Duration::from_secs(20), "tcp_link attached", || {
         let log = a.log_text();
         assert!(
@@ -329,11 +329,13 @@ fn scenario(
     );
 }
 
+/// As on a fresh machine: no tracefs, debugfs or bpffs mounted.
 #[test]
 fn loopback_v4_and_v6_records_are_exact() {
     require_root();
     let s = Setup::new(&[]);
-    let a = agent(&s, "-t 1");
+    let a = agent_in(&s, "-t 1", &[], Tracefs::Absent);
+    assert_mounted_nothing(&a);
     scenario(
         &a,
         "loopback v4",
@@ -348,17 +350,55 @@ fn loopback_v4_and_v6_records_are_exact() {
     scenario(&a, "loopback v6", None, None, "::1", "::1", "10", 4, 2);
 }
 
+/// The BTF plan attaches everything by name: the agent mounts nothing.
+fn assert_mounted_nothing(a: &Agent) {
+    let log = a.log_text();
+    assert!(
+        log.contains("plan=\"tp_btf") && !log.contains("mounted tracefs"),
+        "expected the BTF plan, attached without mounting tracefs:\n{log}"
+    );
+}
+
+/// With tracefs mounted (a machine prepared by hand, or by systemd), the
+/// default plan is the same and the records too.
+#[test]
+fn loopback_records_with_tracefs_mounted() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent_in(&s, "-t 1", &[], Tracefs::Present);
+    assert_mounted_nothing(&a);
+    scenario(
+        &a,
+        "loopback v4, tracefs mounted",
+        None,
+        None,
+        "127.0.0.1",
+        "127.0.0.1",
+        "2",
+        4,
+        2,
+    );
+}
+
+const COMPAT: (&str, &str) = ("GALA_GOPHER_TCP_LINK_COMPAT", "1");
+
 /// The paths older kernels take (classic tracepoint, hash map of live
 /// connections; 5.5 to 5.11), forced on this kernel: the same exact records.
+/// The classic tracepoints need tracefs: on a machine without it, the agent
+/// mounts it (in the test, inside the agent's own mount namespace).
 #[test]
 fn older_kernel_paths_give_the_same_records() {
     require_root();
     let s = Setup::new(&[]);
-    let a = agent_with_env(&s, "-t 1", &[("GALA_GOPHER_TCP_LINK_COMPAT", "1")]);
+    let a = agent_in(&s, "-t 1", &[COMPAT], Tracefs::Absent);
     let log = a.log_text();
     assert!(
         log.contains("plan=\"tracepoint\"") && log.contains("conn_store=\"hash\""),
         "the compat paths were not taken:\n{log}"
+    );
+    assert!(
+        log.contains("mounted tracefs") && log.contains("/sys/kernel/tracing"),
+        "the agent should have mounted tracefs for the classic tracepoints:\n{log}"
     );
     scenario(
         &a,
@@ -374,11 +414,86 @@ fn older_kernel_paths_give_the_same_records() {
     scenario(&a, "compat v6", None, None, "::1", "::1", "10", 3, 2);
 }
 
+/// With tracefs already there, the classic plan uses it and mounts nothing.
+#[test]
+fn older_kernel_paths_with_tracefs_mounted() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent_in(&s, "-t 1", &[COMPAT], Tracefs::Present);
+    let log = a.log_text();
+    assert!(
+        log.contains("plan=\"tracepoint\"") && !log.contains("mounted tracefs"),
+        "expected the classic plan on the mounted tracefs:\n{log}"
+    );
+    scenario(
+        &a,
+        "compat v4, tracefs mounted",
+        None,
+        None,
+        "127.0.0.1",
+        "127.0.0.1",
+        "2",
+        3,
+        2,
+    );
+}
+
+/// Without tracefs and without the right to mount it, the classic plan is
+/// refused with the mount command to run, and the rest of the agent runs on.
+#[test]
+fn classic_plan_without_tracefs_or_cap_sys_admin_says_what_to_mount() {
+    require_root();
+    let s = Setup::new(&[]);
+    let cfg = s.path("gala-gopher.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1\"\nswitch = \"on\"\n\
+             [[probes]]\nname = \"system_meminfo\"\nparam = \"-t 1\"\nswitch = \"on\"\n",
+            s.base_config()
+        ),
+    )
+    .expect("write config");
+    let log_path = s.path("agent.log");
+    let child = Tracefs::Absent
+        .command(&[], "", std::path::Path::new("setpriv"))
+        .args(["--bounding-set=-sys_admin", "--inh-caps=-all", "--"])
+        .arg(crate::harness::bin())
+        .arg("--config")
+        .arg(&cfg)
+        .env(COMPAT.0, COMPAT.1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("unshare and setpriv (util-linux)");
+    let a = Agent {
+        child,
+        port: s.port,
+        log: log_path,
+    };
+    let log = wait_for(Duration::from_secs(20), "tcp_link verdict", || {
+        let log = a.log_text();
+        log.contains("will not be restarted").then_some(log)
+    });
+    assert!(
+        log.contains("mount -t tracefs tracefs /sys/kernel/tracing")
+            && log.contains("CAP_SYS_ADMIN"),
+        "the refusal should name the mount to make and why the agent could not:\n{log}"
+    );
+    wait_for(Duration::from_secs(10), "system_meminfo", || {
+        crate::harness::http_get(s.port, "/metrics")
+            .ok()
+            .filter(|(_, b)| b.contains("gala_gopher_system_meminfo_MemTotal{"))
+            .map(|_| ())
+    });
+}
+
 #[test]
 fn the_default_plan_is_the_btf_tracepoint_with_the_lock_free_index() {
     require_root();
     let s = Setup::new(&[]);
-    let a = agent(&s, "-t 1");
+    let a = agent_in(&s, "-t 1", &[], Tracefs::Absent);
     let log = a.log_text();
     assert!(
         log.contains("plan=\"tp_btf\"") && log.contains("conn_store=\"index\""),

@@ -8,6 +8,7 @@ mod harness;
 mod agent;
 mod bad_input;
 mod cprobes;
+mod deps;
 mod ebpf;
 mod kafka;
 mod promlint;
