@@ -34,6 +34,52 @@ pub const OWN_TABLES: &[&str] = &[
     "system_net",
 ];
 
+/// Legacy tables this project extended, each with its legacy fields (the
+/// seed's, docs/compat.md §8). Those keep their names; a counter this
+/// project added gets `_total` like the counters of [`OWN_TABLES`]. The
+/// added fields keep the table's naming (the `/proc` key), so a camelCase
+/// `/proc/meminfo` key stays as the legacy fields beside it are.
+pub const EXTENDED_LEGACY_TABLES: &[(&str, &[&str])] = &[
+    (
+        "system_meminfo",
+        &[
+            "MemTotal",
+            "MemFree",
+            "MemAvailable",
+            "Buffers",
+            "Cached",
+            "SwapCached",
+            "Active",
+            "Inactive",
+        ],
+    ),
+    (
+        "system_vmstat",
+        &[
+            "nr_free_pages",
+            "nr_zone_inactive_anon",
+            "nr_zone_active_anon",
+            "nr_zone_active_file",
+            "nr_zone_unevictable",
+            "nr_zone_write_pending",
+            "nr_mlock",
+            "nr_page_table_pages",
+        ],
+    ),
+];
+
+/// Whether field `field` of table `table` is a name this project made (and
+/// so gets a clean Prometheus name) rather than a legacy one.
+fn own_field(table: &str, field: &str) -> bool {
+    if OWN_TABLES.contains(&table) {
+        return true;
+    }
+    EXTENDED_LEGACY_TABLES
+        .iter()
+        .find(|(t, _)| *t == table)
+        .is_some_and(|(_, legacy)| !legacy.contains(&field))
+}
+
 /// Names computed once per table: metric names, label names, HELP text.
 #[derive(Debug)]
 struct TablePlan {
@@ -370,7 +416,6 @@ impl Exposition {
 
 fn plan(t: &Table) -> TablePlan {
     let entity = sanitize(&t.entity);
-    let own = OWN_TABLES.contains(&t.name.as_str());
     let mut labels = Vec::new();
     let mut metrics = Vec::new();
     for (i, f) in t.fields.iter().enumerate() {
@@ -393,7 +438,7 @@ fn plan(t: &Table) -> TablePlan {
             f.description.replace('\\', "\\\\").replace('\n', "\\n")
         };
         let mut name = format!("gala_gopher_{entity}_{}", sanitize(&f.name));
-        if own && f.ty == FieldType::Counter && !name.ends_with("_total") {
+        if f.ty == FieldType::Counter && !name.ends_with("_total") && own_field(&t.name, &f.name) {
             name.push_str("_total");
         }
         metrics.push((i, name, ty, help));
@@ -623,6 +668,28 @@ mod tests {
         for t in OWN_TABLES {
             assert!(reg.get(t).is_some(), "OWN_TABLES names {t}, not in meta/");
         }
+        for (t, legacy) in EXTENDED_LEGACY_TABLES {
+            let table = reg.get(t).unwrap_or_else(|| panic!("{t} not in meta/"));
+            for f in *legacy {
+                assert!(
+                    table.fields.iter().any(|x| x.name == *f),
+                    "{t}: legacy field {f} not in its meta file"
+                );
+            }
+        }
+        // A counter added to a legacy table gets `_total`; the legacy
+        // fields keep their names.
+        let vmstat = reg.get("system_vmstat").expect("system_vmstat");
+        let p = plan(vmstat);
+        let names: Vec<&str> = p.metrics.iter().map(|m| m.1.as_str()).collect();
+        assert!(
+            names.contains(&"gala_gopher_system_vmstat_pgfault_total"),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"gala_gopher_system_vmstat_nr_free_pages"),
+            "{names:?}"
+        );
     }
 
     #[test]
