@@ -1,16 +1,18 @@
 //! Wiring: config -> meta -> store -> ingress -> probes and exporters, then
-//! serve until SIGTERM/SIGINT and shut everything down in order.
+//! serve until SIGTERM/SIGINT and shut everything down in order. A reload
+//! (SIGHUP, driven by the binary) stops one [`Daemon`] and starts another
+//! under the same HTTP listener ([`Serving`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, OutChannel, Switch};
-use crate::export::logfile::{run_writer, RotatingFile};
+use crate::export::logfile::{run_writer, ReopenSignal, RotatingFile};
 use crate::export::{json, prometheus::Exposition};
 use crate::identity::Identity;
 use crate::ingress::{now_ms, Ingress, Subscriber};
@@ -19,7 +21,7 @@ use crate::probe::cabi::{self, CSource};
 use crate::probe::extend::ExtendProbe;
 use crate::probe::supervisor::{self, Restart, StartPolicy, Supervised};
 use crate::probe_api::{Emitted, Emitter, Params, Probe, Shutdown};
-use crate::stats::{DropStage, Stats};
+use crate::stats::{DropStage, ProbeState, Stats};
 use crate::store::TableStore;
 
 /// Capacity of the queue from all probes to the ingress, in records.
@@ -85,95 +87,37 @@ pub fn load_meta(cfg: &Config) -> Result<MetaRegistry, StartError> {
     })
 }
 
+/// A probe ready to be supervised: its name, params, start policy and
+/// factory.
+pub type PlannedProbe = (String, Params, StartPolicy, supervisor::Factory);
+
 /// The probes the config asks for, checked against the registries; the
 /// returned list pairs each with its start policy. Probes switched off are
-/// left out.
-pub fn plan_probes(
-    cfg: &Config,
-    meta: &MetaRegistry,
-) -> Result<Vec<(String, Params, StartPolicy, supervisor::Factory)>, StartError> {
+/// left out. The error is the first problem (see [`plan_probes_all`]).
+pub fn plan_probes(cfg: &Config, meta: &MetaRegistry) -> Result<Vec<PlannedProbe>, StartError> {
+    let (plan, mut problems) = plan_probes_all(cfg, meta);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(problems.remove(0))
+    }
+}
+
+/// [`plan_probes`] with every problem: the probes that can run, and one
+/// error for each that cannot, in config order.
+pub fn plan_probes_all(cfg: &Config, meta: &MetaRegistry) -> (Vec<PlannedProbe>, Vec<StartError>) {
     let grace = Duration::from_millis(cfg.supervisor.stop_grace_ms);
-    let file = &cfg.source;
     let mut out = Vec::new();
+    let mut problems = Vec::new();
     for (i, p) in cfg.probes.iter().enumerate() {
         // Native probes have no start check: `auto` means `on`.
         if p.switch == Switch::Off {
             continue;
         }
-        let key = format!("probes[{i}]");
-        let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
-            file: file.clone(),
-            key: format!("{key}.param"),
-            msg: e.to_string(),
-        })?;
-        let hang = p.hang_timeout_secs.map_or_else(
-            || cabi::default_hang_timeout(params.period()),
-            Duration::from_secs,
-        );
-        let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
-            let probe =
-                cabi::child_probe(&p.name, &source, &p.param, grace, hang).map_err(|e| {
-                    StartError::Probe {
-                        file: file.clone(),
-                        key: key.clone(),
-                        msg: format!("cannot find the gala-gopher binary to host C probes: {e}"),
-                    }
-                })?;
-            Ok(Box::new(move || {
-                Ok(Box::new(probe.clone()) as Box<dyn Probe>)
-            }))
-        };
-        if let Some(lib) = &p.library {
-            if !lib.is_file() {
-                return Err(StartError::Probe {
-                    file: file.clone(),
-                    key: format!("{key}.library"),
-                    msg: format!("{} is not a file", lib.display()),
-                });
-            }
-            out.push((
-                p.name.clone(),
-                params,
-                StartPolicy::Always,
-                c_probe(CSource::Library(lib.clone()))?,
-            ));
-            continue;
+        match plan_native(cfg, meta, i, p, grace) {
+            Ok(planned) => out.push(planned),
+            Err(e) => problems.push(e),
         }
-        let tables: &[&str] = if let Some(def) = gopher_probes::native_probe(&p.name) {
-            def.tables
-        } else if let Some(c) = gopher_probes_c::builtin(&p.name) {
-            c.tables
-        } else {
-            let known: Vec<&str> = gopher_probes::NATIVE_PROBES
-                .iter()
-                .map(|d| d.name)
-                .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name))
-                .collect();
-            return Err(StartError::Probe {
-                file: file.clone(),
-                key: format!("{key}.name"),
-                msg: format!("unknown probe `{}` (this build has: {}; a C probe of your own needs `library`)", p.name, known.join(", ")),
-            });
-        };
-        if let Some(missing) = tables.iter().find(|t| meta.get(t).is_none()) {
-            return Err(StartError::Probe {
-                file: file.clone(),
-                key: format!("{key}.name"),
-                msg: format!(
-                    "probe `{}` emits table `{missing}` but no .meta file in {} declares it",
-                    p.name,
-                    cfg.global.meta_dir.display()
-                ),
-            });
-        }
-        let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {
-            Some(def) => {
-                let build = def.build;
-                Box::new(move || Ok(build()))
-            }
-            None => c_probe(CSource::Builtin(p.name.clone()))?,
-        };
-        out.push((p.name.clone(), params, StartPolicy::Always, factory));
     }
     for p in &cfg.extend_probes {
         let start = match (p.switch, &p.start_check) {
@@ -201,18 +145,111 @@ pub fn plan_probes(
             Box::new(move || Ok(Box::new(probe.clone()) as Box<dyn Probe>)) as supervisor::Factory,
         ));
     }
-    Ok(out)
+    (out, problems)
 }
 
-/// A running daemon, until [`Daemon::shutdown`].
+/// The plan of `probes[i]` (switched on).
+fn plan_native(
+    cfg: &Config,
+    meta: &MetaRegistry,
+    i: usize,
+    p: &crate::config::ProbeConf,
+    grace: Duration,
+) -> Result<PlannedProbe, StartError> {
+    let file = &cfg.source;
+    let key = format!("probes[{i}]");
+    let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
+        file: file.clone(),
+        key: format!("{key}.param"),
+        msg: e.to_string(),
+    })?;
+    let hang = p.hang_timeout_secs.map_or_else(
+        || cabi::default_hang_timeout(params.period()),
+        Duration::from_secs,
+    );
+    let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
+        let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang).map_err(|e| {
+            StartError::Probe {
+                file: file.clone(),
+                key: key.clone(),
+                msg: format!("cannot find the gala-gopher binary to host C probes: {e}"),
+            }
+        })?;
+        Ok(Box::new(move || {
+            Ok(Box::new(probe.clone()) as Box<dyn Probe>)
+        }))
+    };
+    if let Some(lib) = &p.library {
+        if !lib.is_file() {
+            return Err(StartError::Probe {
+                file: file.clone(),
+                key: format!("{key}.library"),
+                msg: format!("{} is not a file", lib.display()),
+            });
+        }
+        return Ok((
+            p.name.clone(),
+            params,
+            StartPolicy::Always,
+            c_probe(CSource::Library(lib.clone()))?,
+        ));
+    }
+    let tables: &[&str] = if let Some(def) = gopher_probes::native_probe(&p.name) {
+        def.tables
+    } else if let Some(c) = gopher_probes_c::builtin(&p.name) {
+        c.tables
+    } else {
+        let known: Vec<&str> = gopher_probes::NATIVE_PROBES
+            .iter()
+            .map(|d| d.name)
+            .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name))
+            .collect();
+        return Err(StartError::Probe {
+            file: file.clone(),
+            key: format!("{key}.name"),
+            msg: format!(
+                "unknown probe `{}` (this build has: {}; a C probe of your own needs `library`)",
+                p.name,
+                known.join(", ")
+            ),
+        });
+    };
+    if let Some(missing) = tables.iter().find(|t| meta.get(t).is_none()) {
+        return Err(StartError::Probe {
+            file: file.clone(),
+            key: format!("{key}.name"),
+            msg: format!(
+                "probe `{}` emits table `{missing}` but no .meta file in {} declares it",
+                p.name,
+                cfg.global.meta_dir.display()
+            ),
+        });
+    }
+    let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {
+        Some(def) => {
+            let build = def.build;
+            Box::new(move || Ok(build()))
+        }
+        None => c_probe(CSource::Builtin(p.name.clone()))?,
+    };
+    Ok((p.name.clone(), params, StartPolicy::Always, factory))
+}
+
+/// A running daemon, until [`Daemon::shutdown`] (or [`Daemon::stop`]).
 #[derive(Debug)]
 pub struct Daemon {
     shutdown: Shutdown,
-    supervisors: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
+    /// Taken (and joined) by [`Daemon::stop`].
+    supervisors: Mutex<Vec<JoinHandle<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
     exposition: Arc<Exposition>,
     stats: Arc<Stats>,
     store: Arc<TableStore>,
+    meta: Arc<MetaRegistry>,
+    /// Asks the log exporters to reopen their files.
+    reopen: ReopenSignal,
+    /// The files of the log exporters.
+    log_files: Vec<PathBuf>,
     /// Length of the last exposition, to size the next one's buffer.
     last_scrape_len: std::sync::atomic::AtomicUsize,
     /// The config it runs.
@@ -222,15 +259,33 @@ pub struct Daemon {
 impl Daemon {
     /// Starts everything except the HTTP endpoint.
     pub fn start(cfg: Config) -> Result<Self, StartError> {
-        let meta = Arc::new(load_meta(&cfg)?);
+        let meta = load_meta(&cfg)?;
         let plan = plan_probes(&cfg, &meta)?;
+        Self::start_planned(cfg, meta, plan)
+    }
+
+    /// [`Daemon::start`] with the meta registry and the probe plan already
+    /// loaded and checked (a reload checks them before it stops anything).
+    /// Call it on the main thread: it sets the capabilities of the calling
+    /// thread, which the threads it starts inherit.
+    pub fn start_planned(
+        cfg: Config,
+        meta: MetaRegistry,
+        plan: Vec<PlannedProbe>,
+    ) -> Result<Self, StartError> {
+        let meta = Arc::new(meta);
         restrict_capabilities(&plan);
+        let reopen = ReopenSignal::new();
+        let mut log_files = Vec::new();
         let identity = Identity::load(&cfg.global.state_dir);
         let stats = Stats::new();
         let ttl = Duration::from_secs(cfg.imdb.record_timeout);
         let store = Arc::new(TableStore::new(&meta, ttl, cfg.imdb.max_records_num));
-        let shutdown = Shutdown::new();
-        let mut workers = Vec::new();
+        // Declared before everything that feeds its threads: on an early
+        // return, the channels are dropped first, then it stops and joins
+        // the threads started so far.
+        let mut started = Started::default();
+        let shutdown = started.shutdown.clone();
         let mut ingress = Ingress::new(Arc::clone(&meta), Arc::clone(&store), Arc::clone(&stats));
         ingress.set_event_timeout(Duration::from_secs(cfg.event.timeout));
         let (max_bytes, max_files) = (
@@ -251,7 +306,9 @@ impl Daemon {
             source: std::io::Error::other(e),
         })? {
             let sd = shutdown.clone();
-            workers.push(spawn("export-kafka", move || kafka.run(&sd))?);
+            started
+                .workers
+                .push(spawn("export-kafka", move || kafka.run(&sd))?);
         }
         if cfg.metric.out_channel == OutChannel::Logs {
             let file =
@@ -259,7 +316,9 @@ impl Daemon {
                     .map_err(io_err(format!(
                         "logs.metric_dir {}",
                         cfg.logs.metric_dir.display()
-                    )))?;
+                    )))?
+                    .follow(&reopen);
+            log_files.push(file.path().to_path_buf());
             let (tx, rx) = sync_channel(EXPORT_QUEUE);
             ingress.subscribe_records(Subscriber::new(
                 tx,
@@ -267,7 +326,7 @@ impl Daemon {
             ));
             let errors = stats.drop_counter(DropStage::ExportError, "metric_logs");
             let id = identity.clone();
-            workers.push(spawn("export-metric-logs", move || {
+            started.workers.push(spawn("export-metric-logs", move || {
                 run_writer("metric logs", rx, file, errors, |out, r| {
                     json::metric(out, &id, r)
                 })
@@ -278,7 +337,9 @@ impl Daemon {
                 .map_err(io_err(format!(
                     "logs.event_dir {}",
                     cfg.logs.event_dir.display()
-                )))?;
+                )))?
+                .follow(&reopen);
+            log_files.push(file.path().to_path_buf());
             let (tx, rx) = sync_channel(EXPORT_QUEUE);
             ingress.subscribe_events(Subscriber::new(
                 tx,
@@ -286,7 +347,7 @@ impl Daemon {
             ));
             let errors = stats.drop_counter(DropStage::ExportError, "event_logs");
             let id = identity.clone();
-            workers.push(spawn("export-event-logs", move || {
+            started.workers.push(spawn("export-event-logs", move || {
                 run_writer("event logs", rx, file, errors, |out, e| {
                     json::event(out, &id, e)
                 })
@@ -298,11 +359,13 @@ impl Daemon {
                     .map_err(io_err(format!(
                         "logs.meta_dir {}",
                         cfg.logs.meta_dir.display()
-                    )))?;
+                    )))?
+                    .follow(&reopen);
+            log_files.push(file.path().to_path_buf());
             let meta = Arc::clone(&meta);
             let sd = shutdown.clone();
             let errors = stats.drop_counter(DropStage::ExportError, "meta_logs");
-            workers.push(spawn("export-meta-logs", move || {
+            started.workers.push(spawn("export-meta-logs", move || {
                 let mut line = String::new();
                 let mut burst = crate::export::logfile::ErrorBurst::default();
                 loop {
@@ -325,13 +388,15 @@ impl Daemon {
         }
 
         let (tx, rx) = sync_channel::<Emitted>(INGRESS_QUEUE);
-        workers.push(spawn("ingress", move || ingress.run(rx))?);
+        started
+            .workers
+            .push(spawn("ingress", move || ingress.run(rx))?);
         {
             let store = Arc::clone(&store);
             let stats = Arc::clone(&stats);
             let sd = shutdown.clone();
             let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
-            workers.push(spawn("store-sweeper", move || {
+            started.workers.push(spawn("store-sweeper", move || {
                 while !sd.wait(every) {
                     let n = store.sweep(Instant::now());
                     stats.expired.fetch_add(n as u64, Ordering::Relaxed);
@@ -344,7 +409,6 @@ impl Daemon {
             backoff: Duration::from_millis(cfg.supervisor.restart_backoff_ms),
             stable_after: Duration::from_secs(300),
         };
-        let mut supervisors = Vec::new();
         for (name, params, start, factory) in plan {
             let ps = stats.probe(&name);
             let emitter = Emitter::new(
@@ -361,25 +425,29 @@ impl Daemon {
                 start,
                 restart,
             };
-            supervisors
+            started
+                .supervisors
                 .push(supervisor::spawn(s, shutdown.clone()).map_err(io_err("probe thread"))?);
         }
         drop(tx);
         let exposition = Arc::new(Exposition::new(
-            meta,
+            Arc::clone(&meta),
             Arc::clone(&store),
             Arc::clone(&stats),
             &identity,
         ));
         lower_main_thread_capabilities();
-        tracing::info!(probes = supervisors.len(), machine_id = %identity.machine_id, "gala-gopher started");
+        tracing::info!(probes = started.supervisors.len(), machine_id = %identity.machine_id, "gala-gopher started");
         Ok(Self {
             shutdown,
-            supervisors,
-            workers,
+            supervisors: Mutex::new(std::mem::take(&mut started.supervisors)),
+            workers: Mutex::new(std::mem::take(&mut started.workers)),
             exposition,
             stats,
             store,
+            meta,
+            reopen,
+            log_files,
             last_scrape_len: std::sync::atomic::AtomicUsize::new(64 * 1024),
             config: cfg,
         })
@@ -405,18 +473,186 @@ impl Daemon {
         &self.store
     }
 
+    /// Probes running, starting (not yet running, or waiting for a
+    /// restart) and failed (given up after their restarts).
+    pub fn probe_counts(&self) -> (usize, usize, usize) {
+        let probes = self.stats.probes();
+        let count = |s: ProbeState| probes.iter().filter(|(_, p)| p.state() == s).count();
+        (
+            count(ProbeState::Running),
+            count(ProbeState::Starting) + count(ProbeState::Restarting),
+            count(ProbeState::Failed),
+        )
+    }
+
+    /// Series held by the store, over every table. Takes each table's lock
+    /// in turn, like a scrape: it blocks while a table is stuck locked.
+    pub fn series_count(&self) -> usize {
+        (0..self.store.len())
+            .filter_map(|i| self.store.lock(i).map(|t| t.len()))
+            .sum()
+    }
+
+    /// The one-line summary for the service manager's `STATUS=`.
+    pub fn status_line(&self) -> String {
+        let (running, starting, failed) = self.probe_counts();
+        crate::systemd::agent_status(running, starting, failed, self.series_count())
+    }
+
+    /// Whether `cfg` and `meta` are what this daemon runs already, so that
+    /// a reload to them needs no restart. `global.log_level` and
+    /// `global.log_file_name` are left out: only the binary's own logging
+    /// uses them, and it applies them itself.
+    pub fn runs(&self, cfg: &Config, meta: &MetaRegistry) -> bool {
+        let mut cfg = cfg.clone();
+        cfg.global
+            .log_level
+            .clone_from(&self.config.global.log_level);
+        cfg.global
+            .log_file_name
+            .clone_from(&self.config.global.log_file_name);
+        self.config == cfg
+            && self.meta.len() == meta.len()
+            && self
+                .meta
+                .tables()
+                .iter()
+                .zip(meta.tables())
+                .all(|(a, b)| **a == **b)
+    }
+
+    /// Reopens the log exporters' files by name (after logrotate moved
+    /// them away): each file is created now, and its writer reopens it
+    /// before its next line.
+    pub fn reopen_logs(&self) {
+        self.reopen.trigger();
+        for path in &self.log_files {
+            if let Err(e) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                tracing::error!(path = %path.display(), error = %e, "cannot reopen a log file");
+            }
+        }
+    }
+
     /// Stops probes (children get SIGTERM, then SIGKILL after the grace
-    /// period), drains the ingress and flushes the exporters.
-    pub fn shutdown(self) {
+    /// period), drains the ingress and flushes the exporters. The store
+    /// keeps its last series (scrapes still work); a second call does
+    /// nothing.
+    pub fn stop(&self) {
+        let supervisors = std::mem::take(&mut *lock(&self.supervisors));
+        let workers = std::mem::take(&mut *lock(&self.workers));
+        if supervisors.is_empty() && workers.is_empty() {
+            return;
+        }
         tracing::info!("shutting down");
         self.shutdown.trigger();
-        for h in self.supervisors {
+        for h in supervisors {
             let _ = h.join();
         }
-        for h in self.workers {
+        for h in workers {
             let _ = h.join();
         }
         tracing::info!("stopped");
+    }
+
+    /// [`Daemon::stop`], consuming it.
+    pub fn shutdown(self) {
+        self.stop();
+    }
+}
+
+/// The threads of a start in progress. Dropped with threads still in it
+/// (a start that failed half-way), it stops and joins them.
+#[derive(Debug, Default)]
+struct Started {
+    shutdown: Shutdown,
+    workers: Vec<JoinHandle<()>>,
+    supervisors: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.workers.is_empty() && self.supervisors.is_empty() {
+            return;
+        }
+        self.shutdown.trigger();
+        for h in self.supervisors.drain(..).chain(self.workers.drain(..)) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The eBPF probes of `plan` that cannot load because this process no
+/// longer holds the capabilities to load eBPF programs: they were dropped
+/// at an earlier start whose plan had no eBPF probe, and a process cannot
+/// get them back. Empty when every probe can load; the second value names
+/// the capabilities missing.
+pub fn ebpf_probes_without_capabilities(plan: &[PlannedProbe]) -> (Vec<String>, Vec<String>) {
+    use caps::{CapSet, Capability};
+    let ebpf: Vec<String> = plan
+        .iter()
+        .filter(|(name, ..)| gopher_probes::EBPF_PROBES.contains(&name.as_str()))
+        .map(|(name, ..)| name.clone())
+        .collect();
+    if ebpf.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let Ok(permitted) = caps::read(None, CapSet::Permitted) else {
+        return (Vec::new(), Vec::new());
+    };
+    if permitted.contains(&Capability::CAP_SYS_ADMIN) {
+        return (Vec::new(), Vec::new());
+    }
+    let needed: Vec<Capability> = if gopher_probes::privilege::kernel_has_cap_bpf() {
+        gopher_probes::privilege::LOAD.to_vec()
+    } else {
+        vec![Capability::CAP_SYS_ADMIN]
+    };
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|c| !permitted.contains(c))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (ebpf, missing)
+    }
+}
+
+/// The daemon the HTTP endpoint serves; a reload puts another one in.
+#[derive(Debug, Default)]
+pub struct Serving {
+    current: RwLock<Option<Arc<Daemon>>>,
+}
+
+impl Serving {
+    /// Serving `daemon`.
+    pub fn new(daemon: Daemon) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Some(Arc::new(daemon))),
+        })
+    }
+
+    /// The daemon served now (`None` after a reload failed for good).
+    pub fn get(&self) -> Option<Arc<Daemon>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves `daemon` from now on (or nothing); returns the one replaced.
+    pub fn replace(&self, daemon: Option<Daemon>) -> Option<Arc<Daemon>> {
+        let mut slot = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *slot, daemon.map(Arc::new))
     }
 }
 
@@ -433,7 +669,7 @@ impl Daemon {
 /// thread's effective set after attaching. The bounding set is kept: extend
 /// and C probes are separate programs that ran as root under the legacy
 /// agent, and a root `execve` gets it back.
-pub fn restrict_capabilities(plan: &[(String, Params, StartPolicy, supervisor::Factory)]) {
+pub fn restrict_capabilities(plan: &[PlannedProbe]) {
     use gopher_probes::privilege;
     let ebpf = plan
         .iter()
@@ -499,6 +735,57 @@ pub async fn serve_http(
                 )],
                 d.scrape(),
             )
+        }
+    };
+    let app = Router::new()
+        .route("/metrics", get(handler.clone()))
+        .route("/", get(handler));
+    tracing::info!(%addr, "serving Prometheus metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// [`serve_http`] of whatever daemon `serving` holds at each request: a
+/// reload swaps the daemon under a listener that stays open. Answers 503
+/// while it holds none.
+pub async fn serve_http_from(
+    serving: Arc<Serving>,
+    listener: std::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use axum::{
+        http::{header, StatusCode},
+        response::IntoResponse,
+        routing::get,
+        Router,
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("web_server listener"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let handler = move || {
+        let serving = Arc::clone(&serving);
+        async move {
+            // The daemon is only held while the scrape renders, so that a
+            // reload can stop it right after.
+            match serving.get() {
+                Some(d) => (
+                    [(
+                        header::CONTENT_TYPE,
+                        crate::export::prometheus::CONTENT_TYPE,
+                    )],
+                    d.scrape(),
+                )
+                    .into_response(),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no configuration is running: the last reload failed (see the log); fix the config and reload\n",
+                )
+                    .into_response(),
+            }
         }
     };
     let app = Router::new()

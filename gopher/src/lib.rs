@@ -16,4 +16,5 @@ pub mod probe;
 pub mod record;
 pub mod stats;
 pub mod store;
+pub mod systemd;
 pub mod topology_records;

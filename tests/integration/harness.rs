@@ -492,3 +492,119 @@ impl Drop for Helper {
         let _ = self.child.wait();
     }
 }
+
+/// A unix datagram socket playing a service manager's notify socket
+/// (`NOTIFY_SOCKET`): it receives what a `Type=notify` service sends.
+#[derive(Debug)]
+pub struct NotifySocket {
+    /// Where it is bound.
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+    /// Every message received so far, with when it came.
+    pub seen: Vec<(Instant, String)>,
+}
+
+impl NotifySocket {
+    /// Binds `dir/notify.sock`.
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        Self {
+            path,
+            sock,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next message, if one comes within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<String> {
+        self.sock
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .expect("set_read_timeout");
+        let mut buf = vec![0u8; 64 * 1024];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push((Instant::now(), msg.clone()));
+                Some(msg)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Receives until a message has the line `line` (e.g. `READY=1`) and
+    /// returns it; panics after `timeout`.
+    pub fn wait_line(&mut self, timeout: Duration, line: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(t0.elapsed());
+            assert!(
+                !left.is_zero(),
+                "no `{line}` within {timeout:?}; received: {:?}",
+                self.seen
+            );
+            if let Some(m) = self.recv(left) {
+                if m.lines().any(|l| l == line) {
+                    return m;
+                }
+            }
+        }
+    }
+
+    /// Every message received within `d` from now.
+    pub fn collect(&mut self, d: Duration) -> Vec<(Instant, String)> {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        while let Some(left) = d.checked_sub(t0.elapsed()) {
+            if let Some(m) = self.recv(left) {
+                out.push((Instant::now(), m));
+            }
+        }
+        out
+    }
+}
+
+/// Starts `program args..` as systemd starts a `Type=notify` service:
+/// `NOTIFY_SOCKET` set and, with `watchdog_usec`, `WATCHDOG_USEC` and
+/// `WATCHDOG_PID` (the program's own pid: a shell sets it to `$$` and
+/// execs the program; `watchdog_pid` overrides it). Stderr goes to `log`.
+pub fn spawn_notified(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    socket: &Path,
+    watchdog_usec: Option<u64>,
+    watchdog_pid: Option<u32>,
+    log: &Path,
+) -> Child {
+    let mut c = Command::new("sh");
+    c.arg("-c");
+    match (watchdog_usec, watchdog_pid) {
+        (Some(u), None) => c.arg(format!(
+            "WATCHDOG_USEC={u} WATCHDOG_PID=$$ exec \"$0\" \"$@\""
+        )),
+        (Some(u), Some(p)) => c.arg(format!(
+            "WATCHDOG_USEC={u} WATCHDOG_PID={p} exec \"$0\" \"$@\""
+        )),
+        (None, _) => c.arg("exec \"$0\" \"$@\""),
+    };
+    c.arg(program)
+        .args(args)
+        .env("NOTIFY_SOCKET", socket)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn the service")
+}
+
+/// Sends `sig` to a child of the test.
+pub fn signal_child(child: &Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}

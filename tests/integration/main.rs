@@ -14,3 +14,5 @@ mod kafka;
 mod promlint;
 mod repo_hygiene;
 mod spider;
+mod spider_notify;
+mod systemd_notify;

@@ -10,6 +10,28 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A request to reopen log files by their path (SIGHUP, after logrotate
+/// moved them away). Each [`RotatingFile`] that follows it reopens its path
+/// before its next write once the request is made; clones share requests.
+#[derive(Debug, Clone, Default)]
+pub struct ReopenSignal(Arc<AtomicU64>);
+
+impl ReopenSignal {
+    /// A signal no file has been asked to follow yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every file that follows this signal to reopen its path.
+    pub fn trigger(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A size-bounded, rotating log file: `<name>`, `<name>.1`, ...,
 /// `<name>.<max_files-1>`.
 #[derive(Debug)]
@@ -19,6 +41,8 @@ pub struct RotatingFile {
     max_files: u32,
     out: Option<BufWriter<File>>,
     written: u64,
+    /// The reopen requests followed, and the last one acted on.
+    reopen: Option<(ReopenSignal, u64)>,
 }
 
 impl RotatingFile {
@@ -31,12 +55,33 @@ impl RotatingFile {
             max_files: max_files.max(1),
             out: None,
             written: 0,
+            reopen: None,
         };
         f.reopen()?;
         Ok(f)
     }
 
-    fn reopen(&mut self) -> std::io::Result<()> {
+    /// Reopens the path before the next write whenever `signal` is
+    /// triggered.
+    pub fn follow(mut self, signal: &ReopenSignal) -> Self {
+        self.reopen = Some((signal.clone(), signal.generation()));
+        self
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes what is buffered to the file open now, then opens the path
+    /// again (creating it): after the file was moved away, writing goes on
+    /// in a new file of the same name.
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        if let Some(mut out) = self.out.take() {
+            // Lines buffered for the old file still belong there; a failure
+            // must not stop the new file from being opened.
+            let _ = out.flush();
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,9 +113,27 @@ impl RotatingFile {
         self.reopen()
     }
 
+    /// Reopens the path if a reopen was requested since the last look.
+    fn reopen_if_asked(&mut self) -> std::io::Result<()> {
+        let asked = match &mut self.reopen {
+            Some((signal, seen)) => {
+                let now = signal.generation();
+                let asked = now != *seen;
+                *seen = now;
+                asked
+            }
+            None => false,
+        };
+        if asked {
+            self.reopen()?;
+        }
+        Ok(())
+    }
+
     /// Writes one line (a newline is added), rotating first if it would not
     /// fit. A line longer than the whole file limit is still written alone.
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.reopen_if_asked()?;
         let len = line.len() as u64 + 1;
         if self.written > 0 && self.written + len > self.max_bytes {
             self.rotate()?;
@@ -101,6 +164,7 @@ impl RotatingFile {
 /// flushing each write so nothing waits in a buffer.
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.reopen_if_asked()?;
         let len = buf.len() as u64;
         if self.written > 0 && self.written + len > self.max_bytes {
             self.rotate()?;
@@ -244,6 +308,34 @@ mod tests {
             std::fs::read_to_string(dir.path().join("a.log")).expect("r"),
             "one\ntwo\n"
         );
+    }
+
+    #[test]
+    fn a_reopen_request_starts_a_new_file_after_a_rename() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let signal = ReopenSignal::new();
+        let mut f = RotatingFile::open(dir.path(), "r.log", 4096, 2)
+            .expect("open")
+            .follow(&signal);
+        f.write_line("before").expect("w");
+        f.flush().expect("f");
+        std::fs::rename(dir.path().join("r.log"), dir.path().join("r.log.old")).expect("mv");
+        f.write_line("still old").expect("w");
+        signal.trigger();
+        f.write_line("after").expect("w");
+        f.flush().expect("f");
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).expect("read");
+        assert_eq!(read("r.log.old"), "before\nstill old\n");
+        assert_eq!(read("r.log"), "after\n");
+        // Write (the agent's own log) follows the signal too.
+        std::fs::rename(dir.path().join("r.log"), dir.path().join("r.log.old")).expect("mv");
+        signal.trigger();
+        f.write_all(b"raw\n").expect("w");
+        assert_eq!(read("r.log"), "raw\n");
+        // An explicit reopen needs no signal.
+        std::fs::remove_file(dir.path().join("r.log")).expect("rm");
+        f.reopen().expect("reopen");
+        assert!(dir.path().join("r.log").exists());
     }
 
     #[test]
