@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/gala-gopher.toml
 
-.PHONY: run run-spider build test unit integration lint bench fmt clean
+.PHONY: run run-spider build test unit integration lint bench rpm fmt clean
 
 ## Install what is missing, build, and run the agent on its default config.
 run:
@@ -50,6 +50,12 @@ lint:
 bench:
 	scripts/deps.sh bench
 	bench/run.sh
+
+## The rpms gala-gopher, gala-gopher-devel and gala-spider and their source
+## rpm, under target/rpm; built offline from vendored crates (docs/install.md).
+## RPM_RELEASE=<n> sets the release (default 1).
+rpm:
+	scripts/rpm.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, `make run`, the tests or the benchmarks need, and
-# only what is missing, so a second run is fast. Usage: scripts/deps.sh run|test|bench
+# only what is missing, so a second run is fast.
+# Usage: scripts/deps.sh run|test|bench|rpm
 set -euo pipefail
 what=${1:-test}
 
@@ -39,7 +40,20 @@ case "$what" in
         # tcp_link benchmark: per-program run time from `bpftool prog show`.
         want bpftool bpftool
         ;;
-    *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+    rpm)
+        # `make rpm` (scripts/rpm.sh): rpmbuild, rpm2cpio and rpm itself come
+        # in Debian's rpm package; the tarballs are made with git and tar;
+        # the rpm test unpacks with cpio, checks the units with
+        # systemd-analyze and rebuilds offline in `unshare -n`.
+        want rpmbuild rpm
+        want git git
+        want xz xz-utils
+        want cpio cpio
+        want readelf binutils
+        want systemd-analyze systemd
+        want unshare util-linux
+        ;;
+    *) echo "usage: $0 run|test|bench|rpm" >&2; exit 2 ;;
 esac
 
 if [ ${#need_apt[@]} -gt 0 ]; then

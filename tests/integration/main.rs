@@ -13,6 +13,7 @@ mod ebpf;
 mod kafka;
 mod promlint;
 mod repo_hygiene;
+mod rpm;
 mod spider;
 mod spider_notify;
 mod systemd_notify;
