@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, `make run`, the tests or the benchmarks need, and
 # only what is missing, so a second run is fast.
-# Usage: scripts/deps.sh run|test|bench|rpm
+# Usage: scripts/deps.sh run|test|bench|rpm|nspawn
 set -euo pipefail
 what=${1:-test}
 
@@ -53,7 +53,14 @@ case "$what" in
         want systemd-analyze systemd
         want unshare util-linux
         ;;
-    *) echo "usage: $0 run|test|bench|rpm" >&2; exit 2 ;;
+    nspawn)
+        # The service tests (scripts/nspawn-root.sh): a Debian root made with
+        # debootstrap, booted with a real systemd under systemd-nspawn.
+        want debootstrap debootstrap
+        want systemd-nspawn systemd-container
+        want nsenter util-linux
+        ;;
+    *) echo "usage: $0 run|test|bench|rpm|nspawn" >&2; exit 2 ;;
 esac
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests panic on failure by design")]
 
+mod container;
 mod harness;
 
 mod agent;
@@ -14,6 +15,7 @@ mod kafka;
 mod promlint;
 mod repo_hygiene;
 mod rpm;
+mod service;
 mod spider;
 mod spider_notify;
 mod systemd_notify;

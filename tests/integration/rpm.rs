@@ -29,12 +29,12 @@ const DEMO_META: &str = include_str!("../data/demo_app.meta");
 
 /// The packages of one `scripts/rpm.sh` run.
 #[derive(Debug)]
-struct Packages {
-    version: String,
-    srpm: PathBuf,
-    gopher: PathBuf,
-    devel: PathBuf,
-    spider: PathBuf,
+pub(crate) struct Packages {
+    pub(crate) version: String,
+    pub(crate) srpm: PathBuf,
+    pub(crate) gopher: PathBuf,
+    pub(crate) devel: PathBuf,
+    pub(crate) spider: PathBuf,
 }
 
 impl Packages {
@@ -96,8 +96,9 @@ fn rpm_q(pkg: &Path, args: &[&str]) -> String {
 
 /// `scripts/rpm.sh`, twice: the first run builds (or finds its last build
 /// up to date), the second must reuse the vendored crates. Done once for
-/// all the tests of this file.
-fn packages() -> &'static Packages {
+/// all the tests of this file and the service tests (service.rs), so that
+/// no test rewrites a package another is reading.
+pub(crate) fn packages() -> &'static Packages {
     static P: OnceLock<Result<Packages, String>> = OnceLock::new();
     match P.get_or_init(build) {
         Ok(p) => p,
