@@ -514,7 +514,29 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
         .arg(&new_so),
         "cc $(pkg-config --cflags --libs gopher) new_abi.c",
     );
-    for so in [&example_so, &new_so] {
+    // Legacy sources, unchanged: V1 (`int main(struct probe_params *)` and
+    // nprobe_fprintf) and V0 (`int main()` and fprintf to stdout), their
+    // `main` renamed by a define, as docs/how_to_add_probe.md says.
+    let legacy = |name: &str| {
+        let so = work.path().join(format!("{name}.so"));
+        run(
+            in_root(
+                root,
+                &lib,
+                "cc $(pkg-config --cflags gopher) -shared -fPIC -Wall -Wextra -Werror -Dmain=probe_main_$2 \"$0\" $(pkg-config --libs gopher) -o \"$1\"",
+            )
+            .arg(repo().join(format!("tests/data/c/{name}.c")))
+            .arg(&so)
+            .arg(name),
+            &format!("cc $(pkg-config --cflags --libs gopher) -Dmain=probe_main_{name} {name}.c"),
+        );
+        so
+    };
+    let v1_so = legacy("legacy_v1");
+    let v0_so = legacy("legacy_v0");
+    // A V0 probe calls nothing of libgopher (plain fprintf to stdout), so
+    // the linker, with --as-needed, does not record it: no check there.
+    for so in [&example_so, &new_so, &v1_so] {
         let n = needed(so);
         assert!(
             n.iter().any(|l| l == "libgopher.so.1"),
@@ -536,10 +558,14 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
     ]);
     let cfg = format!(
         "{}\n[[probes]]\nname = \"example\"\nlibrary = \"{}\"\nparam = \"-t 1\"\n\n\
-         [[probes]]\nname = \"new_abi\"\nlibrary = \"{}\"\nparam = \"-t 1\"\n",
+         [[probes]]\nname = \"new_abi\"\nlibrary = \"{}\"\nparam = \"-t 1\"\n\n\
+         [[probes]]\nname = \"legacy_v1\"\nlibrary = \"{}\"\nparam = \"-t 1 -d eth9\"\n\n\
+         [[probes]]\nname = \"legacy_v0\"\nlibrary = \"{}\"\nparam = \"\"\n",
         s.base_config(),
         example_so.display(),
-        new_so.display()
+        new_so.display(),
+        v1_so.display(),
+        v0_so.display()
     );
     let cfg_path = s.path("gala-gopher.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
@@ -560,7 +586,7 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
     };
     let expo = wait_for(
         Duration::from_secs(30),
-        "the example's and new_abi's records",
+        "the records of the example, new_abi, legacy_v1 and legacy_v0",
         || {
             if let Ok(Some(st)) = agent.child.try_wait() {
                 panic!("the packaged agent exited ({st}):\n{}", agent.log_text());
@@ -568,7 +594,9 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
             let (code, e) = http_get(s.port, "/metrics").ok()?;
             (code == 200
                 && e.contains("gala_gopher_example_load1{source=\"getloadavg\"")
-                && e.contains("gala_gopher_demo_requests{pid=\"3000\",comm=\"newabi\""))
+                && e.contains("gala_gopher_demo_requests{pid=\"3000\",comm=\"newabi\"")
+                && e.contains("gala_gopher_demo_requests{pid=\"1001\",comm=\"v1_eth9\"")
+                && e.contains("gala_gopher_demo_requests{pid=\"2000\",comm=\"v0\""))
             .then_some(e)
         },
     );
