@@ -9,6 +9,7 @@ mod harness;
 mod agent;
 mod bad_input;
 mod cprobes;
+mod dashboards;
 mod deps;
 mod ebpf;
 mod kafka;
