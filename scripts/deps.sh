@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, `make run`, the tests or the benchmarks need, and
 # only what is missing, so a second run is fast.
-# Usage: scripts/deps.sh run|test|bench|rpm|nspawn
+# Usage: scripts/deps.sh run|test|bench|rpm|nspawn|ansible
 set -euo pipefail
 what=${1:-test}
 
@@ -60,7 +60,15 @@ case "$what" in
         want systemd-nspawn systemd-container
         want nsenter util-linux
         ;;
-    *) echo "usage: $0 run|test|bench|rpm|nspawn" >&2; exit 2 ;;
+    ansible)
+        # The deployment test (ansible/, tests/integration/ansible.rs):
+        # Debian's ansible (ansible-core 2.14 and the collections, among
+        # them community.docker's nsenter connection into the container)
+        # and ansible-vault; the container itself comes from `nspawn`.
+        want ansible-playbook ansible
+        want nsenter util-linux
+        ;;
+    *) echo "usage: $0 run|test|bench|rpm|nspawn|ansible" >&2; exit 2 ;;
 esac
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -15,8 +15,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 # What the container needs: systemd as PID 1 and its journal; rpm to install
 # our packages; a C compiler and pkg-config to build a probe against the
 # devel package; curl to read :8888 from inside (the container has no
-# network of its own).
-packages=systemd,systemd-sysv,dbus,rpm,gcc,libc6-dev,pkg-config,curl,procps,iproute2
+# network of its own); python3 for the modules of the Ansible deployment
+# test (ansible/, tests/integration/ansible.rs).
+packages=systemd,systemd-sysv,dbus,rpm,gcc,libc6-dev,pkg-config,curl,procps,iproute2,python3
 suite=bookworm
 
 "$here/deps.sh" nspawn >&2
@@ -28,7 +29,7 @@ fi
 
 # The key changes with the packages and with what is done to the root
 # after debootstrap (layout), so an older cached root is not reused.
-layout=2
+layout=3
 key=$(printf '%s %s %s\n' "$suite" "$packages" "$layout" | sha256sum | cut -c1-12)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/gala-gopher
 root=$cache/nspawn-$suite-$key

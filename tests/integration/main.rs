@@ -7,6 +7,7 @@ mod container;
 mod harness;
 
 mod agent;
+mod ansible;
 mod bad_input;
 mod cprobes;
 mod dashboards;
