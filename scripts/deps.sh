@@ -5,6 +5,11 @@
 set -euo pipefail
 what=${1:-test}
 
+# One run at a time: tests call this concurrently (rpm, nspawn, ansible
+# modes), and apt's lock and the policy-rc.d put aside below are shared.
+exec 8>"${TMPDIR:-/tmp}/gala-gopher-deps.lock"
+flock 8
+
 need_apt=()
 want() { # want <command> <debian package>
     command -v "$1" >/dev/null 2>&1 || need_apt+=("$2")
@@ -22,6 +27,35 @@ want make make
 # links against libelf.
 want clang clang
 pkg-config --exists libelf 2>/dev/null || need_apt+=(libelf-dev)
+want_rpm() {
+    # `make rpm` (scripts/rpm.sh): rpmbuild, rpm2cpio and rpm itself come
+    # in Debian's rpm package; the tarballs are made with git and tar;
+    # the rpm test unpacks with cpio, checks the units with
+    # systemd-analyze and rebuilds offline in `unshare -n`.
+    want rpmbuild rpm
+    want git git
+    want xz xz-utils
+    want cpio cpio
+    want readelf binutils
+    want systemd-analyze systemd
+    want unshare util-linux
+}
+want_nspawn() {
+    # The service tests (scripts/nspawn-root.sh): a Debian root made with
+    # debootstrap, booted with a real systemd under systemd-nspawn.
+    want debootstrap debootstrap
+    want systemd-nspawn systemd-container
+    want nsenter util-linux
+}
+want_ansible() {
+    # The deployment test (ansible/, tests/integration/ansible.rs):
+    # Debian's ansible (ansible-core 2.14 and the collections, among
+    # them community.docker's nsenter connection into the container)
+    # and ansible-vault; the container itself comes from `nspawn`.
+    want ansible-playbook ansible
+    want nsenter util-linux
+}
+
 case "$what" in
     run) ;;
     test)
@@ -33,6 +67,11 @@ case "$what" in
         # own hostnames (unshare --uts); helper processes in python3.
         want chromium chromium
         want unshare util-linux
+        # The packaging, service and deployment tests: installed here, once,
+        # rather than by each test.
+        want_rpm
+        want_nspawn
+        want_ansible
         ;;
     bench)
         want promtool prometheus
@@ -40,34 +79,9 @@ case "$what" in
         # tcp_link benchmark: per-program run time from `bpftool prog show`.
         want bpftool bpftool
         ;;
-    rpm)
-        # `make rpm` (scripts/rpm.sh): rpmbuild, rpm2cpio and rpm itself come
-        # in Debian's rpm package; the tarballs are made with git and tar;
-        # the rpm test unpacks with cpio, checks the units with
-        # systemd-analyze and rebuilds offline in `unshare -n`.
-        want rpmbuild rpm
-        want git git
-        want xz xz-utils
-        want cpio cpio
-        want readelf binutils
-        want systemd-analyze systemd
-        want unshare util-linux
-        ;;
-    nspawn)
-        # The service tests (scripts/nspawn-root.sh): a Debian root made with
-        # debootstrap, booted with a real systemd under systemd-nspawn.
-        want debootstrap debootstrap
-        want systemd-nspawn systemd-container
-        want nsenter util-linux
-        ;;
-    ansible)
-        # The deployment test (ansible/, tests/integration/ansible.rs):
-        # Debian's ansible (ansible-core 2.14 and the collections, among
-        # them community.docker's nsenter connection into the container)
-        # and ansible-vault; the container itself comes from `nspawn`.
-        want ansible-playbook ansible
-        want nsenter util-linux
-        ;;
+    rpm) want_rpm ;;
+    nspawn) want_nspawn ;;
+    ansible) want_ansible ;;
     *) echo "usage: $0 run|test|bench|rpm|nspawn|ansible" >&2; exit 2 ;;
 esac
 

@@ -33,6 +33,10 @@ layout=3
 key=$(printf '%s %s %s\n' "$suite" "$packages" "$layout" | sha256sum | cut -c1-12)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/gala-gopher
 root=$cache/nspawn-$suite-$key
+# Tests ask for the root concurrently: one builds it, the others wait.
+mkdir -p "$cache"
+exec 9>"$cache/.nspawn-root.lock"
+flock 9
 if [ -x "$root/lib/systemd/systemd" ] && [ -f "$root/.complete" ]; then
     echo "$root"
     exit 0
@@ -47,7 +51,6 @@ if [ -z "$mirror" ]; then
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
 
-mkdir -p "$cache"
 tmp=$(mktemp -d "$cache/.build-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 echo "nspawn-root: debootstrap $suite from $mirror into $root (about 75 s, once)" >&2
