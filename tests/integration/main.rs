@@ -11,6 +11,7 @@ mod ansible;
 mod bad_input;
 mod cprobes;
 mod dashboards;
+mod deploy;
 mod deps;
 mod ebpf;
 mod kafka;
