@@ -33,8 +33,16 @@ run-spider:
 	echo "gala-gopher: pid $$pid, log $(SPIDER_DIR)/gala-gopher.log; gala-spider: http://127.0.0.1:11115/ (Ctrl-C stops both)"; \
 	./target/release/gala-spider --config $(SPIDER_DIR)/gala-spider.toml
 
+## Build the agent (release). TAIL=<tail.conf> builds only what a legacy
+## tail.conf leaves in (config/tail.conf; scripts/tail-features.sh).
 build:
+ifdef TAIL
+	features=$$(scripts/tail-features.sh '$(TAIL)') && \
+		echo "$(CARGO) build --release -p gala-gopher $$features" && \
+		$(CARGO) build --release -p gala-gopher $$features
+else
 	$(CARGO) build --release -p gala-gopher
+endif
 
 ## Install what the tests need and run every test.
 test:

@@ -1,15 +1,26 @@
 //! Builds the eBPF programs of the probes into skeletons in OUT_DIR (never
 //! into src/). vmlinux.h is pinned in src/bpf/, not generated here.
+//!
+//! Only the programs of the probes whose cargo feature is on are built: with
+//! `tcp_link` off there is nothing to build, so neither clang nor libbpf is
+//! needed and no BPF object is embedded in the crate.
 
-use std::path::PathBuf;
-
-use libbpf_cargo::SkeletonBuilder;
-
+#[cfg(feature = "tcp_link")]
 include!("bpf_build.rs");
 
-const PROGRAMS: &[&str] = &["tcp_link"];
+/// The eBPF programs of the probes this build holds (each named as its probe
+/// and its cargo feature).
+const PROGRAMS: &[&str] = &[
+    #[cfg(feature = "tcp_link")]
+    "tcp_link",
+];
 
+#[cfg(feature = "tcp_link")]
 fn main() -> anyhow::Result<()> {
+    use std::path::PathBuf;
+
+    use libbpf_cargo::SkeletonBuilder;
+
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let bpf_include = manifest.join("src/bpf");
@@ -30,4 +41,12 @@ fn main() -> anyhow::Result<()> {
             .build_and_generate(out.join(format!("{name}.skel.rs")))?;
     }
     Ok(())
+}
+
+#[cfg(not(feature = "tcp_link"))]
+fn main() {
+    // No eBPF probe in this build: nothing to compile (and no reason to run
+    // again unless this script changes).
+    assert!(PROGRAMS.is_empty());
+    println!("cargo:rerun-if-changed=build.rs");
 }

@@ -13,9 +13,14 @@
 # The version is the workspace's ([workspace.package] in Cargo.toml); it is
 # written into the spec copied to target/rpm/SPECS, which the source rpm
 # carries. Environment: RPM_RELEASE (default 1) the package release;
-# RPM_FORCE=1 builds even when nothing changed since the last build.
+# RPM_FORCE=1 builds even when nothing changed since the last build;
+# TAIL=<tail.conf> builds gala-gopher with only what that legacy tail.conf
+# leaves in (scripts/tail-features.sh): the spec's gopher_features, written
+# into the spec like the version.
 # Prints the paths of the rpms it wrote; target/rpm/built.txt lists them.
 set -euo pipefail
+# TAIL may be relative to the directory this was started in.
+if [ -n "${TAIL:-}" ]; then TAIL=$(readlink -f -- "$TAIL"); fi
 cd "$(dirname "$0")/.."
 repo=$PWD
 
@@ -34,6 +39,11 @@ case "$release" in
     [0-9]*) ;;
     *) echo "rpm: RPM_RELEASE must start with a digit (got '$release')" >&2; exit 2 ;;
 esac
+features=
+if [ -n "${TAIL:-}" ]; then
+    features=$(scripts/tail-features.sh --list "$TAIL")
+    echo "rpm: TAIL=$TAIL: gala-gopher with the features: ${features:-(none)}"
+fi
 name=gala-gopher-$version
 top=$repo/target/rpm
 mkdir -p "$top"/{SOURCES,SPECS,BUILD,RPMS,SRPMS,cache}
@@ -85,6 +95,10 @@ spec=$top/SPECS/gala-gopher.spec
     echo "# [workspace.package] version of Cargo.toml."
     echo "%global gopher_version $version"
     echo "%{!?gopher_release:%global gopher_release $release}"
+    if [ -n "${TAIL:-}" ]; then
+        echo "# TAIL=$(basename "$TAIL"): the features of gala-gopher it leaves in."
+        echo "%{!?gopher_features:%global gopher_features ${features:-%{nil\}}}"
+    fi
     cat rpm/gala-gopher.spec
 } >"$spec.tmp"
 mv -f "$spec.tmp" "$spec"

@@ -198,6 +198,12 @@ fn plan_native(
         def.tables
     } else if let Some(c) = gopher_probes_c::builtin(&p.name) {
         c.tables
+    } else if let Some(msg) = crate::config::trim::probe_left_out_message(&p.name) {
+        return Err(StartError::Probe {
+            file: file.clone(),
+            key: format!("{key}.name"),
+            msg,
+        });
     } else {
         let known: Vec<&str> = gopher_probes::NATIVE_PROBES
             .iter()
@@ -293,6 +299,22 @@ impl Daemon {
             cfg.logs.max_files,
         );
 
+        // A build without Kafka (tail.conf): validation refuses a channel
+        // that asks for it; a config built in code is refused here.
+        #[cfg(not(feature = "kafka"))]
+        for (section, ch) in [
+            ("metric", cfg.metric.out_channel),
+            ("event", cfg.event.out_channel),
+            ("meta", cfg.meta.out_channel),
+        ] {
+            if ch == OutChannel::Kafka {
+                return Err(StartError::Io {
+                    what: format!("{section}.out_channel"),
+                    source: std::io::Error::other(crate::config::trim::kafka_left_out()),
+                });
+            }
+        }
+        #[cfg(feature = "kafka")]
         if let Some(kafka) = crate::export::kafka::for_config(
             &cfg,
             &meta,

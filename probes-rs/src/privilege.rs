@@ -47,6 +47,7 @@ pub fn keep_set(ebpf: bool) -> CapsHashSet {
         keep.insert(Capability::CAP_SYS_RESOURCE);
         // To mount tracefs, where a plan with classic tracepoints may run
         // and nobody mounted it (crate::tracefs).
+        #[cfg(feature = "tcp_link")]
         if crate::tcp_link::may_need_tracefs() && !crate::tracefs::mounted() {
             keep.insert(Capability::CAP_SYS_ADMIN);
         }

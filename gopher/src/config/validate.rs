@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use gopher_probes::Params;
 
-use super::{Config, ConfigProblem, OutChannel, Switch};
+use super::{trim, Config, ConfigProblem, OutChannel, Switch};
 
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
@@ -55,6 +55,13 @@ impl Checker<'_> {
         }
     }
 
+    /// `out_channel = "kafka"` in a build without Kafka (tail.conf).
+    fn kafka_built(&mut self, section: &str, ch: OutChannel) {
+        if ch == OutChannel::Kafka && !trim::KAFKA {
+            self.problem(format!("{section}.out_channel"), trim::kafka_left_out());
+        }
+    }
+
     fn topic(&mut self, section: &str, ch: OutChannel, topic: &str) {
         if ch == OutChannel::Kafka && topic.trim().is_empty() {
             self.problem(
@@ -82,6 +89,9 @@ pub(super) fn problems(cfg: &Config) -> Vec<ConfigProblem> {
 
     c.not_web("event", cfg.event.out_channel);
     c.not_web("meta", cfg.meta.out_channel);
+    c.kafka_built("metric", cfg.metric.out_channel);
+    c.kafka_built("event", cfg.event.out_channel);
+    c.kafka_built("meta", cfg.meta.out_channel);
     c.topic("metric", cfg.metric.out_channel, &cfg.metric.kafka_topic);
     c.topic("event", cfg.event.out_channel, &cfg.event.kafka_topic);
     c.topic("meta", cfg.meta.out_channel, &cfg.meta.kafka_topic);
@@ -129,20 +139,16 @@ pub(super) fn problems(cfg: &Config) -> Vec<ConfigProblem> {
         }
         // A probe switched off is not looked up (legacy configs list probes
         // this build does not have); one with `library` is the user's own.
+        // A built-in probe this build left out (tail.conf) is told apart
+        // from an unknown name.
         if p.switch != Switch::Off
             && p.library.is_none()
             && !p.name.trim().is_empty()
             && !known_probe(&p.name)
         {
-            c.problem(
-                format!("probes[{i}].name"),
-                format!(
-                    "expected the name of a probe of this build ({}), got unknown probe `{}` (a C probe of \
-                     your own needs `library`; a probe switched off is not checked)",
-                    known_probes().join(", "),
-                    p.name
-                ),
-            );
+            let message = trim::probe_left_out_message(&p.name)
+                .unwrap_or_else(|| unknown_probe_message(&p.name));
+            c.problem(format!("probes[{i}].name"), message);
         }
     }
     for (i, p) in cfg.extend_probes.iter().enumerate() {
@@ -172,6 +178,22 @@ pub(super) fn problems(cfg: &Config) -> Vec<ConfigProblem> {
 /// Whether a native or built-in C probe of this name is compiled in.
 fn known_probe(name: &str) -> bool {
     gopher_probes::native_probe(name).is_some() || gopher_probes_c::builtin(name).is_some()
+}
+
+/// The message for a probe name that is neither a probe of this build nor
+/// one it left out.
+fn unknown_probe_message(name: &str) -> String {
+    let left_out = trim::probes_left_out();
+    let left_out = if left_out.is_empty() {
+        String::new()
+    } else {
+        format!("; left out of this build: {}", left_out.join(", "))
+    };
+    format!(
+        "expected the name of a probe of this build ({}{left_out}), got unknown probe `{name}` (a C probe of \
+         your own needs `library`; a probe switched off is not checked)",
+        known_probes().join(", ")
+    )
 }
 
 /// The names of the native and built-in C probes of this build.

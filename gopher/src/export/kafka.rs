@@ -21,6 +21,12 @@
 //! A message's key is `<machine_id>|<table>|<key values..>`, so one series
 //! always goes to one partition (events: `<machine_id>|event|<entity_name>|
 //! <entity_id>`; metadata: `<machine_id>|<table>`).
+//!
+//! Compiled only with the cargo feature `kafka` (default on): a build
+//! without it (tail.conf `FEATURES="kafka"`) links no rdkafka, librdkafka or
+//! OpenSSL, and its config validation refuses `out_channel = "kafka"`
+//! ([`crate::config::trim`]).
+#![cfg(feature = "kafka")]
 
 mod backlog;
 pub mod client;

@@ -13,37 +13,60 @@ use std::path::{Path, PathBuf};
 
 use crate::api::{Emitter, Probe, ProbeContext, ProbeDef, ProbeError};
 
+// One module per probe, compiled when its cargo feature is on; the
+// /proc/net/tcp parser of `tcp` also serves the tcp_link probe.
+#[cfg(feature = "system_inode")]
 pub mod inode;
+#[cfg(feature = "system_meminfo")]
 pub mod meminfo;
+#[cfg(any(feature = "system_tcp", feature = "tcp_link"))]
 pub mod tcp;
+#[cfg(feature = "system_vmstat")]
 pub mod vmstat;
 
-/// Native /proc probes.
-pub static PROBES: &[ProbeDef] = &PROBE_DEFS;
-
-/// The same, as an array the crate's registry can be built from.
-pub const PROBE_DEFS: [ProbeDef; 4] = [
-    ProbeDef {
-        name: meminfo::PROBE,
-        tables: &[meminfo::TABLE],
-        build: meminfo::build,
-    },
-    ProbeDef {
-        name: vmstat::PROBE,
-        tables: &[vmstat::TABLE],
-        build: vmstat::build,
-    },
-    ProbeDef {
-        name: inode::PROBE,
-        tables: &[inode::TABLE],
-        build: inode::build,
-    },
-    ProbeDef {
-        name: tcp::PROBE,
-        tables: &[tcp::TABLE],
-        build: tcp::build,
-    },
+/// Native /proc probes of this build.
+pub static PROBES: &[ProbeDef] = &[
+    #[cfg(feature = "system_meminfo")]
+    MEMINFO,
+    #[cfg(feature = "system_vmstat")]
+    VMSTAT,
+    #[cfg(feature = "system_inode")]
+    INODE,
+    #[cfg(feature = "system_tcp")]
+    TCP,
 ];
+
+/// `system_meminfo` (cargo feature `system_meminfo`).
+#[cfg(feature = "system_meminfo")]
+pub const MEMINFO: ProbeDef = ProbeDef {
+    name: meminfo::PROBE,
+    tables: &[meminfo::TABLE],
+    build: meminfo::build,
+};
+
+/// `system_vmstat` (cargo feature `system_vmstat`).
+#[cfg(feature = "system_vmstat")]
+pub const VMSTAT: ProbeDef = ProbeDef {
+    name: vmstat::PROBE,
+    tables: &[vmstat::TABLE],
+    build: vmstat::build,
+};
+
+/// `system_inode` (cargo feature `system_inode`).
+#[cfg(feature = "system_inode")]
+pub const INODE: ProbeDef = ProbeDef {
+    name: inode::PROBE,
+    tables: &[inode::TABLE],
+    build: inode::build,
+};
+
+/// `system_tcp` (cargo feature `system_tcp`).
+#[cfg(feature = "system_tcp")]
+pub const TCP: ProbeDef = ProbeDef {
+    name: tcp::PROBE,
+    tables: &[tcp::TABLE],
+    build: tcp::build,
+};
 
 /// The default proc root.
 pub const PROC_ROOT: &str = "/proc";
@@ -251,6 +274,17 @@ pub(crate) fn opt_value(v: Option<u64>) -> String {
 }
 
 #[cfg(test)]
+// A build with some probes left out uses some of these helpers only.
+#[cfg_attr(
+    not(all(
+        feature = "system_meminfo",
+        feature = "system_vmstat",
+        feature = "system_inode",
+        feature = "system_tcp",
+        feature = "tcp_link"
+    )),
+    allow(dead_code)
+)]
 pub(crate) mod test_support {
     //! Helpers shared by the probe tests.
 
@@ -355,7 +389,15 @@ pub(crate) mod test_support {
     }
 }
 
-#[cfg(test)]
+// The registry tests cover the four /proc probes together (the default
+// build); each probe's own tests live in its module.
+#[cfg(all(
+    test,
+    feature = "system_meminfo",
+    feature = "system_vmstat",
+    feature = "system_inode",
+    feature = "system_tcp"
+))]
 mod tests {
     use super::test_support::{emitter, meta_fields};
     use super::*;
