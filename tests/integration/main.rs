@@ -22,3 +22,4 @@ mod service;
 mod spider;
 mod spider_notify;
 mod systemd_notify;
+mod tail;
