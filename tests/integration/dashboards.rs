@@ -454,35 +454,7 @@ fn start_agent() -> (Setup, Agent) {
             "|1".repeat(stats_fields - 1)
         ),
     );
-    let broker = format!("127.0.0.1:{}", free_port());
-    let mut cfg = s
-        .base_config()
-        .replace(
-            "[event]\nout_channel = \"logs\"",
-            "[event]\nout_channel = \"kafka\"",
-        )
-        .replace(
-            "[meta]\nout_channel = \"logs\"",
-            "[meta]\nout_channel = \"kafka\"",
-        );
-    cfg.push_str(&format!("\n[kafka]\nkafka_broker = \"{broker}\"\n"));
-    for p in [
-        "system_meminfo",
-        "system_vmstat",
-        "system_inode",
-        "system_tcp",
-        "tcp_link",
-        "system_cpu",
-        "system_net",
-    ] {
-        cfg.push_str(&format!(
-            "\n[[probes]]\nname = \"{p}\"\nparam = \"-t 1\"\nswitch = \"on\"\n"
-        ));
-    }
-    cfg.push_str(&format!(
-        "\n[[extend_probes]]\nname = \"dashboards\"\ncommand = \"{}\"\nswitch = \"on\"\n",
-        script.display()
-    ));
+    let cfg = crate::harness::every_series_config(&s, "dashboards", &script);
     let agent = s.start(&cfg);
     (s, agent)
 }

@@ -608,3 +608,41 @@ pub fn signal_child(child: &Child, sig: libc::c_int) {
         libc::kill(pid, sig);
     }
 }
+
+/// The config of an agent that exports every series it can: the built-in
+/// probes at a 1 s period, the event and meta channels on Kafka at an
+/// address where no broker listens (so the Kafka self-metrics exist), and
+/// the extend probe `name` running `script` (for the rows no probe of this
+/// machine may produce, e.g. tcp_link's where eBPF cannot attach).
+pub fn every_series_config(s: &Setup, name: &str, script: &Path) -> String {
+    let broker = format!("127.0.0.1:{}", free_port());
+    let mut cfg = s
+        .base_config()
+        .replace(
+            "[event]\nout_channel = \"logs\"",
+            "[event]\nout_channel = \"kafka\"",
+        )
+        .replace(
+            "[meta]\nout_channel = \"logs\"",
+            "[meta]\nout_channel = \"kafka\"",
+        );
+    cfg.push_str(&format!("\n[kafka]\nkafka_broker = \"{broker}\"\n"));
+    for p in [
+        "system_meminfo",
+        "system_vmstat",
+        "system_inode",
+        "system_tcp",
+        "tcp_link",
+        "system_cpu",
+        "system_net",
+    ] {
+        cfg.push_str(&format!(
+            "\n[[probes]]\nname = \"{p}\"\nparam = \"-t 1\"\nswitch = \"on\"\n"
+        ));
+    }
+    cfg.push_str(&format!(
+        "\n[[extend_probes]]\nname = \"{name}\"\ncommand = \"{}\"\nswitch = \"on\"\n",
+        script.display()
+    ));
+    cfg
+}

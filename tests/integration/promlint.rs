@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{free_port, promtool, wait_for, Setup};
+use crate::harness::{promtool, wait_for, Setup};
 
 /// Legacy names that promtool flags and that stay as they are: dashboards and
 /// the topology service were built against them (docs/compat.md §5, §8).
@@ -93,35 +93,7 @@ fn own_metric_names_are_promtool_clean() {
         "stats.sh",
         &format!("while true; do\n  echo '{record}'\n  sleep 1\ndone"),
     );
-    let broker = format!("127.0.0.1:{}", free_port());
-    let mut cfg = s
-        .base_config()
-        .replace(
-            "[event]\nout_channel = \"logs\"",
-            "[event]\nout_channel = \"kafka\"",
-        )
-        .replace(
-            "[meta]\nout_channel = \"logs\"",
-            "[meta]\nout_channel = \"kafka\"",
-        );
-    cfg.push_str(&format!("\n[kafka]\nkafka_broker = \"{broker}\"\n"));
-    for p in [
-        "system_meminfo",
-        "system_vmstat",
-        "system_inode",
-        "system_tcp",
-        "tcp_link",
-        "system_cpu",
-        "system_net",
-    ] {
-        cfg.push_str(&format!(
-            "\n[[probes]]\nname = \"{p}\"\nparam = \"-t 1\"\nswitch = \"on\"\n"
-        ));
-    }
-    cfg.push_str(&format!(
-        "\n[[extend_probes]]\nname = \"promlint\"\ncommand = \"{}\"\nswitch = \"on\"\n",
-        script.display()
-    ));
+    let cfg = crate::harness::every_series_config(&s, "promlint", &script);
     let agent = s.start(&cfg);
 
     // Every table in, and tcp_link either reporting or given up.
