@@ -734,44 +734,10 @@ pub fn bind_http(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> 
     Ok(l)
 }
 
-/// Serves `/metrics` (and `/` like the legacy agent) until `stop` resolves.
+/// Serves `/metrics` (and `/` like the legacy agent) until `stop` resolves,
+/// from whatever daemon `serving` holds at each request: a reload swaps the
+/// daemon under a listener that stays open. Answers 503 while it holds none.
 /// Must run inside a tokio runtime.
-pub async fn serve_http(
-    daemon: Arc<Daemon>,
-    listener: std::net::TcpListener,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    use axum::{http::header, routing::get, Router};
-    let addr = listener
-        .local_addr()
-        .map_err(io_err("web_server listener"))?;
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let handler = move || {
-        let d = Arc::clone(&daemon);
-        async move {
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    crate::export::prometheus::CONTENT_TYPE,
-                )],
-                d.scrape(),
-            )
-        }
-    };
-    let app = Router::new()
-        .route("/metrics", get(handler.clone()))
-        .route("/", get(handler));
-    tracing::info!(%addr, "serving Prometheus metrics");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
-}
-
-/// [`serve_http`] of whatever daemon `serving` holds at each request: a
-/// reload swaps the daemon under a listener that stays open. Answers 503
-/// while it holds none.
 pub async fn serve_http_from(
     serving: Arc<Serving>,
     listener: std::net::TcpListener,
