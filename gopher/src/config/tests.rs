@@ -786,3 +786,39 @@ proptest::proptest! {
         let _ = Config::from_libconfig_str(&s, Path::new(CONF));
     }
 }
+
+#[test]
+fn a_broker_list_with_a_bad_port_or_an_empty_entry_is_refused() {
+    for (list, bad) in [
+        ("10.0.0.1:0", "10.0.0.1:0"),
+        ("a:9092,b:70000", "b:70000"),
+        ("a:9092,,b:9092", ""),
+        ("a:port", "a:port"),
+        ("[::1]:0", "[::1]:0"),
+    ] {
+        let src =
+            format!("[metric]\nout_channel = \"kafka\"\n[kafka]\nkafka_broker = \"{list}\"\n");
+        let errs = toml_err(&src);
+        assert_eq!(errs.len(), 1, "{list}: {errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "/cfg/gala-gopher.toml:4: key `kafka.kafka_broker`: expected host:port"
+            ) && errs[0].contains(&format!("got `{bad}`")),
+            "{list}: {errs:?}"
+        );
+    }
+    for list in [
+        "localhost:9092",
+        "10.0.0.5:9092, 10.0.0.6:9092",
+        "broker",
+        "[::1]:9092",
+        "::1",
+        "SASL_SSL://kafka.example:9093",
+    ] {
+        let src =
+            format!("[metric]\nout_channel = \"kafka\"\n[kafka]\nkafka_broker = \"{list}\"\n");
+        if let Err(e) = Config::from_toml_str(&src, Path::new(SRC)) {
+            panic!("{list} refused: {e:?}");
+        }
+    }
+}

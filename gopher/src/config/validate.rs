@@ -125,6 +125,14 @@ pub(super) fn problems(cfg: &Config) -> Vec<ConfigProblem> {
             "expected a broker address host:port (a channel uses kafka), got an empty string"
                 .into(),
         );
+    } else if let Some(bad) = bad_broker(&cfg.kafka.kafka_broker) {
+        c.problem(
+            "kafka.kafka_broker".into(),
+            format!(
+                "expected host:port[,host:port...] with ports 1..65535, got `{bad}` in `{}`",
+                cfg.kafka.kafka_broker
+            ),
+        );
     }
 
     c.positive("logs.max_file_size_mb", cfg.logs.max_file_size_mb == 0);
@@ -233,4 +241,29 @@ fn check_name<'a>(
     } else {
         names.insert(name, at);
     }
+}
+
+/// The first entry of a broker list that librdkafka could not use: an empty
+/// entry, or a port that is not 1..65535. An entry is `host`, `host:port`,
+/// `[v6 address]:port`, or either behind a `scheme://` (as librdkafka takes
+/// them); a bare IPv6 address has several colons and no port to check.
+fn bad_broker(list: &str) -> Option<&str> {
+    if list.trim().is_empty() {
+        return None;
+    }
+    list.split(',').map(str::trim).find(|entry| {
+        let hostport = entry.split_once("://").map_or(*entry, |(_, rest)| rest);
+        let port = if let Some(rest) = hostport.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((_, "")) => None,
+                Some((_, p)) => Some(p.strip_prefix(':').unwrap_or("x")),
+                None => return true,
+            }
+        } else if hostport.matches(':').count() == 1 {
+            hostport.split_once(':').map(|(_, p)| p)
+        } else {
+            None
+        };
+        hostport.is_empty() || port.is_some_and(|p| !matches!(p.parse::<u16>(), Ok(1..)))
+    })
 }
