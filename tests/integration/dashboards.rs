@@ -421,23 +421,13 @@ fn substitute(expr: &str, vars: &BTreeMap<&str, &str>) -> String {
 // ---------------------------------------------------------------------------
 // The agent
 
-/// Number of fields of `table` in a meta file's text.
-fn field_count(meta: &str, table: &str) -> usize {
-    let at = meta
-        .find(&format!("table_name: \"{table}\""))
-        .unwrap_or_else(|| panic!("{table} in the meta file"));
-    let rest = &meta[at..];
-    let end = rest.find("\n    }").unwrap_or(rest.len());
-    rest[..end].matches("type:").count()
-}
-
 /// The agent as described at the top of this file.
 fn start_agent() -> (Setup, Agent) {
     let s = Setup::new(&[]);
     let meta = std::fs::read_to_string(s.path("meta/tcp_link.meta")).unwrap();
-    let stats_fields = field_count(&meta, "tcp_link_probe_stats");
+    let stats_fields = crate::harness::field_count(&meta, "tcp_link_probe_stats");
     assert_eq!(
-        field_count(&meta, "tcp_link"),
+        crate::harness::field_count(&meta, "tcp_link"),
         15,
         "tcp_link's fields changed"
     );

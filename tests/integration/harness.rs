@@ -552,6 +552,36 @@ impl NotifySocket {
         }
     }
 
+    /// Watchdog pings and status lines, for at most `max`: drops what queued
+    /// before (its arrival times say nothing), then records when each
+    /// `WATCHDOG=1` comes and keeps the last `STATUS=` that `wanted`
+    /// accepts; stops once it has one and `min` has passed.
+    pub fn watch(
+        &mut self,
+        max: Duration,
+        min: Duration,
+        mut wanted: impl FnMut(&str) -> bool,
+    ) -> Watched {
+        while self.recv(Duration::from_millis(1)).is_some() {}
+        let t0 = Instant::now();
+        let mut w = Watched::default();
+        while t0.elapsed() < max {
+            if let Some(m) = self.recv(Duration::from_millis(200)) {
+                if m.lines().any(|l| l == "WATCHDOG=1") {
+                    w.pings.push(Instant::now());
+                }
+                if let Some(st) = status_of(&m).filter(|st| wanted(st)) {
+                    w.status = Some(st.to_owned());
+                }
+            }
+            if w.status.is_some() && t0.elapsed() > min {
+                break;
+            }
+        }
+        w.secs = t0.elapsed().as_secs_f64();
+        w
+    }
+
     /// Every message received within `d` from now.
     pub fn collect(&mut self, d: Duration) -> Vec<(Instant, String)> {
         let t0 = Instant::now();
@@ -645,4 +675,44 @@ pub fn every_series_config(s: &Setup, name: &str, script: &Path) -> String {
         script.display()
     ));
     cfg
+}
+
+/// The `STATUS=` text of a notify message, if it has one.
+pub fn status_of(msg: &str) -> Option<&str> {
+    msg.lines().find_map(|l| l.strip_prefix("STATUS="))
+}
+
+/// What [`NotifySocket::watch`] saw.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// When each `WATCHDOG=1` came.
+    pub pings: Vec<Instant>,
+    /// The last wanted `STATUS=` text.
+    pub status: Option<String>,
+    /// How long it watched, in seconds.
+    pub secs: f64,
+}
+
+impl Watched {
+    /// Panics unless the pings came at about `interval` apart: their count
+    /// within half to one and a half times the expected one.
+    pub fn assert_pings_every(&self, interval: f64) {
+        let expected = self.secs / interval;
+        let n = self.pings.len() as f64;
+        assert!(
+            n >= expected * 0.5 && n <= expected * 1.5 + 1.0,
+            "{n} WATCHDOG=1 in {:.1} s, expected about {expected:.0}",
+            self.secs
+        );
+    }
+}
+
+/// Number of fields of `table` in a meta file's text.
+pub fn field_count(meta: &str, table: &str) -> usize {
+    let at = meta
+        .find(&format!("table_name: \"{table}\""))
+        .unwrap_or_else(|| panic!("{table} in the meta file"));
+    let rest = &meta[at..];
+    let end = rest.find("\n    }").unwrap_or(rest.len());
+    rest[..end].matches("type:").count()
 }

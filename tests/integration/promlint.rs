@@ -65,16 +65,6 @@ fn require_promtool() {
     );
 }
 
-/// Number of fields of `table` in a meta file's text.
-fn field_count(meta: &str, table: &str) -> usize {
-    let at = meta
-        .find(&format!("table_name: \"{table}\""))
-        .unwrap_or_else(|| panic!("{table} in the meta file"));
-    let rest = &meta[at..];
-    let end = rest.find("\n    }").unwrap_or(rest.len());
-    rest[..end].matches("type:").count()
-}
-
 /// `name` of a line of `promtool check metrics`: `<metric> <problem>`.
 fn finding_name(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or("")
@@ -87,7 +77,7 @@ fn own_metric_names_are_promtool_clean() {
     // A tcp_link_probe_stats record as the eBPF probe writes one, under
     // another key so it never mixes with the real probe's series.
     let meta = std::fs::read_to_string(s.path("meta/tcp_link.meta")).unwrap();
-    let n = field_count(&meta, "tcp_link_probe_stats");
+    let n = crate::harness::field_count(&meta, "tcp_link_probe_stats");
     let record = format!("|tcp_link_probe_stats|promlint{}|", "|1".repeat(n - 1));
     let script = s.script(
         "stats.sh",

@@ -7,10 +7,10 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
-    free_port, http_get, repo, signal_child, spawn_notified, wait_for, NotifySocket,
+    free_port, http_get, repo, signal_child, spawn_notified, status_of, wait_for, NotifySocket,
 };
 
 fn spider_bin() -> PathBuf {
@@ -33,10 +33,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn status_of(msg: &str) -> Option<&str> {
-    msg.lines().find_map(|l| l.strip_prefix("STATUS="))
 }
 
 #[test]
@@ -104,38 +100,18 @@ fn spider_notifies_ready_status_watchdog_and_stopping() {
     // A SIGHUP (no reload in the spider) must not kill it.
     signal_child(&spider.0, libc::SIGHUP);
 
-    while sock.recv(Duration::from_millis(1)).is_some() {}
-    let t0 = Instant::now();
-    let mut pings = Vec::new();
-    let mut topology = None;
-    while t0.elapsed() < Duration::from_secs(15) {
-        if let Some(m) = sock.recv(Duration::from_millis(200)) {
-            if m.lines().any(|l| l == "WATCHDOG=1") {
-                pings.push(Instant::now());
-            }
-            if let Some(st) = status_of(&m) {
-                if !st.starts_with("0 hosts") {
-                    topology = Some(st.to_owned());
-                }
-            }
-        }
-        if topology.is_some() && t0.elapsed() > Duration::from_secs(4) {
-            break;
-        }
-    }
-    let topology = topology
+    let w = sock.watch(Duration::from_secs(15), Duration::from_secs(4), |st| {
+        !st.starts_with("0 hosts")
+    });
+    let topology = w
+        .status
+        .as_deref()
         .unwrap_or_else(|| panic!("no STATUS= with hosts: {:?}\n{}", sock.seen, log_text()));
     assert!(
         topology.contains("processes") && !topology.contains(" 0 edges"),
         "{topology}"
     );
-    let secs = t0.elapsed().as_secs_f64();
-    let expected = secs / 0.5;
-    assert!(
-        pings.len() as f64 >= expected * 0.5 && pings.len() as f64 <= expected * 1.5 + 1.0,
-        "{} WATCHDOG=1 in {secs:.1} s, expected about {expected:.0}",
-        pings.len()
-    );
+    w.assert_pings_every(0.5);
     assert!(
         spider.0.try_wait().unwrap().is_none(),
         "SIGHUP killed gala-spider:\n{}",

@@ -6,10 +6,10 @@
 //! one is refused with every problem logged, a good one is applied.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
-    bin, free_port, http_get, live_pids, signal_child, spawn_notified, wait_for, Agent,
+    bin, free_port, http_get, live_pids, signal_child, spawn_notified, status_of, wait_for, Agent,
     NotifySocket, Setup,
 };
 
@@ -102,10 +102,6 @@ fn notified_agent(
     }
 }
 
-fn status_of(msg: &str) -> Option<&str> {
-    msg.lines().find_map(|l| l.strip_prefix("STATUS="))
-}
-
 #[test]
 fn notify_ready_after_http_then_status_watchdog_and_stopping() {
     let s = setup();
@@ -151,39 +147,18 @@ fn notify_ready_after_http_then_status_watchdog_and_stopping() {
     // Pings at about half the interval, and a STATUS= with the probe
     // running and its series counted. What queued meanwhile is dropped
     // first: its arrival times say nothing.
-    while sock.recv(Duration::from_millis(1)).is_some() {}
-    let t0 = Instant::now();
-    let mut pings = Vec::new();
-    let mut good_status = None;
-    while t0.elapsed() < Duration::from_secs(12) {
-        if let Some(m) = sock.recv(Duration::from_millis(200)) {
-            if m.lines().any(|l| l == "WATCHDOG=1") {
-                pings.push(Instant::now());
-            }
-            if let Some(st) = status_of(&m) {
-                if st.starts_with("1 probe running, 0 failed; ") && !st.ends_with("; 0 series") {
-                    good_status = Some(st.to_owned());
-                }
-            }
-        }
-        if good_status.is_some() && t0.elapsed() > Duration::from_secs(4) {
-            break;
-        }
-    }
-    let status = good_status.unwrap_or_else(|| {
+    let w = sock.watch(Duration::from_secs(12), Duration::from_secs(4), |st| {
+        st.starts_with("1 probe running, 0 failed; ") && !st.ends_with("; 0 series")
+    });
+    let status = w.status.as_deref().unwrap_or_else(|| {
         panic!(
             "no STATUS= with the probe running and series: {:?}",
             sock.seen
         )
     });
     assert!(status.ends_with(" series"), "{status}");
-    let secs = t0.elapsed().as_secs_f64();
-    let expected = secs / 0.5;
-    assert!(
-        pings.len() as f64 >= expected * 0.5 && pings.len() as f64 <= expected * 1.5 + 1.0,
-        "{} WATCHDOG=1 in {secs:.1} s, expected about {expected:.0}",
-        pings.len()
-    );
+    w.assert_pings_every(0.5);
+    let pings = &w.pings;
     let gaps: Vec<f64> = pings
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
