@@ -15,6 +15,7 @@
 //! ignored; they are the fields of type [`Ignored`].
 
 mod error;
+pub mod ipc;
 pub mod legacy;
 mod source;
 pub mod trim;
@@ -661,6 +662,10 @@ pub struct ExtendProbeConf {
     /// How `start_check` output is read.
     #[serde(default)]
     pub check_type: CheckType,
+    /// A legacy 2.x probe binary: its params and snoopers go over the SysV
+    /// message queue (docs/compat.md).
+    #[serde(default)]
+    pub ipc: Option<ipc::LegacyIpcConf>,
 }
 
 impl Config {

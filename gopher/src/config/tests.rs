@@ -199,6 +199,7 @@ fn a_legacy_v1_conf_with_every_section_loads() {
                 switch: Switch::Auto,
                 start_check: Some("ps -ef | grep postgres | grep -v grep | wc -l".into()),
                 check_type: CheckType::Count,
+                ipc: None,
             },
             ExtendProbeConf {
                 name: "redis".into(),
@@ -207,6 +208,7 @@ fn a_legacy_v1_conf_with_every_section_loads() {
                 switch: Switch::On,
                 start_check: None,
                 check_type: CheckType::Count,
+                ipc: None,
             },
         ]
     );
