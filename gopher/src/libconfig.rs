@@ -10,8 +10,10 @@
 //! - settings `name = value` or `name : value`, each optionally ended by `;`
 //!   or `,`; names match `[A-Za-z*][-A-Za-z0-9_*]*`;
 //! - scalars: integers (decimal or `0x` hex, optional `L`/`LL` suffix),
-//!   floats, booleans (`true`/`false`, any case), strings with the escapes
-//!   `\" \\ \n \t \r \f \xNN`, adjacent string literals being concatenated;
+//!   floats, booleans (`true`/`false`, any case), strings with libconfig's
+//!   escapes `\" \\ \n \t \r \f \xNN` (any other backslash is kept with the
+//!   character after it, as libconfig keeps it: `\|` stays `\|`), adjacent
+//!   string literals being concatenated;
 //! - groups `{ settings }`, arrays `[ scalars ]` and lists `( values )`, with
 //!   `,` between elements and a trailing comma tolerated;
 //! - comments `# ...`, `// ...` and `/* ... */`.
@@ -403,17 +405,21 @@ impl Lexer {
         }
     }
 
-    /// A string literal; the cursor is on the opening quote. A bad escape is
-    /// reported once the whole literal is read, so that its rest is not read
-    /// as tokens.
+    /// A string literal; the cursor is on the opening quote.
+    ///
+    /// The escapes are libconfig's own: `\n \r \t \f \\ \"` and `\x` (or
+    /// `\X`) followed by exactly two hex digits. Any other backslash is kept
+    /// as it is, with the character after it (`\|` reads as the two
+    /// characters `\|`, `\x4` as `\x4`), as libconfig keeps it. A `\x00` ends
+    /// the literal's text, as it ends the C string libconfig returns.
     fn string(&mut self) -> Result<String, ParseError> {
         let (line, column) = (self.line, self.column);
         self.bump();
         let mut bytes = Vec::new();
-        let mut bad: Option<ParseError> = None;
+        // Set by `\x00`: the rest of the literal is read but not kept.
+        let mut ended = false;
         loop {
-            let (el, ec) = (self.line, self.column);
-            match self.bump() {
+            let c = match self.bump() {
                 None => {
                     return Err(self.err(
                         line,
@@ -422,59 +428,50 @@ impl Lexer {
                     ));
                 }
                 Some('"') => break,
-                Some('\\') => match self.bump() {
-                    Some('"') => bytes.push(b'"'),
-                    Some('\\') => bytes.push(b'\\'),
-                    Some('n') => bytes.push(b'\n'),
-                    Some('t') => bytes.push(b'\t'),
-                    Some('r') => bytes.push(b'\r'),
-                    Some('f') => bytes.push(0x0c),
-                    Some('x') => {
-                        let hex = |c: Option<char>| c.and_then(|c| c.to_digit(16));
-                        match (hex(self.peek()), hex(self.peek_at(1))) {
+                Some('\\') => {
+                    let hex = |c: Option<char>| c.and_then(|c| c.to_digit(16));
+                    let byte = match self.peek() {
+                        Some('"') => Some(b'"'),
+                        Some('\\') => Some(b'\\'),
+                        Some('n') => Some(b'\n'),
+                        Some('t') => Some(b'\t'),
+                        Some('r') => Some(b'\r'),
+                        Some('f') => Some(0x0c),
+                        Some('x' | 'X') => match (hex(self.peek_at(1)), hex(self.peek_at(2))) {
                             (Some(h), Some(l)) => {
                                 self.bump();
                                 self.bump();
                                 // Two hex digits are at most 0xFF.
-                                bytes.push(u8::try_from(h * 16 + l).unwrap_or(u8::MAX));
+                                Some(u8::try_from(h * 16 + l).unwrap_or(u8::MAX))
                             }
-                            _ => {
-                                bad.get_or_insert_with(|| {
-                                    self.err(el, ec, "expected two hex digits after `\\x`")
-                                });
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    match byte {
+                        Some(b) => {
+                            self.bump();
+                            if b == 0 {
+                                ended = true;
+                            } else if !ended {
+                                bytes.push(b);
                             }
                         }
+                        // Not an escape: the backslash stays, and what follows
+                        // it is read as ordinary text.
+                        None if !ended => bytes.push(b'\\'),
+                        None => {}
                     }
-                    Some(c) => {
-                        bad.get_or_insert_with(|| {
-                            self.err(
-                                el,
-                                ec,
-                                format!(
-                                    "unknown escape `\\{}` (expected one of \\\" \\\\ \\n \\t \\r \\f \\xNN)",
-                                    c.escape_debug()
-                                ),
-                            )
-                        });
-                    }
-                    None => {
-                        return Err(self.err(
-                            line,
-                            column,
-                            "unterminated string: expected a closing `\"`",
-                        ));
-                    }
-                },
-                Some(c) => {
-                    let mut buf = [0u8; 4];
-                    bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    continue;
                 }
+                Some(c) => c,
+            };
+            if !ended {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             }
         }
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A number; the cursor is on a digit, a sign or a dot.
@@ -1139,6 +1136,38 @@ mod tests {
         );
     }
 
+    /// libconfig's scanner interprets `\\ \" \n \r \t \f` and `\x`/`\X` with
+    /// two hex digits; any other backslash stays, with what follows it.
+    #[test]
+    fn escapes_are_libconfigs() {
+        let one = |lit: &str| -> String {
+            let s = p(&format!("a = {lit};"));
+            s[0].value.as_str().map(str::to_string).unwrap_or_default()
+        };
+        // The 1.x default config's start_check: the shell needs `\|` as written.
+        assert_eq!(
+            one(r#""ps -ef | grep 'redis\|keydb' | grep -v grep | wc -l""#),
+            r"ps -ef | grep 'redis\|keydb' | grep -v grep | wc -l"
+        );
+        assert_eq!(one(r#""a\nb""#), "a\nb");
+        assert_eq!(one(r#""a\rb\tc\fd""#), "a\rb\tc\u{c}d");
+        assert_eq!(one(r#""back\\slash""#), r"back\slash");
+        assert_eq!(one(r#""say \"hi\"""#), "say \"hi\"");
+        assert_eq!(one(r#""\x41\X42\x6a""#), "ABj");
+        // Unknown escapes, and `\x` without two hex digits, are kept.
+        assert_eq!(one(r#""\q\d+\.\x4\xg1""#), r"\q\d+\.\x4\xg1");
+        assert_eq!(one(r#""\\\q""#), r"\\q");
+        // A backslash before the closing quote escapes it: still open.
+        assert!(parse(r#"a = "x\";"#).is_err());
+        // `\x00` ends the literal's text (libconfig returns a C string);
+        // an adjacent literal is still joined.
+        assert_eq!(one(r#""ab\x00cd" "ef""#), "abef");
+        // Multi-line literals keep their line breaks; lines stay counted.
+        let s = p("a = \"x\ny\";\nb = 1;");
+        assert_eq!(s[0].value.as_str(), Some("x\ny"));
+        assert_eq!(s[1].line, 3);
+    }
+
     #[test]
     fn big_hex_is_a_bit_pattern() {
         let s = p("a = 0xFFFFFFFFFFFFFFFF; b = 0xFFFFFFFF;");
@@ -1270,7 +1299,6 @@ probes =
             perr("a = \"abc"),
             "line 1, column 5: unterminated string: expected a closing `\"`"
         );
-        assert_eq!(perr("a = \"\\q\""), "line 1, column 6: unknown escape `\\q` (expected one of \\\" \\\\ \\n \\t \\r \\f \\xNN)");
         assert_eq!(
             perr("/* x"),
             "line 1, column 1: unterminated comment: expected `*/`"
@@ -1323,7 +1351,6 @@ probes =
                 "line 2, column 5: invalid number `12abc`",
                 "line 3, column 11: expected a value, found `on` (strings need double quotes)",
                 "line 4, column 8: expected `,` or `)` in the list opened at line 4, found `2`",
-                "line 5, column 7: unknown escape `\\q` (expected one of \\\" \\\\ \\n \\t \\r \\f \\xNN)",
                 "line 7, column 1: `@include` is not supported: copy the included settings into this file",
                 "line 9, column 8: duplicate setting `j` (first set at line 9)",
                 "line 10, column 3: expected `=` or `:` after setting name `k`, found `{`",
@@ -1333,7 +1360,7 @@ probes =
         );
         // The broken settings are left out, never guessed; a group keeps its good settings.
         let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["a", "c", "h", "i", "j", "q"]);
+        assert_eq!(names, ["a", "c", "g", "h", "i", "j", "q"]);
         let c: Vec<&str> = settings[1]
             .value
             .as_group()
@@ -1342,7 +1369,8 @@ probes =
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(c, ["e"]);
-        assert_eq!(settings[4].value.as_int(), Some(5));
+        assert_eq!(settings[2].value.as_str(), Some("x\\qy"));
+        assert_eq!(settings[5].value.as_int(), Some(5));
         // `parse` fails on the first error.
         assert_eq!(
             parse(src).map_err(|e| e.to_string()),

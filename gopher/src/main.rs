@@ -134,6 +134,9 @@ fn exec_child(parent: u32, command: &[std::ffi::OsString]) -> ExitCode {
 fn check_config(path: &Path) -> ExitCode {
     match check(path) {
         Ok(c) => {
+            for w in c.cfg.warnings.iter() {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: OK ({} tables from {}, {} probes to run)",
                 path.display(),
@@ -405,6 +408,13 @@ fn init_logging(cfg: &Config) -> Result<Logging, String> {
     })
 }
 
+/// The legacy keys and probe names a config file maps or ignores, once per load.
+fn log_config_warnings(cfg: &Config) {
+    for w in cfg.warnings.iter() {
+        tracing::warn!("{w}");
+    }
+}
+
 fn web_addr(cfg: &Config) -> SocketAddr {
     SocketAddr::new(cfg.web_server.bind_addr, cfg.web_server.port)
 }
@@ -427,6 +437,7 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    log_config_warnings(&cfg);
     // A current-thread runtime starts no thread; it is built first so that
     // SIGTERM, SIGINT and SIGHUP are handled from here on (a SIGHUP during
     // the start is a reload right after it, never the default death).
@@ -712,6 +723,7 @@ impl Agent {
             Ok(c) => c,
             Err(problems) => return self.reload_refused(&problems),
         };
+        log_config_warnings(&checked.cfg);
         let addr = web_addr(&checked.cfg);
         let listener = if addr == self.server.addr {
             None

@@ -14,12 +14,14 @@
 //! Keys the legacy agent knew but this agent does not use are accepted and
 //! ignored; they are the fields of type [`Ignored`].
 
+pub mod compat;
 mod error;
 pub mod ipc;
 pub mod legacy;
 mod source;
 pub mod trim;
 mod validate;
+pub mod whitelist;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,6 +32,7 @@ use serde::Deserialize;
 pub use error::{ConfigError, ConfigProblem};
 pub use legacy::Ignored;
 pub use source::Locations;
+pub use whitelist::AppWhitelist;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +72,37 @@ pub struct Config {
     pub locations: Locations,
     /// How `global.meta_dir` was chosen, for error messages. Not part of equality.
     pub meta_dir_origin: MetaDirOrigin,
+    /// The legacy application whitelist (`gala-gopher-app.conf`), when one
+    /// was found (see [`whitelist`]).
+    pub app_whitelist: Option<AppWhitelist>,
+    /// Legacy keys and probe names that were ignored or mapped with a
+    /// warning ([`compat`]); logged once when the file is loaded. Not part
+    /// of equality.
+    pub warnings: Warnings,
+}
+
+/// Warnings about a config file: each names the file, line and key, and
+/// why. All values compare equal: they explain a config, they are not part
+/// of it.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(pub Vec<ConfigProblem>);
+
+impl PartialEq for Warnings {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Warnings {
+    /// The warnings, in line order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigProblem> {
+        self.0.iter()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Default for Config {
@@ -99,6 +133,8 @@ impl Default for Config {
             meta_dir_origin: MetaDirOrigin::Searched {
                 tried: meta_dir_candidates(None, std::env::current_exe().ok().as_deref()),
             },
+            app_whitelist: None,
+            warnings: Warnings::default(),
         }
     }
 }
@@ -123,7 +159,13 @@ pub struct Global {
     pub rest_api_on: bool,
     /// Where state (the machine id) is persisted.
     pub state_dir: PathBuf,
-    /// V0 `log_directory`: accepted and ignored (see `[logs]`).
+    /// The legacy application whitelist file (`gala-gopher-app.conf`; a
+    /// relative path is relative to the config file). When absent, the
+    /// first `-w <path>` of a probe's `param`, else `gala-gopher-app.conf`
+    /// beside the config file (see [`whitelist`]).
+    #[serde(deserialize_with = "legacy::opt_nonempty_path")]
+    pub app_whitelist: Option<PathBuf>,
+    /// V0 `log_directory`: accepted and ignored, with a warning.
     pub log_directory: Ignored,
 }
 
@@ -136,6 +178,7 @@ impl Default for Global {
             meta_dir: search_meta_dir(None).0,
             rest_api_on: false,
             state_dir: "/var/lib/gala-gopher".into(),
+            app_whitelist: None,
             log_directory: Ignored,
         }
     }
@@ -301,6 +344,9 @@ pub(crate) struct ChannelFile {
     out_channel: Option<OutChannel>,
     #[serde(default)]
     kafka_topic: Option<String>,
+    /// V2 `metric.pod_info_switch`: accepted and ignored, with a warning.
+    #[serde(default, rename = "pod_info_switch")]
+    _pod_info_switch: Ignored,
 }
 
 impl ChannelFile {
@@ -324,7 +370,7 @@ pub struct EventChannel {
     pub kafka_topic: String,
     /// Seconds during which a repeated event is not reported again.
     pub timeout: u64,
-    /// V2 `desc_language`: accepted and ignored.
+    /// V1/V2 `desc_language`: accepted and ignored, with a warning.
     pub desc_language: Ignored,
 }
 
@@ -417,6 +463,9 @@ pub struct WebServer {
     /// CA for client certificates.
     #[serde(deserialize_with = "legacy::opt_nonempty_path")]
     pub ca_file: Option<PathBuf>,
+    /// V0 `switch`: `"on"` is what this agent does anyway; `"off"` is
+    /// ignored with a warning (the endpoint always runs).
+    pub switch: Ignored,
 }
 
 impl Default for WebServer {
@@ -428,6 +477,7 @@ impl Default for WebServer {
             private_key: None,
             cert_file: None,
             ca_file: None,
+            switch: Ignored,
         }
     }
 }
@@ -554,6 +604,9 @@ pub struct Logs {
     pub max_file_size_mb: u64,
     /// Rotated files kept per directory.
     pub max_files: u32,
+    /// V2 `metric_total_size`, MB: mapped onto `max_file_size_mb`
+    /// (`metric_total_size / max_files`) unless that is set too.
+    pub metric_total_size: Option<u64>,
 }
 
 impl Default for Logs {
@@ -565,6 +618,7 @@ impl Default for Logs {
             debug_dir: "/var/log/gala-gopher/debug".into(),
             max_file_size_mb: 16,
             max_files: 5,
+            metric_total_size: None,
         }
     }
 }
@@ -635,9 +689,10 @@ pub struct ProbeConf {
     /// without a record or a finished collection (default 3 × period + 10).
     #[serde(default)]
     pub hang_timeout_secs: Option<u64>,
-    /// V0 per-probe `interval`: accepted and ignored (use `-t` in `param`).
+    /// V0 per-probe `interval`, seconds: mapped onto `-t` in `param` (when
+    /// `param` has no `-t`).
     #[serde(default)]
-    pub interval: Ignored,
+    pub interval: Option<u64>,
 }
 
 /// One `[[extend_probes]]` entry: a probe run as a child process.

@@ -308,7 +308,7 @@ impl Reader {
 }
 
 /// Whether `key` is `at` or a key inside it (`probes[1].name` is inside `probes[1]`).
-fn within(key: &str, at: &str) -> bool {
+pub(crate) fn within(key: &str, at: &str) -> bool {
     key.strip_prefix(at)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
@@ -387,6 +387,12 @@ pub(crate) fn build(
         cfg.global.meta_dir = dir;
         cfg.meta_dir_origin = MetaDirOrigin::Searched { tried };
     }
+
+    // Legacy keys and probe names of every generation: mapped, or ignored
+    // with a warning; then the application whitelist.
+    super::compat::apply(&mut cfg, settings, &mut problems, &reported);
+    super::whitelist::resolve(&mut cfg, &mut problems);
+    cfg.warnings.0.sort_by_key(|w| w.line.unwrap_or(usize::MAX));
 
     problems.extend(super::validate::problems(&cfg).into_iter().filter(|p| {
         let key = p.key.as_deref().unwrap_or_default();

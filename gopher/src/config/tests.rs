@@ -46,7 +46,7 @@ fn probe(name: &str, param: &str, switch: Switch) -> ProbeConf {
         switch,
         library: None,
         hang_timeout_secs: None,
-        interval: Ignored,
+        interval: None,
     }
 }
 
@@ -361,7 +361,7 @@ fn unknown_keys_and_sections() {
         toml_err("[web_server]\nport = 1\nprot = 2\n[global2]\nx = 1\n"),
         [
             "/cfg/gala-gopher.toml:3: key `web_server.prot`: unknown field `prot`, expected one of `port`, \
-             `bind_addr`, `ssl_auth`, `private_key`, `cert_file`, `ca_file`",
+             `bind_addr`, `ssl_auth`, `private_key`, `cert_file`, `ca_file`, `switch`",
             "/cfg/gala-gopher.toml:4: key `global2`: unknown section `global2`, expected one of global, metric, \
              event, meta, ingress, egress, imdb, web_server, rest_api_server, kafka, logs, supervisor, probes, \
              extend_probes",
@@ -376,8 +376,8 @@ fn unknown_keys_and_sections() {
     );
     assert_eq!(
         conf_err("metric = { out_chanel = \"logs\"; };"),
-        ["/cfg/gala-gopher.conf:1: key `metric.out_chanel`: unknown field `out_chanel`, expected `out_channel` or \
-          `kafka_topic`"]
+        ["/cfg/gala-gopher.conf:1: key `metric.out_chanel`: unknown field `out_chanel`, expected one of \
+          `out_channel`, `kafka_topic`, `pod_info_switch`"]
     );
 }
 
@@ -458,7 +458,7 @@ fn every_problem_of_a_file_is_reported_at_once() {
             format!("{f}:7: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"),
             format!(
                 "{f}:8: key `web_server.bind_adr`: unknown field `bind_adr`, expected one of `port`, `bind_addr`, \
-                 `ssl_auth`, `private_key`, `cert_file`, `ca_file`"
+                 `ssl_auth`, `private_key`, `cert_file`, `ca_file`, `switch`"
             ),
             format!("{f}:10: key `probes[0].name`: {}", unknown_probe("no_such_probe")),
             format!(
@@ -484,7 +484,7 @@ fn every_problem_of_a_file_is_reported_at_once() {
             format!("{f}:9: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"),
             format!(
                 "{f}:10: key `web_server.bind_adr`: unknown field `bind_adr`, expected one of `port`, `bind_addr`, \
-                 `ssl_auth`, `private_key`, `cert_file`, `ca_file`"
+                 `ssl_auth`, `private_key`, `cert_file`, `ca_file`, `switch`"
             ),
             format!("{f}:14: key `probes[0].name`: {}", unknown_probe("no_such_probe")),
             format!(
@@ -762,7 +762,14 @@ fn legacy_spellings() {
     assert_eq!(c.global.log_file_name, None);
     assert!(c.global.rest_api_on);
     assert!(!c.web_server.ssl_auth);
-    assert_eq!(c.probes, [probe("system_cpu", "", Switch::On)]);
+    // V0's per-probe interval is the period.
+    assert_eq!(
+        c.probes,
+        [ProbeConf {
+            interval: Some(1),
+            ..probe("system_cpu", "-t 1", Switch::On)
+        }]
+    );
 }
 
 proptest::proptest! {
