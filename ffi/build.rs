@@ -1,5 +1,6 @@
 //! Compiles the C part of libgopher (`csrc/nprobe_fprintf.c`, the variadic
-//! legacy printf) against the checked-in `include/gopher.h`, and gives the
+//! legacy printf, and `csrc/legacy.c`, the C half of the legacy 1.x headers
+//! in `include/legacy/`) against the checked-in `include/gopher.h`, and gives the
 //! shared library its soname. The header itself is checked by the `header`
 //! test.
 
@@ -9,11 +10,13 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let include = manifest.join("../include");
     let src = manifest.join("csrc/nprobe_fprintf.c");
+    let legacy = manifest.join("csrc/legacy.c");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
 
     let mut build = cc::Build::new();
     build
         .file(&src)
+        .file(&legacy)
         .include(&include)
         .std("c11")
         .flag("-Wall")
@@ -30,8 +33,17 @@ fn main() {
         soname(&include.join("gopher.h"));
     }
 
-    println!("cargo:rerun-if-changed={}", src.display());
-    for h in ["gopher.h", "nprobe_fprintf.h"] {
+    for f in [&src, &legacy, &manifest.join("csrc/legacy_internal.h")] {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    for h in [
+        "gopher.h",
+        "nprobe_fprintf.h",
+        "legacy/common.h",
+        "legacy/event.h",
+        "legacy/whitelist_config.h",
+        "legacy/object.h",
+    ] {
         println!("cargo:rerun-if-changed={}", include.join(h).display());
     }
 }

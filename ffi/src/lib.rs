@@ -16,7 +16,9 @@
 //!   [`GOPHER_PARAM_ENV`] ([`params`]).
 //!
 //! Nothing else is shared: the library has no global mutable state apart
-//! from two locks that keep the lines of concurrent threads whole. A second
+//! from two locks that keep the lines of concurrent threads whole, and the
+//! per-process state of the legacy 1.x helpers ([`legacy`]: event
+//! de-duplication, the object registry), which only legacy probes use. A second
 //! copy of the library (say, `libgopher.so` loaded by an out-of-tree probe
 //! next to the copy linked into the host) therefore behaves identically.
 //!
@@ -36,6 +38,10 @@
 
 mod boundary;
 pub mod desc;
+/// cbindgen:ignore
+pub mod legacy;
+/// cbindgen:ignore
+pub mod legacy_whitelist;
 pub mod log;
 mod nprobe;
 pub mod params;
