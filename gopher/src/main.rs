@@ -408,10 +408,14 @@ fn init_logging(cfg: &Config) -> Result<Logging, String> {
     })
 }
 
-/// The legacy keys and probe names a config file maps or ignores, once per load.
+/// The legacy keys and probe names a config file maps or ignores, and the
+/// application whitelist it found, once per load.
 fn log_config_warnings(cfg: &Config) {
     for w in cfg.warnings.iter() {
         tracing::warn!("{w}");
+    }
+    if let Some(w) = &cfg.app_whitelist {
+        tracing::info!(path = %w.path.display(), entries = w.apps.len(), "application whitelist loaded");
     }
 }
 

@@ -388,10 +388,11 @@ pub(crate) fn build(
         cfg.meta_dir_origin = MetaDirOrigin::Searched { tried };
     }
 
-    // Legacy keys and probe names of every generation: mapped, or ignored
-    // with a warning; then the application whitelist.
-    super::compat::apply(&mut cfg, settings, &mut problems, &reported);
+    // The application whitelist first, while legacy probes still name it
+    // with `-w` in their own entries; then the legacy keys and probe names
+    // of every generation: mapped, or ignored with a warning.
     super::whitelist::resolve(&mut cfg, &mut problems);
+    super::compat::apply(&mut cfg, settings, &mut problems, &reported);
     cfg.warnings.0.sort_by_key(|w| w.line.unwrap_or(usize::MAX));
 
     problems.extend(super::validate::problems(&cfg).into_iter().filter(|p| {

@@ -831,3 +831,338 @@ fn a_broker_list_with_a_bad_port_or_an_empty_entry_is_refused() {
         }
     }
 }
+
+/// A legacy config read from text: the config and its warnings as text.
+fn conf_ok(src: &str) -> (Config, Vec<String>) {
+    match Config::from_libconfig_str(src, Path::new(CONF)) {
+        Ok(c) => {
+            let w = c.warnings.iter().map(ToString::to_string).collect();
+            (c, w)
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn names(c: &Config) -> Vec<(&str, Switch, &str)> {
+    c.probes
+        .iter()
+        .map(|p| (p.name.as_str(), p.switch, p.param.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_legacy_native_probe_switched_on_is_replaced_by_its_equivalents_with_a_warning() {
+    let (c, w) = conf_ok(
+        "probes = (\n  { name = \"example\"; param = \"\"; switch = \"off\"; },\n  \
+         { name = \"system_infos\";\n    param = \"-t 7 -l warn\"; switch = \"on\"; },\n  \
+         { name = \"system_net\"; switch = \"off\"; }\n);",
+    );
+    assert_eq!(
+        names(&c),
+        [
+            ("example", Switch::Off, ""),
+            ("system_infos", Switch::Off, "-t 7 -l warn"),
+            ("system_net", Switch::Off, ""),
+            ("system_cpu", Switch::On, "-t 7 -l warn"),
+            ("system_meminfo", Switch::On, "-t 7 -l warn"),
+            ("system_inode", Switch::On, "-t 7 -l warn"),
+        ]
+    );
+    assert_eq!(
+        w,
+        ["/cfg/gala-gopher.conf:3: key `probes[1].name`: `system_infos` is a native probe of the legacy 1.x agent \
+          (CPU, memory, network interface and disk/file-system statistics) that this agent does not have; the \
+          probes of this agent that collect the same data are system_cpu, system_meminfo, system_net, \
+          system_inode; switched on in its place, with its param: system_cpu, system_meminfo, system_inode; \
+          already listed in this file (left as written): system_net. To silence this, replace `system_infos` \
+          with those probes"]
+    );
+    // The result is valid as it is (validate is pure and finds nothing).
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn a_legacy_native_probe_without_an_equivalent_is_not_run_and_an_unknown_one_is_refused() {
+    let (c, w) = conf_ok("probes = ( { name = \"event\"; param = \"\"; switch = \"on\"; } );");
+    assert_eq!(names(&c), [("event", Switch::Off, "")]);
+    assert_eq!(
+        w,
+        ["/cfg/gala-gopher.conf:1: key `probes[0].name`: `event` is a native probe of the legacy 1.x agent \
+          (events read from the system log) that this agent does not have; nothing replaces it, so it is not run"]
+    );
+    // Switched off, a legacy probe is left alone, without a word.
+    let (c, w) = conf_ok("probes = ( { name = \"virtualized_infos\"; switch = \"off\"; } );");
+    assert_eq!(names(&c), [("virtualized_infos", Switch::Off, "")]);
+    assert!(w.is_empty(), "{w:?}");
+    // A name no generation had is still an error, listing this build's probes.
+    assert_eq!(
+        conf_err("probes = ( { name = \"system_infoz\"; switch = \"on\"; } );"),
+        [format!(
+            "/cfg/gala-gopher.conf:1: key `probes[0].name`: {}",
+            unknown_probe("system_infoz")
+        )]
+    );
+    // Every legacy name of the table is unknown to this agent, and every
+    // equivalent it names is one of this agent's probes.
+    let all: Vec<&str> = gopher_probes::ALL_NATIVE_PROBES
+        .iter()
+        .chain(gopher_probes_c::ALL_BUILTIN)
+        .copied()
+        .collect();
+    for p in compat::LEGACY_NATIVE_PROBES {
+        assert!(
+            !all.contains(&p.name),
+            "{} is a probe of this agent",
+            p.name
+        );
+        for e in p.equivalents {
+            assert!(
+                all.contains(e),
+                "{}: {e} is not a probe of this agent",
+                p.name
+            );
+        }
+    }
+}
+
+#[test]
+fn v0_keys_are_mapped_or_warned_about() {
+    // 21.09 had no metric section: kafka.switch sent the metrics to Kafka.
+    let (c, w) = conf_ok(
+        "global = { log_directory = \"/var/log/gala-gopher\"; };\n\
+         web_server = { port = 8888; switch = \"on\"; };\n\
+         kafka = { kafka_broker = \"127.0.0.1:9092\"; kafka_topic = \"old_topic\"; switch = \"on\"; };\n\
+         probes = ( { name = \"system_meminfo\"; switch = \"on\"; interval = 3; },\n\
+                    { name = \"system_tcp\"; param = \"-t 9\"; switch = \"on\"; interval = 3; } );",
+    );
+    assert_eq!(
+        c.metric,
+        Channel {
+            out_channel: OutChannel::Kafka,
+            kafka_topic: "old_topic".into()
+        }
+    );
+    assert_eq!(
+        names(&c),
+        [
+            ("system_meminfo", Switch::On, "-t 3"),
+            ("system_tcp", Switch::On, "-t 9")
+        ]
+    );
+    assert_eq!(
+        w,
+        [
+            "/cfg/gala-gopher.conf:1: key `global.log_directory`: ignored (a 21.09 key): this agent logs to stderr \
+             or the journal, or to `global.log_file_name` under `logs.debug_dir`",
+            "/cfg/gala-gopher.conf:5: key `probes[1].interval`: ignored: `-t` in `param` sets the period of this \
+             probe",
+        ]
+    );
+    // Switched off, or in a file with a metric section, the Kafka keys do not
+    // move the metrics; in the latter case they are warned about.
+    let (c, w) = conf_ok("kafka = { kafka_topic = \"t\"; switch = \"off\"; };");
+    assert_eq!(c.metric.out_channel, OutChannel::WebServer);
+    assert_eq!(c.metric.kafka_topic, "t");
+    assert!(w.is_empty(), "{w:?}");
+    let (c, w) = conf_ok("metric = { out_channel = \"logs\"; };\nkafka = { switch = \"on\"; };");
+    assert_eq!(c.metric.out_channel, OutChannel::Logs);
+    assert_eq!(
+        w,
+        ["/cfg/gala-gopher.conf:2: key `kafka.switch`: ignored (a 21.09 key): the `metric` section of this file \
+          chooses the channel and topic"]
+    );
+    let (_, w) = conf_ok("web_server = { switch = \"off\"; };");
+    assert_eq!(
+        w,
+        ["/cfg/gala-gopher.conf:1: key `web_server.switch`: ignored (a 21.09 key): the Prometheus endpoint always \
+          runs here; bind it to 127.0.0.1 with `web_server.bind_addr` to keep it local"]
+    );
+    // Bad values are errors naming the key.
+    assert_eq!(
+        conf_err(
+            "web_server = { switch = \"maybe\"; };\nkafka = { switch = 3; };\n\
+             probes = ( { name = \"system_meminfo\"; interval = 0; } );"
+        ),
+        [
+            "/cfg/gala-gopher.conf:1: key `web_server.switch`: expected \"on\" or \"off\" (a 21.09 key)",
+            "/cfg/gala-gopher.conf:2: key `kafka.switch`: expected \"on\" or \"off\" (a 21.09 key)",
+            "/cfg/gala-gopher.conf:3: key `probes[0].interval`: expected a period in seconds from 1 to 3600 (a 21.09 \
+             key), got 0",
+        ]
+    );
+}
+
+#[test]
+fn v2_keys_are_mapped_or_warned_about() {
+    // metric_total_size (MB) is spread over the rotated files of a directory.
+    let (c, w) = conf_ok(
+        "metric = { out_channel = \"web_server\"; pod_info_switch = \"on\"; };\n\
+         event = { desc_language = \"zh_CN\"; };\n\
+         logs = { metric_total_size = 100; max_files = 4; };",
+    );
+    assert_eq!(c.logs.max_file_size_mb, 25);
+    assert_eq!(
+        w,
+        [
+            "/cfg/gala-gopher.conf:1: key `metric.pod_info_switch`: ignored (a 2.x key): records get no pod labels \
+             from this agent",
+            "/cfg/gala-gopher.conf:2: key `event.desc_language`: ignored (a 1.x/2.x key): event bodies are written in \
+             English only",
+        ]
+    );
+    let (c, _) = conf_ok("logs = { metric_total_size = 3; };");
+    assert_eq!(c.logs.max_file_size_mb, 1);
+    let (c, w) = conf_ok("logs = { metric_total_size = 100; max_file_size_mb = 7; };");
+    assert_eq!(c.logs.max_file_size_mb, 7);
+    assert_eq!(
+        w,
+        ["/cfg/gala-gopher.conf:1: key `logs.metric_total_size`: ignored: `logs.max_file_size_mb` is also set, and \
+          wins"]
+    );
+    assert_eq!(
+        conf_err("logs = { metric_total_size = 0; };"),
+        ["/cfg/gala-gopher.conf:1: key `logs.metric_total_size`: expected a number of MB greater than 0, got 0"]
+    );
+}
+
+#[test]
+fn the_legacy_shapes_of_every_generation_load_with_their_values() {
+    let v0 = load(&repo().join("tests/data/config/legacy_v0.conf"));
+    assert_eq!(v0.metric.out_channel, OutChannel::WebServer);
+    assert_eq!(v0.metric.kafka_topic, "test_v0_metrics");
+    assert_eq!(v0.imdb.max_records_num, 4096);
+    assert_eq!(
+        names(&v0),
+        [
+            ("example", Switch::Off, "-t 1"),
+            ("system_meminfo", Switch::On, "-t 2"),
+            ("system_vmstat", Switch::On, "-t 2"),
+            ("system_inode", Switch::Off, "-t 5"),
+            ("system_tcp", Switch::On, "-t 3"),
+        ]
+    );
+    let v1 = load(&repo().join("tests/data/config/legacy_v1_shipped.conf"));
+    assert_eq!(v1.event.out_channel, OutChannel::Kafka);
+    assert_eq!(v1.event.timeout, 300);
+    let ksli = v1.extend_probes.iter().find(|p| p.name == "ksliprobe");
+    assert_eq!(
+        ksli.and_then(|p| p.start_check.as_deref()),
+        Some(r"ps -e -o comm= | grep -c 'memcached\|valkey'")
+    );
+    let cadvisor = v1.extend_probes.iter().find(|p| p.name == "cadvisor");
+    assert_eq!(
+        cadvisor.and_then(|p| p.start_check.as_deref()),
+        Some("echo \"no-such-unit-a no-such-unit-b\" | xargs -n1 echo | grep -c running")
+    );
+    assert_eq!(
+        v1.probes
+            .iter()
+            .filter(|p| p.switch == Switch::On)
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["system_cpu", "system_meminfo", "system_net", "system_inode"]
+    );
+    // The whitelist -w names is not installed here: a warning, no whitelist.
+    assert_eq!(v1.app_whitelist, None);
+    let v2 = load(&repo().join("tests/data/config/legacy_v2.conf"));
+    assert!(v2.global.rest_api_on);
+    assert_eq!(v2.logs.max_file_size_mb, 12);
+    assert_eq!(v2.kafka.username, None);
+    assert!(v2.probes.is_empty() && v2.extend_probes.is_empty());
+}
+
+#[test]
+fn the_application_whitelist_is_found_where_the_legacy_agent_read_it() {
+    let tmp = tempdir();
+    let conf = tmp.path().join("etc/gala-gopher.conf");
+    let app = tmp.path().join("etc/gala-gopher-app.conf");
+    let good = "application = (\n  { comm = \"^nginx$\"; cmdline = \"\"; }\n);\n";
+    // Nothing names one and none is beside the config: none.
+    write(
+        &conf,
+        "probes = ( { name = \"system_cpu\"; param = \"-t 5\"; } );",
+    );
+    assert_eq!(load(&conf).app_whitelist, None);
+    // Beside the config file.
+    write(&app, good);
+    let c = load(&conf);
+    assert_eq!(
+        c.app_whitelist.as_ref().map(|w| w.path.clone()),
+        Some(app.clone())
+    );
+    assert!(c
+        .app_whitelist
+        .as_ref()
+        .is_some_and(|w| w.matches("nginx", "")));
+    // Named by -w of a probe that runs (one switched off does not count).
+    let other = tmp.path().join("other-app.conf");
+    write(
+        &other,
+        "application = ( { comm = \"java\"; }, { comm = \"python3\"; } );",
+    );
+    write(
+        &conf,
+        &format!(
+            "probes = ( {{ name = \"system_net\"; param = \"-w /nonexistent\"; switch = \"off\"; }},\n\
+             {{ name = \"system_cpu\"; param = \"-t 5 -w {}\"; }} );",
+            other.display()
+        ),
+    );
+    let c = load(&conf);
+    assert_eq!(c.app_whitelist.as_ref().map(|w| w.apps.len()), Some(2));
+    // global.app_whitelist wins, relative to the config file; it must exist.
+    write(
+        &conf,
+        "global = { app_whitelist = \"gala-gopher-app.conf\"; };",
+    );
+    let c = load(&conf);
+    assert_eq!(c.global.app_whitelist.as_deref(), Some(app.as_path()));
+    assert_eq!(c.app_whitelist.map(|w| w.path), Some(app.clone()));
+    write(
+        &conf,
+        "global = {\n  app_whitelist = \"missing-app.conf\"; };",
+    );
+    let err = match Config::load(&conf) {
+        Ok(c) => panic!("unexpectedly valid: {c:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        err,
+        format!(
+            "{}: cannot read the application whitelist: No such file or directory (os error 2)",
+            tmp.path().join("etc/missing-app.conf").display()
+        )
+    );
+    // A bad whitelist fails the config, naming the whitelist's file and line,
+    // together with the config's own problems.
+    write(&app, "application = (\n  { comm = \"[a-\"; }\n);\n");
+    write(&conf, "web_server = { port = 0; };");
+    let err = match Config::load(&conf) {
+        Ok(c) => panic!("unexpectedly valid: {c:?}"),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(err.len(), 2, "{err:?}");
+    assert!(
+        err.iter().any(|e| e.starts_with(&format!(
+            "{}:2: key `application[0].comm`: `[a-` is not a valid POSIX extended regular expression",
+            app.display()
+        ))),
+        "{err:?}"
+    );
+    assert!(
+        err.iter().any(|e| e
+            == &format!(
+                "{}:1: key `web_server.port`: expected a port 1..65535, got 0",
+                conf.display()
+            )),
+        "{err:?}"
+    );
+    // A -w naming a file that does not exist is a warning, not an error.
+    write(
+        &conf,
+        "probes = ( { name = \"system_cpu\"; param = \"-w /nonexistent/app.conf\"; } );",
+    );
+    let c = load(&conf);
+    assert_eq!(c.app_whitelist, None);
+    assert_eq!(c.warnings.iter().count(), 1, "{:?}", c.warnings);
+}

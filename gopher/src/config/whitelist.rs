@@ -346,7 +346,8 @@ pub(crate) fn resolve(cfg: &mut super::Config, problems: &mut Vec<ConfigProblem>
                     line,
                     other_key.clone(),
                     format!(
-                        "names the application whitelist `{other}`, but `{key}` names `{first}` first: this agent                          loads `{first}` (the probe itself still gets its own `-w`)"
+                        "names the application whitelist `{other}`, but `{key}` names `{first}` first: this agent \
+                         loads `{first}` (the probe itself still gets its own `-w`)"
                     ),
                 );
                 cfg.warnings.0.push(w);
@@ -362,7 +363,8 @@ pub(crate) fn resolve(cfg: &mut super::Config, problems: &mut Vec<ConfigProblem>
                 line,
                 key.clone(),
                 format!(
-                    "`-w {first}` names the application whitelist, which does not exist: no whitelist is loaded                      (probes given `-w` may refuse to start)"
+                    "`-w {first}` names the application whitelist, which does not exist: no whitelist is loaded \
+                     (the probes still get their `-w` as written)"
                 ),
             );
             cfg.warnings.0.push(w);
