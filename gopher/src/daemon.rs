@@ -119,7 +119,7 @@ pub fn plan_probes_all(cfg: &Config, meta: &MetaRegistry) -> (Vec<PlannedProbe>,
             Err(e) => problems.push(e),
         }
     }
-    for p in &cfg.extend_probes {
+    for (i, p) in cfg.extend_probes.iter().enumerate() {
         let start = match (p.switch, &p.start_check) {
             (Switch::Off, _) => continue,
             (Switch::Auto, Some(c)) => StartPolicy::Check {
@@ -132,6 +132,18 @@ pub fn plan_probes_all(cfg: &Config, meta: &MetaRegistry) -> (Vec<PlannedProbe>,
         // letters are only parsed when they are well-formed.
         let params = Params::parse(&p.param).unwrap_or_default();
         let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
+        if let Some(ipc) = &p.ipc {
+            // A legacy 2.x binary: its message is queued before each start.
+            if let Err(msg) = ipc.range_flags() {
+                problems.push(StartError::Probe {
+                    file: cfg.source.clone(),
+                    key: format!("extend_probes[{i}].ipc.probe"),
+                    msg,
+                });
+                continue;
+            }
+            probe = probe.legacy_ipc(ipc.clone());
+        }
         match std::env::current_exe() {
             Ok(exe) => probe = probe.death_guard(exe),
             Err(e) => {
@@ -280,6 +292,7 @@ impl Daemon {
         plan: Vec<PlannedProbe>,
     ) -> Result<Self, StartError> {
         let meta = Arc::new(meta);
+        mount_bpffs_for_probe_binaries(&cfg);
         restrict_capabilities(&plan);
         let reopen = ReopenSignal::new();
         let mut log_files = Vec::new();
@@ -526,14 +539,28 @@ impl Daemon {
     /// `global.log_file_name` are left out: only the binary's own logging
     /// uses them, and it applies them itself.
     pub fn runs(&self, cfg: &Config, meta: &MetaRegistry) -> bool {
-        let mut cfg = cfg.clone();
+        // The params and snoopers of a legacy 2.x probe are sent to it as it
+        // runs ([`Daemon::update_legacy_ipc`]); only its probe type needs a
+        // restart.
+        let strip = |c: &Config| {
+            let mut c = c.clone();
+            for p in &mut c.extend_probes {
+                p.ipc = p
+                    .ipc
+                    .as_ref()
+                    .map(crate::config::ipc::LegacyIpcConf::restart_part);
+            }
+            c
+        };
+        let mine = strip(&self.config);
+        let mut cfg = strip(cfg);
         cfg.global
             .log_level
             .clone_from(&self.config.global.log_level);
         cfg.global
             .log_file_name
             .clone_from(&self.config.global.log_file_name);
-        self.config == cfg
+        mine == cfg
             && self.meta.len() == meta.len()
             && self
                 .meta
@@ -541,6 +568,19 @@ impl Daemon {
                 .iter()
                 .zip(meta.tables())
                 .all(|(a, b)| **a == **b)
+    }
+
+    /// Sends the params and snoopers of `cfg`'s legacy 2.x probes to the
+    /// running ones (a reload that [`Daemon::runs`] already): each gets a
+    /// new message when its part changed.
+    pub fn update_legacy_ipc(&self, cfg: &Config) {
+        for p in cfg.extend_probes.iter().filter(|p| p.switch != Switch::Off) {
+            if let Some(ipc) = &p.ipc {
+                if let Err(e) = crate::probe::legacy_ipc::update(&p.name, ipc) {
+                    tracing::error!(probe = %p.name, "{e}");
+                }
+            }
+        }
     }
 
     /// Reopens the log exporters' files by name (after logrotate moved
@@ -577,6 +617,7 @@ impl Daemon {
         for h in workers {
             let _ = h.join();
         }
+        crate::probe::legacy_ipc::release();
         tracing::info!("stopped");
     }
 
@@ -706,6 +747,21 @@ pub fn restrict_capabilities(plan: &[PlannedProbe]) {
             "capabilities dropped"
         ),
         Err(e) => tracing::warn!("cannot drop capabilities: {e}"),
+    }
+}
+
+/// Probe binaries (extend probes: legacy 1.x and 2.x eBPF probes among
+/// them) pin their maps under `/sys/fs/bpf`, and `global.pin_path` lies
+/// there too: when an extend probe is switched on (or `auto`), bpffs is
+/// mounted before the capabilities are dropped, if it is missing. When it
+/// cannot be, the error names the mount command; the probes still start
+/// (one that needs no pinning works without it).
+fn mount_bpffs_for_probe_binaries(cfg: &Config) {
+    if cfg.extend_probes.iter().all(|p| p.switch == Switch::Off) {
+        return;
+    }
+    if let Err(e) = gopher_probes::bpffs::ensure() {
+        tracing::error!("{e}");
     }
 }
 

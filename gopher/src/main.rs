@@ -748,6 +748,9 @@ impl Agent {
             .get()
             .is_some_and(|d| d.runs(&checked.cfg, &checked.meta));
         if unchanged && listener.is_none() {
+            if let Some(d) = self.serving.get() {
+                d.update_legacy_ipc(&checked.cfg);
+            }
             self.config = checked.cfg;
             tracing::info!(
                 probes,

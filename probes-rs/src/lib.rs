@@ -8,6 +8,7 @@
 //! C ABI, eBPF, extend) implements the same trait.
 
 pub use gopher_probe_api::{api, params};
+pub mod bpffs;
 pub mod privilege;
 pub mod procfs;
 #[cfg(feature = "tcp_link")]

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::ipc::LegacyIpcConf;
 use crate::ingress::now_ms;
 
 use crate::probe_api::{Probe, ProbeContext, ProbeError, Shutdown};
@@ -52,6 +53,7 @@ pub struct ChildProbe {
     hang_timeout: Option<Duration>,
     refused_exit: Option<i32>,
     guard: Option<PathBuf>,
+    ipc: Option<LegacyIpcConf>,
 }
 
 /// The extend probe of the legacy config: `command param` through the shell.
@@ -72,6 +74,7 @@ impl ChildProbe {
             hang_timeout: None,
             refused_exit: None,
             guard: None,
+            ipc: None,
         }
     }
 
@@ -84,6 +87,7 @@ impl ChildProbe {
             hang_timeout: None,
             refused_exit: None,
             guard: None,
+            ipc: None,
         }
     }
 
@@ -109,6 +113,14 @@ impl ChildProbe {
     /// guard such a child would outlive a daemon killed with SIGKILL.
     pub fn death_guard(mut self, exe: PathBuf) -> Self {
         self.guard = Some(exe);
+        self
+    }
+
+    /// A legacy 2.x probe binary: before every start its message (params,
+    /// range flags, snoopers) is queued on the 2.x message queue, and its
+    /// snoopers are looked up again while it runs (see [`super::legacy_ipc`]).
+    pub fn legacy_ipc(mut self, conf: LegacyIpcConf) -> Self {
+        self.ipc = Some(conf);
         self
     }
 
@@ -270,6 +282,25 @@ fn spawn_killer(
     })
 }
 
+/// While a legacy 2.x probe runs: looks its snoopers up again every
+/// [`super::legacy_ipc::RESCAN`] and queues a new message when they changed.
+fn spawn_rescanner(name: String, exited: Shutdown) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut failing = false;
+        while !exited.wait(super::legacy_ipc::RESCAN) {
+            match super::legacy_ipc::rescan(&name) {
+                Ok(_) => failing = false,
+                // Logged once per run of failures.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(probe = %name, "{e}");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 /// Reads stderr lines into the log, bounded in length.
 fn spawn_stderr_logger(
     name: String,
@@ -320,6 +351,13 @@ impl Probe for ChildProbe {
     }
 
     fn run(self: Box<Self>, cx: ProbeContext) -> Result<(), ProbeError> {
+        if let Some(conf) = &self.ipc {
+            // A 2.x binary has no defaults: its message must be queued first.
+            super::legacy_ipc::prepare(&self.name, conf).map_err(|e| match e {
+                super::legacy_ipc::IpcError::Sys(_) => ProbeError::Other(e.to_string()),
+                _ => ProbeError::Unsupported(e.to_string()),
+            })?;
+        }
         let (mut cmd, line) = self.command();
         let mut child: Child = cmd
             .stdout(Stdio::piped())
@@ -339,6 +377,10 @@ impl Probe for ChildProbe {
             .stderr
             .take()
             .map(|e| spawn_stderr_logger(self.name.clone(), e));
+        let rescanner = self
+            .ipc
+            .as_ref()
+            .map(|_| spawn_rescanner(self.name.clone(), exited.clone()));
 
         if let Some(out) = child.stdout.take() {
             read_records(out, &cx, &last_ms);
@@ -352,6 +394,9 @@ impl Probe for ChildProbe {
         let _ = killer.join();
         if let Some(l) = logger {
             let _ = l.join();
+        }
+        if let Some(r) = rescanner {
+            let _ = r.join();
         }
         if cx.shutdown.is_triggered() {
             return Ok(());

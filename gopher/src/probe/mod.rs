@@ -2,4 +2,5 @@
 
 pub mod cabi;
 pub mod extend;
+pub mod legacy_ipc;
 pub mod supervisor;
