@@ -31,6 +31,12 @@
 //!   a pointer it was given after it returns, and no function returns memory
 //!   the caller must free.
 //!
+//! The legacy 1.x functions of `include/legacy/` ([`legacy`],
+//! [`legacy_whitelist`], `csrc/legacy.c`) keep their 1.x names, signatures
+//! and return values instead (`0`/`-1`, and `parse_whitelist_config`
+//! allocates what `whitelist_config_destroy` frees); they are not part of
+//! `gopher.h` or its ABI version.
+//!
 //! The ABI is versioned: [`GOPHER_ABI_VERSION_MAJOR`] changes on any
 //! incompatible change, [`GOPHER_ABI_VERSION_MINOR`] when something is added.
 
