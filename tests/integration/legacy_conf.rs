@@ -125,6 +125,7 @@ fn every_generations_shipped_config_passes_check_config_as_it_is() {
         (
             "legacy_v2.conf",
             &[
+                "key `global.rest_api_on`: ignored (a 2.x key): this agent has no REST API yet",
                 "key `metric.pod_info_switch`: ignored (a 2.x key)",
                 "key `event.desc_language`: ignored",
             ],
@@ -255,7 +256,11 @@ fn the_2x_config_starts_the_agent() {
     let (status, body) = http_get(s.port, "/metrics").expect("scrape");
     assert_eq!(status, 200, "{body}");
     let log = agent_log(&s, &agent);
-    for key in ["metric.pod_info_switch", "event.desc_language"] {
+    for key in [
+        "global.rest_api_on",
+        "metric.pod_info_switch",
+        "event.desc_language",
+    ] {
         assert_eq!(log.matches(key).count(), 1, "{key} warned once:\n{log}");
     }
     assert_eq!(agent.stop(), Some(0), "log:\n{}", agent.log_text());

@@ -9,9 +9,11 @@
 //! - `""` for an unset path, user name, password or `start_check`;
 //! - upper-case log levels (`"DEBUG"`).
 //!
-//! Keys the legacy agent knew that this agent does not use are accepted and
-//! ignored ([`Ignored`]): `global.log_directory` (V0), `event.desc_language`
-//! (V2), `kafka.kafka_topic` and `kafka.switch` (V0), `probes[].interval` (V0).
+//! Keys of a legacy generation that this agent does not use are accepted
+//! ([`Ignored`] fields, or typed fields that [`super::compat`] maps onto this
+//! agent's settings) and either mapped or warned about once, naming the key
+//! and why: see [`super::compat`] for the list, decided key by key for 21.09,
+//! 1.x and 2.x. The legacy native probe names are mapped there too.
 //! Any other unknown key is an error with its line. Every problem of a file
 //! is reported at once: the reader resumes after a syntax error, and a bad
 //! key does not hide the next one (see `source`).

@@ -11,8 +11,10 @@
 //!
 //! Defaults live in one place per struct (its `Default` impl; the per-section
 //! channel defaults in [`Config::default`]). Every struct denies unknown keys.
-//! Keys the legacy agent knew but this agent does not use are accepted and
-//! ignored; they are the fields of type [`Ignored`].
+//! Keys a legacy generation had but this agent does not use are accepted,
+//! then mapped onto this agent's settings or ignored with a warning
+//! ([`compat`], [`Config::warnings`]); the legacy application whitelist is
+//! read into [`Config::app_whitelist`] ([`whitelist`]).
 
 pub mod compat;
 mod error;

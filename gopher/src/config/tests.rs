@@ -1069,6 +1069,15 @@ fn the_legacy_shapes_of_every_generation_load_with_their_values() {
     assert_eq!(v2.logs.max_file_size_mb, 12);
     assert_eq!(v2.kafka.username, None);
     assert!(v2.probes.is_empty() && v2.extend_probes.is_empty());
+    let keys: Vec<Option<&str>> = v2.warnings.iter().map(|w| w.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            Some("global.rest_api_on"),
+            Some("metric.pod_info_switch"),
+            Some("event.desc_language")
+        ]
+    );
 }
 
 #[test]
