@@ -378,7 +378,9 @@ fn without_usr_bin_gala_gopher_a_2x_probe_is_refused_with_the_reason() {
     );
     let probe = compile(s.dir.path(), "ipc_probe");
     let cfg = ipc_config(&s, &probe, 5, 250, std::process::id());
-    let agent = s.start_in(&cfg, &[], Tracefs::AsIs);
+    // In a private mount namespace: the agent mounts bpffs for its extend
+    // probe, and must not do it on the host.
+    let agent = s.start_in(&cfg, &[], Tracefs::Absent);
     let text = wait_for(Duration::from_secs(20), "the refusal", || {
         let t = agent.log_text();
         t.contains("will not be restarted").then_some(t)
