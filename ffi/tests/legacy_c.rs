@@ -340,7 +340,6 @@ fn every_declared_legacy_function_links_against_libgopher_so() {
         "-L".as_ref(),
         so_dir.as_os_str(),
         "-lgopher".as_ref(),
-        "-Wl,--no-as-needed".as_ref(),
         rpath.as_ref(),
         "-o".as_ref(),
         exe.as_os_str(),
