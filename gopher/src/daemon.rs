@@ -293,6 +293,9 @@ impl Daemon {
     ) -> Result<Self, StartError> {
         let meta = Arc::new(meta);
         mount_bpffs_for_probe_binaries(&cfg);
+        // The legacy 2.x probes of this daemon start from its config, not
+        // from what a previous (or half-started) one registered.
+        crate::probe::legacy_ipc::release();
         restrict_capabilities(&plan);
         let reopen = ReopenSignal::new();
         let mut log_files = Vec::new();
