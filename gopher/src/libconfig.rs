@@ -15,7 +15,8 @@
 //!   character after it, as libconfig keeps it: `\|` stays `\|`), adjacent
 //!   string literals being concatenated;
 //! - groups `{ settings }`, arrays `[ scalars ]` and lists `( values )`, with
-//!   `,` between elements and a trailing comma tolerated;
+//!   `,` between elements and a trailing comma tolerated (libconfig 1.7, the
+//!   one the legacy agent ran with, takes it; its shipped 1.x config has one);
 //! - comments `# ...`, `// ...` and `/* ... */`.
 //!
 //! `@include` is refused with a clear error. The reader never panics, whatever
@@ -411,7 +412,8 @@ impl Lexer {
     /// `\X`) followed by exactly two hex digits. Any other backslash is kept
     /// as it is, with the character after it (`\|` reads as the two
     /// characters `\|`, `\x4` as `\x4`), as libconfig keeps it. A `\x00` ends
-    /// the literal's text, as it ends the C string libconfig returns.
+    /// the literal's text, as it ends the C string libconfig 1.7 returns
+    /// (1.5 dropped the byte instead).
     fn string(&mut self) -> Result<String, ParseError> {
         let (line, column) = (self.line, self.column);
         self.bump();
