@@ -137,6 +137,56 @@ extend_probes = (
     assert!(!Path::new("/sys/fs/bpf/probe/pin1").exists());
 }
 
+/// Without bpffs and without the right to mount it, the agent says which
+/// mount to make, and its extend probes still run (without their pins).
+#[test]
+fn without_bpffs_or_cap_sys_admin_the_agent_names_the_mount_and_runs_on() {
+    assert_root();
+    let s = Setup::new(&[(
+        "legacy_bin_probe.meta",
+        &read(&data("legacy_bin_probe.meta")),
+    )]);
+    let probe = compile(s.dir.path(), "pin_probe");
+    let cfg = s.path("gala-gopher.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[[extend_probes]]\nname = \"pinprobe\"\ncommand = \"{}\"\nparam = \"-n pin2 -t 1\"\n",
+            s.base_config(),
+            probe.display()
+        ),
+    )
+    .expect("config");
+    let log = s.path("agent.log");
+    let child = Tracefs::Absent
+        .command(&[], "", Path::new("setpriv"))
+        .args(["--bounding-set=-sys_admin", "--inh-caps=-all", "--"])
+        .arg(harness::bin())
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("unshare and setpriv (util-linux)");
+    let agent = Agent {
+        child,
+        port: s.port,
+        log,
+    };
+    let expo = wait_for(Duration::from_secs(30), "a record of the probe", || {
+        let (_, body) = http_get(agent.port, "/metrics").ok()?;
+        value(&body, "legacy_bin_probe", "pinned", "pin2").map(|_| body)
+    });
+    let text = agent.log_text();
+    assert!(
+        text.contains("mount -t bpf bpf /sys/fs/bpf") && text.contains("lacks CAP_SYS_ADMIN"),
+        "the error should name the mount to make and why the agent could not:\n{text}"
+    );
+    let v = |f: &str| value(&expo, "legacy_bin_probe", f, "pin2");
+    assert_eq!((v("bpffs"), v("pinned")), (Some(0.0), Some(0.0)), "{expo}");
+}
+
 /// A process the tests point the probe at; killed by pid at the end.
 struct Sleeper(Child);
 
