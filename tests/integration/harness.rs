@@ -197,12 +197,13 @@ stop_grace_ms = 2000
 }
 
 /// What the agent under test finds mounted. A fresh machine often has no
-/// tracefs, debugfs or bpffs; a prepared one has them. Tests run the agent
-/// in a private mount namespace of its own to give it either, whatever the
-/// machine running the tests has (the host's mounts are never touched).
+/// tracefs, debugfs or bpffs; a prepared one has them. Every agent of the
+/// tests runs in a private mount namespace of its own, so that what it
+/// mounts (bpffs for extend probes, tracefs for the classic tcp_link plan)
+/// stays there and the host's mounts are never touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracefs {
-    /// The test process's own mounts.
+    /// A private copy of the test process's own mounts.
     AsIs,
     /// No tracefs, debugfs or bpffs, as on a fresh machine.
     Absent,
@@ -234,13 +235,8 @@ impl Tracefs {
     /// the program's own.
     pub fn command(self, extra_unshare: &[&str], prelude: &str, program: &Path) -> Command {
         let mount = self.prelude();
-        if mount.is_none() && extra_unshare.is_empty() && prelude.is_empty() {
-            return Command::new(program);
-        }
         let mut c = Command::new("unshare");
-        if mount.is_some() {
-            c.args(["--mount", "--propagation", "private"]);
-        }
+        c.args(["--mount", "--propagation", "private"]);
         let script = [
             mount.as_deref().unwrap_or(""),
             prelude,
@@ -607,8 +603,10 @@ pub fn spawn_notified(
     watchdog_pid: Option<u32>,
     log: &Path,
 ) -> Child {
-    let mut c = Command::new("sh");
-    c.arg("-c");
+    // In a private mount namespace, as every agent of the tests
+    // ([`Tracefs`]); unshare and sh exec, so the pid is the program's.
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
     match (watchdog_usec, watchdog_pid) {
         (Some(u), None) => c.arg(format!(
             "WATCHDOG_USEC={u} WATCHDOG_PID=$$ exec \"$0\" \"$@\""

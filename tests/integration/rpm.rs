@@ -231,6 +231,11 @@ fn expected_files(p: &Packages, name: &str) -> BTreeSet<String> {
             "/usr/include/gala-gopher/gopher.h",
             "/usr/include/gala-gopher/args.h",
             "/usr/include/gala-gopher/nprobe_fprintf.h",
+            "/usr/include/gala-gopher/legacy",
+            "/usr/include/gala-gopher/legacy/common.h",
+            "/usr/include/gala-gopher/legacy/event.h",
+            "/usr/include/gala-gopher/legacy/object.h",
+            "/usr/include/gala-gopher/legacy/whitelist_config.h",
             "/usr/share/doc/gala-gopher-devel",
             "/usr/share/doc/gala-gopher-devel/example",
             "/usr/share/doc/gala-gopher-devel/example/probe.c",
@@ -462,6 +467,7 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
         flags.split_whitespace().collect::<Vec<_>>(),
         [
             format!("-I{r}/usr/include/gala-gopher"),
+            format!("-I{r}/usr/include/gala-gopher/legacy"),
             format!("-L{r}{lib}"),
             "-lgopher".to_owned()
         ],
@@ -479,7 +485,11 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
     );
     assert_eq!(
         plain.split_whitespace().collect::<Vec<_>>(),
-        ["-I/usr/include/gala-gopher", "-lgopher"]
+        [
+            "-I/usr/include/gala-gopher",
+            "-I/usr/include/gala-gopher/legacy",
+            "-lgopher"
+        ]
     );
 
     // The example, as shipped, with its Makefile.
@@ -534,9 +544,23 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
     };
     let v1_so = legacy("legacy_v1");
     let v0_so = legacy("legacy_v0");
+    // A 1.x in-tree probe of several files that includes the legacy common
+    // headers (common.h, event.h, whitelist_config.h, object.h) builds
+    // unchanged against the installed ones; legacy_c.rs runs it.
+    let infos_so = work.path().join("legacy_infos.so");
+    run(
+        in_root(
+            root,
+            &lib,
+            "cc $(pkg-config --cflags gopher) -shared -fPIC -Wall -Wextra -Werror -Dmain=probe_main_legacy_infos \"$0\"/*.c $(pkg-config --libs gopher) -o \"$1\"",
+        )
+        .arg(repo().join("tests/data/c/legacy_infos"))
+        .arg(&infos_so),
+        "cc $(pkg-config --cflags --libs gopher) legacy_infos/*.c",
+    );
     // A V0 probe calls nothing of libgopher (plain fprintf to stdout), so
     // the linker, with --as-needed, does not record it: no check there.
-    for so in [&example_so, &new_so, &v1_so] {
+    for so in [&example_so, &new_so, &v1_so, &infos_so] {
         let n = needed(so);
         assert!(
             n.iter().any(|l| l == "libgopher.so.1"),
