@@ -11,9 +11,6 @@
 //! `auto`).
 
 use std::path::Path;
-use std::sync::Mutex;
-
-use caps::{CapSet, Capability};
 
 /// Where bpffs is mounted.
 pub const MOUNT_POINT: &str = "/sys/fs/bpf";
@@ -60,71 +57,30 @@ pub struct BpffsError {
     reason: String,
 }
 
-/// Serialises mounts by this process.
-static MOUNTING: Mutex<()> = Mutex::new(());
-
 /// Makes sure a bpffs is mounted at [`MOUNT_POINT`]; mounts one when none
 /// is. Returns whether this call mounted it. Like the one systemd makes at
 /// boot, the mount belongs to the agent's mount namespace and stays after
 /// the agent exits (pinned maps outlive their loader by design).
 pub fn ensure() -> Result<bool, BpffsError> {
-    let _guard = MOUNTING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if mounted() {
+    let err = |reason: String| BpffsError { reason };
+    if !mounted() && !Path::new(MOUNT_POINT).is_dir() {
+        return Err(err(format!(
+            "{MOUNT_POINT} does not exist (is sysfs mounted at /sys?)"
+        )));
+    }
+    if !crate::pseudofs::ensure("bpf", MOUNT_POINT, mounted).map_err(err)? {
         return Ok(false);
     }
-    if !Path::new(MOUNT_POINT).is_dir() {
-        return Err(BpffsError {
-            reason: format!("{MOUNT_POINT} does not exist (is sysfs mounted at /sys?)"),
-        });
-    }
-    let was_effective =
-        caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false);
-    if !was_effective && caps::raise(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).is_err() {
-        return Err(BpffsError {
-            reason: "this process lacks CAP_SYS_ADMIN".to_owned(),
-        });
-    }
-    let r = mount_bpffs();
-    if !was_effective {
-        let _ = caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN);
-    }
-    r.map_err(|e| BpffsError {
-        reason: e.to_string(),
-    })?;
     if !mounted() {
-        return Err(BpffsError {
-            reason: format!("{MOUNT_POINT} is still not a bpffs after the mount"),
-        });
+        return Err(err(format!(
+            "{MOUNT_POINT} is still not a bpffs after the mount"
+        )));
     }
     tracing::info!(
         mount_point = MOUNT_POINT,
         "mounted bpffs (probe binaries pin their eBPF maps there)"
     );
     Ok(true)
-}
-
-fn mount_bpffs() -> std::io::Result<()> {
-    let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
-    let (src, target) = (c("bpf")?, c(MOUNT_POINT)?);
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // SAFETY: mount(2) with NUL-terminated strings that outlive the call and
-    // no filesystem data.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            src.as_ptr(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

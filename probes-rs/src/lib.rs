@@ -11,6 +11,7 @@ pub use gopher_probe_api::{api, params};
 pub mod bpffs;
 pub mod privilege;
 pub mod procfs;
+mod pseudofs;
 #[cfg(feature = "tcp_link")]
 pub mod tcp_link;
 pub mod tracefs;

@@ -9,9 +9,6 @@
 //! (CAP_SYS_ADMIN), else the error says what to mount.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-use caps::{CapSet, Capability};
 
 /// Where tracefs is mounted when the agent mounts it.
 pub const MOUNT_POINT: &str = "/sys/kernel/tracing";
@@ -45,66 +42,25 @@ pub struct TracefsError {
     reason: String,
 }
 
-/// Serialises mounts by the probes of this process.
-static MOUNTING: Mutex<()> = Mutex::new(());
-
 /// Makes sure a tracefs is mounted; mounts one at [`MOUNT_POINT`] when none
 /// is. Returns whether this call mounted it. The mount belongs to the
 /// agent's mount namespace and stays after the agent exits, as the one
 /// systemd makes at boot would.
 pub fn ensure() -> Result<bool, TracefsError> {
-    let _guard = MOUNTING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if mounted() {
+    let err = |reason: String| TracefsError { reason };
+    if !crate::pseudofs::ensure("tracefs", MOUNT_POINT, mounted).map_err(err)? {
         return Ok(false);
     }
-    let was_effective =
-        caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false);
-    if !was_effective && caps::raise(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).is_err() {
-        return Err(TracefsError {
-            reason: "this process lacks CAP_SYS_ADMIN".to_owned(),
-        });
-    }
-    let r = mount_tracefs();
-    if !was_effective {
-        let _ = caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN);
-    }
-    r.map_err(|e| TracefsError {
-        reason: e.to_string(),
-    })?;
     if !mounted() {
-        return Err(TracefsError {
-            reason: format!("{MOUNT_POINT}/events is still missing after the mount"),
-        });
+        return Err(err(format!(
+            "{MOUNT_POINT}/events is still missing after the mount"
+        )));
     }
     tracing::info!(
         mount_point = MOUNT_POINT,
         "mounted tracefs (a classic tracepoint needs it)"
     );
     Ok(true)
-}
-
-fn mount_tracefs() -> std::io::Result<()> {
-    let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
-    let (src, target) = (c("tracefs")?, c(MOUNT_POINT)?);
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // SAFETY: mount(2) with NUL-terminated strings that outlive the call and
-    // no filesystem data.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            src.as_ptr(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]
