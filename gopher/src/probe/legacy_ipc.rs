@@ -694,41 +694,88 @@ mod tests {
         }
     }
 
+    /// The 2.x `struct probe_params` as its C declaration gives it (field
+    /// types in order), so that the compiler, not this file, computes the
+    /// offsets that [`PARAMS_LAYOUT`] states.
+    #[repr(C)]
+    struct Params2x {
+        period: u32,
+        sample_period: u32,
+        latency_thr: u32,
+        offline_thr: u32,
+        drops_count_thr: u32,
+        kafka_port: u32,
+        logs: u8,
+        metrics_flags: u8,
+        env_flags: u8,
+        support_ssl: u8,
+        res_percent_upper: u8,
+        res_percent_lower: u8,
+        continuous_sampling_flag: u8,
+        multi_instance_flag: u8,
+        native_stack_flag: u8,
+        cluster_ip_backend: u8,
+        target_dev: [u8; 32],
+        elf_path: [u8; 512],
+        l7_probe_proto_flags: u32,
+        svg_period: u32,
+        perf_sample_period: u32,
+        pyroscope_server: [u8; 64],
+        output_dir: [u8; 256],
+        flame_dir: [u8; 256],
+        cadvisor_port: u32,
+        profiling_chan: u32,
+        min_exec_dur: u32,
+        min_aggr_dur: u32,
+    }
+
     #[test]
     fn the_params_layout_is_the_2x_one() {
-        // Offsets and sizes derived by hand from the 2.x args.h (natural
-        // alignment: 4 for unsigned int, 1 for char).
-        let expect: &[(&str, usize, usize)] = &[
-            ("period", 0, 4),
-            ("sample_period", 4, 4),
-            ("latency_thr", 8, 4),
-            ("offline_thr", 12, 4),
-            ("drops_count_thr", 16, 4),
-            ("kafka_port", 20, 4),
-            ("logs", 24, 1),
-            ("metrics_flags", 25, 1),
-            ("env_flags", 26, 1),
-            ("support_ssl", 27, 1),
-            ("res_percent_upper", 28, 1),
-            ("res_percent_lower", 29, 1),
-            ("continuous_sampling_flag", 30, 1),
-            ("multi_instance_flag", 31, 1),
-            ("native_stack_flag", 32, 1),
-            ("cluster_ip_backend", 33, 1),
-            ("target_dev", 34, 32),
-            ("elf_path", 66, 512),
-            ("l7_probe_proto_flags", 580, 4),
-            ("svg_period", 584, 4),
-            ("perf_sample_period", 588, 4),
-            ("pyroscope_server", 592, 64),
-            ("output_dir", 656, 256),
-            ("flame_dir", 912, 256),
-            ("cadvisor_port", 1168, 4),
-            ("profiling_chan", 1172, 4),
-            ("min_exec_dur", 1176, 4),
-            ("min_aggr_dur", 1180, 4),
+        use std::mem::{offset_of, size_of};
+        macro_rules! field {
+            ($f:ident) => {{
+                let size = {
+                    fn size_of_field<T>(_: impl Fn(&Params2x) -> &T) -> usize {
+                        size_of::<T>()
+                    }
+                    size_of_field(|p: &Params2x| &p.$f)
+                };
+                (stringify!($f), offset_of!(Params2x, $f), size)
+            }};
+        }
+        let expect = [
+            field!(period),
+            field!(sample_period),
+            field!(latency_thr),
+            field!(offline_thr),
+            field!(drops_count_thr),
+            field!(kafka_port),
+            field!(logs),
+            field!(metrics_flags),
+            field!(env_flags),
+            field!(support_ssl),
+            field!(res_percent_upper),
+            field!(res_percent_lower),
+            field!(continuous_sampling_flag),
+            field!(multi_instance_flag),
+            field!(native_stack_flag),
+            field!(cluster_ip_backend),
+            field!(target_dev),
+            field!(elf_path),
+            field!(l7_probe_proto_flags),
+            field!(svg_period),
+            field!(perf_sample_period),
+            field!(pyroscope_server),
+            field!(output_dir),
+            field!(flame_dir),
+            field!(cadvisor_port),
+            field!(profiling_chan),
+            field!(min_exec_dur),
+            field!(min_aggr_dur),
         ];
         assert_eq!(PARAMS_LAYOUT, expect);
+        // The size measured with a real 2.0.2 probe binary.
+        assert_eq!(size_of::<Params2x>(), 1184);
         assert_eq!(PARAMS_SIZE, 1184);
         // Fields follow each other (with alignment padding only before a
         // u32), and the last ends the struct.
