@@ -8,6 +8,7 @@ pub mod libconfig;
 pub mod meta;
 
 pub use gopher_probes as probe_api;
+pub mod control;
 pub mod daemon;
 pub mod export;
 pub mod identity;

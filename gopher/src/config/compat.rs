@@ -342,6 +342,7 @@ fn legacy_probes(p: &mut Pass<'_>) {
                     library: None,
                     hang_timeout_secs: None,
                     interval: None,
+                    snoopers: None,
                 });
             } else {
                 left_out.push(*eq);

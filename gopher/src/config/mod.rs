@@ -17,6 +17,7 @@
 //! read into [`Config::app_whitelist`] ([`whitelist`]).
 
 pub mod compat;
+pub mod cgroup;
 mod error;
 pub mod ipc;
 pub mod legacy;
@@ -65,6 +66,8 @@ pub struct Config {
     pub logs: Logs,
     /// `[supervisor]`: probe restarts (new in this agent).
     pub supervisor: Supervisor,
+    /// `[cgroup]`: CPU and memory limits of the probe processes.
+    pub cgroup: cgroup::CgroupConf,
     /// `[[probes]]`: native probes.
     pub probes: Vec<ProbeConf>,
     /// `[[extend_probes]]`: probes run as child processes.
@@ -129,6 +132,7 @@ impl Default for Config {
             kafka: Kafka::default(),
             logs: Logs::default(),
             supervisor: Supervisor::default(),
+            cgroup: cgroup::CgroupConf::default(),
             probes: Vec::new(),
             extend_probes: Vec::new(),
             locations: Locations::default(),
@@ -695,6 +699,9 @@ pub struct ProbeConf {
     /// `param` has no `-t`).
     #[serde(default)]
     pub interval: Option<u64>,
+    /// The processes the probe watches (none: every process).
+    #[serde(default)]
+    pub snoopers: Option<ipc::Snoopers>,
 }
 
 /// One `[[extend_probes]]` entry: a probe run as a child process.

@@ -24,7 +24,7 @@ use crate::libconfig::{self, DeError, Setting, Value, ValueKind};
 /// The sections a config may have.
 const SECTIONS: &str =
     "global, metric, event, meta, ingress, egress, imdb, web_server, rest_api_server, \
-                        kafka, logs, supervisor, probes, extend_probes";
+                        kafka, logs, supervisor, cgroup, probes, extend_probes";
 
 /// Where each key of a config file was written: `web_server.port` -> line.
 #[derive(Debug, Clone, Default)]
@@ -354,6 +354,7 @@ pub(crate) fn build(
             "kafka" => r.section(s).into_iter().for_each(|v| cfg.kafka = v),
             "logs" => r.section(s).into_iter().for_each(|v| cfg.logs = v),
             "supervisor" => r.section(s).into_iter().for_each(|v| cfg.supervisor = v),
+            "cgroup" => r.section(s).into_iter().for_each(|v| cfg.cgroup = v),
             "probes" => cfg.probes = r.list(s),
             "extend_probes" => cfg.extend_probes = r.list(s),
             other => r.errors.push(DeError {

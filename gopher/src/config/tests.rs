@@ -47,6 +47,7 @@ fn probe(name: &str, param: &str, switch: Switch) -> ProbeConf {
         library: None,
         hang_timeout_secs: None,
         interval: None,
+        snoopers: None,
     }
 }
 
@@ -363,7 +364,7 @@ fn unknown_keys_and_sections() {
             "/cfg/gala-gopher.toml:3: key `web_server.prot`: unknown field `prot`, expected one of `port`, \
              `bind_addr`, `ssl_auth`, `private_key`, `cert_file`, `ca_file`, `switch`",
             "/cfg/gala-gopher.toml:4: key `global2`: unknown section `global2`, expected one of global, metric, \
-             event, meta, ingress, egress, imdb, web_server, rest_api_server, kafka, logs, supervisor, probes, \
+             event, meta, ingress, egress, imdb, web_server, rest_api_server, kafka, logs, supervisor, cgroup, probes, \
              extend_probes",
         ]
     );
@@ -371,7 +372,7 @@ fn unknown_keys_and_sections() {
         conf_err("probes = (\n { name = \"system_cpu\"; },\n { name = \"system_net\";\n   swich = \"on\"; }\n);"),
         [
             "/cfg/gala-gopher.conf:4: key `probes[1].swich`: unknown field `swich`, expected one of `name`, \
-             `param`, `switch`, `library`, `hang_timeout_secs`, `interval`"
+             `param`, `switch`, `library`, `hang_timeout_secs`, `interval`, `snoopers`"
         ]
     );
     assert_eq!(
