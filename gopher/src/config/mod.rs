@@ -16,8 +16,8 @@
 //! ([`compat`], [`Config::warnings`]); the legacy application whitelist is
 //! read into [`Config::app_whitelist`] ([`whitelist`]).
 
-pub mod compat;
 pub mod cgroup;
+pub mod compat;
 mod error;
 pub mod ipc;
 pub mod legacy;
