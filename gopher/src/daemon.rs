@@ -42,7 +42,8 @@ pub enum StartError {
         /// The directory.
         dir: PathBuf,
         /// Every problem found.
-        errors: String,
+        #[source]
+        errors: crate::meta::MetaErrors,
     },
     /// A probe in the config cannot be run.
     #[error("{file}: {key}: {msg}")]
@@ -83,7 +84,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError 
 pub fn load_meta(cfg: &Config) -> Result<MetaRegistry, StartError> {
     MetaRegistry::load_dir(&cfg.global.meta_dir).map_err(|e| StartError::Meta {
         dir: cfg.global.meta_dir.clone(),
-        errors: e.to_string(),
+        errors: e,
     })
 }
 

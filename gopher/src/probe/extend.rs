@@ -354,7 +354,10 @@ impl Probe for ChildProbe {
         if let Some(conf) = &self.ipc {
             // A 2.x binary has no defaults: its message must be queued first.
             super::legacy_ipc::prepare(&self.name, conf).map_err(|e| match e {
-                super::legacy_ipc::IpcError::Sys(_) => ProbeError::Other(e.to_string()),
+                super::legacy_ipc::IpcError::Sys(_) => ProbeError::Setup {
+                    probe: self.name.clone(),
+                    source: Box::new(e),
+                },
                 _ => ProbeError::Unsupported(e.to_string()),
             })?;
         }
@@ -363,7 +366,11 @@ impl Probe for ChildProbe {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| ProbeError::Other(format!("cannot start `{line}`: {e}")))?;
+            .map_err(|source| ProbeError::Spawn {
+                probe: self.name.clone(),
+                command: line.clone(),
+                source,
+            })?;
         let pid = child.id();
         let stop = cx.shutdown.child();
         let exited = Shutdown::new();
@@ -403,9 +410,11 @@ impl Probe for ChildProbe {
         }
         if hung.load(Ordering::Relaxed) {
             let secs = self.hang_timeout.unwrap_or_default().as_secs();
-            return Err(ProbeError::Other(format!(
-                "`{line}` hung: no output for {secs} s, killed"
-            )));
+            return Err(ProbeError::Hung {
+                probe: self.name.clone(),
+                command: line,
+                secs,
+            });
         }
         match status {
             Ok(s) if s.code().is_some() && s.code() == self.refused_exit => {
@@ -413,8 +422,16 @@ impl Probe for ChildProbe {
                     "`{line}` refused to run ({s}); see its error above"
                 )))
             }
-            Ok(s) => Err(ProbeError::Other(format!("`{line}` exited: {s}"))),
-            Err(e) => Err(ProbeError::Other(format!("`{line}`: wait failed: {e}"))),
+            Ok(status) => Err(ProbeError::Exited {
+                probe: self.name.clone(),
+                command: line,
+                status,
+            }),
+            Err(source) => Err(ProbeError::Wait {
+                probe: self.name.clone(),
+                command: line,
+                source,
+            }),
         }
     }
 }
@@ -455,14 +472,39 @@ fn read_records(out: impl Read, cx: &ProbeContext, last_ms: &AtomicU64) {
     }
 }
 
+/// Why a `start_check` gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StartCheckError {
+    /// The shell could not be started.
+    #[error("cannot run start_check `{command}`: {source}")]
+    Spawn {
+        /// The `start_check` command.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its first line is not a number.
+    #[error("start_check `{command}` printed `{output}`, expected a number")]
+    NotANumber {
+        /// The `start_check` command.
+        command: String,
+        /// Its first line, trimmed.
+        output: String,
+    },
+}
+
 /// Runs a `start_check` command through the shell and says whether the
 /// first line of its output is a number greater than zero (docs/compat.md §4).
-pub fn start_check(cmd: &str, timeout: Duration) -> Result<bool, String> {
+pub fn start_check(cmd: &str, timeout: Duration) -> Result<bool, StartCheckError> {
     let mut child = shell_command(cmd)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run start_check `{cmd}`: {e}"))?;
+        .map_err(|source| StartCheckError::Spawn {
+            command: cmd.to_owned(),
+            source,
+        })?;
     let pid = child.id();
     let done = Shutdown::new();
     let watchdog = {
@@ -484,9 +526,10 @@ pub fn start_check(cmd: &str, timeout: Duration) -> Result<bool, String> {
     match n.parse::<f64>() {
         Ok(v) => Ok(v > 0.0),
         Err(_) if n.is_empty() => Ok(false),
-        Err(_) => Err(format!(
-            "start_check `{cmd}` printed `{n}`, expected a number"
-        )),
+        Err(_) => Err(StartCheckError::NotANumber {
+            command: cmd.to_owned(),
+            output: n.to_owned(),
+        }),
     }
 }
 
@@ -649,18 +692,18 @@ mod tests {
 
     #[test]
     fn start_check_reads_the_first_number() {
-        assert_eq!(start_check("echo 2", Duration::from_secs(5)), Ok(true));
-        assert_eq!(
-            start_check("echo 0; echo 5", Duration::from_secs(5)),
-            Ok(false)
-        );
-        assert_eq!(start_check("true", Duration::from_secs(5)), Ok(false));
-        assert!(start_check("echo nginx", Duration::from_secs(5)).is_err());
+        let check = |cmd: &str, t: Duration| start_check(cmd, t).expect("an answer");
+        assert!(check("echo 2", Duration::from_secs(5)));
+        assert!(!check("echo 0; echo 5", Duration::from_secs(5)));
+        assert!(!check("true", Duration::from_secs(5)));
+        match start_check("echo nginx", Duration::from_secs(5)) {
+            Err(StartCheckError::NotANumber { command, output }) => {
+                assert_eq!((command.as_str(), output.as_str()), ("echo nginx", "nginx"));
+            }
+            other => panic!("expected NotANumber, got {other:?}"),
+        }
         let t0 = std::time::Instant::now();
-        assert_eq!(
-            start_check("sleep 30", Duration::from_millis(200)),
-            Ok(false)
-        );
+        assert!(!check("sleep 30", Duration::from_millis(200)));
         assert!(t0.elapsed() < Duration::from_secs(10));
     }
 }

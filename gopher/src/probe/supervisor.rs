@@ -105,7 +105,10 @@ fn supervise(s: Supervised, shutdown: &Shutdown) {
                 };
                 match catch_unwind(AssertUnwindSafe(move || probe.run(cx))) {
                     Ok(r) => r,
-                    Err(p) => Err(ProbeError::Other(format!("panicked: {}", panic_text(&*p)))),
+                    Err(p) => Err(ProbeError::Panicked {
+                        probe: s.name.clone(),
+                        message: panic_text(&*p),
+                    }),
                 }
             }
             Err(e) => Err(e),
@@ -173,7 +176,10 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             assert!(!self.1, "boom");
             cx.emitter.line(b"|t|1|".to_vec());
-            Err(ProbeError::Other("gone".into()))
+            Err(ProbeError::Setup {
+                probe: "flaky".into(),
+                source: "gone".into(),
+            })
         }
     }
 

@@ -209,9 +209,66 @@ pub enum ProbeError {
     /// capability or file); the message names what is missing.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// Any other failure, described.
-    #[error("{0}")]
-    Other(String),
+    /// The probe's `run` panicked.
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The probe.
+        probe: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// A probe process could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The probe.
+        probe: String,
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A probe process exited before it was asked to stop.
+    #[error("`{command}` exited: {status}")]
+    Exited {
+        /// The probe.
+        probe: String,
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// A probe process printed nothing for its hang timeout and was killed.
+    #[error("`{command}` hung: no output for {secs} s, killed")]
+    Hung {
+        /// The probe.
+        probe: String,
+        /// The command line.
+        command: String,
+        /// The hang timeout, seconds.
+        secs: u64,
+    },
+    /// Waiting for a probe process failed.
+    #[error("`{command}`: wait failed: {source}")]
+    Wait {
+        /// The probe.
+        probe: String,
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step before the start failed (e.g. queuing a legacy probe's
+    /// message); it may work on a restart.
+    #[error("{source}")]
+    Setup {
+        /// The probe.
+        probe: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A probe: something that runs until shutdown and emits records.

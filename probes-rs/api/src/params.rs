@@ -158,6 +158,43 @@ impl Params {
     }
 }
 
+/// `param` with option `-<opt>` set to `value`: every earlier `-<opt>`
+/// (with its value, glued or not) is removed and `-<opt> <value>` appended,
+/// the other options kept as written. The result is checked by
+/// [`Params::parse`], so a value the option does not take is an error
+/// naming it.
+pub fn set_option(param: &str, opt: char, value: &str) -> Result<String, ParamsError> {
+    Params::parse(param)?;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut words = param.split_whitespace();
+    while let Some(w) = words.next() {
+        // Every option takes a value: `-t5` or `-t 5`.
+        let glued = w.len() > 2;
+        if w.strip_prefix('-').and_then(|l| l.chars().next()) == Some(opt) {
+            if !glued {
+                words.next();
+            }
+            continue;
+        }
+        kept.push(w);
+        if !glued {
+            if let Some(v) = words.next() {
+                kept.push(v);
+            }
+        }
+    }
+    let mut out = kept.join(" ");
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push('-');
+    out.push(opt);
+    out.push(' ');
+    out.push_str(value);
+    Params::parse(&out)?;
+    Ok(out)
+}
+
 fn num(opt: &str, v: &str, min: u32, max: u32) -> Result<u32, ParamsError> {
     let bad = |expected| ParamsError::BadValue {
         opt: opt.into(),
@@ -212,6 +249,26 @@ fn bounded(opt: &str, v: String, max: usize) -> Result<String, ParamsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_option_replaces_the_letter_and_keeps_the_rest() {
+        assert_eq!(set_option("", 't', "10").as_deref(), Ok("-t 10"));
+        assert_eq!(
+            set_option("-t5 -w /etc/w -t 7 -T 100", 't', "30").as_deref(),
+            Ok("-w /etc/w -T 100 -t 30")
+        );
+        assert_eq!(
+            Params::parse(&set_option("-F task -l 1", 'U', "80").expect("valid"))
+                .expect("parses")
+                .res_percent_upper,
+            80
+        );
+        assert!(matches!(
+            set_option("-t 5", 'U', "120"),
+            Err(ParamsError::BadValue { .. })
+        ));
+        assert!(set_option("-x 1", 't', "5").is_err());
+    }
 
     #[test]
     fn defaults_match_legacy() {
