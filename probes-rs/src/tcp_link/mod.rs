@@ -54,6 +54,9 @@ use crate::tracefs;
 
 pub mod decode;
 pub mod procscan;
+pub mod watch;
+
+pub use watch::{NameRule, Selection, SelectionError, Watch};
 
 use decode::{pid_src, Aggregator, ConnKey, ConnVal, LinkKey, LinkVal, Role};
 
@@ -91,6 +94,9 @@ pub const STATS_FIELDS: &[&str] = &[
     "conns_opened",
     "conns_reaped",
     "sample_seconds",
+    "watched_tgids",
+    "conn_entries",
+    "unwatched_skipped",
 ];
 /// Tables the probe emits.
 pub const TABLES: &[&str] = &[TABLE, STATS_TABLE];
@@ -190,6 +196,8 @@ fn running_kernel() -> Option<(u32, u32)> {
 #[derive(Debug)]
 pub struct TcpLinkProbe {
     proc_root: PathBuf,
+    /// The processes it watches (snoopers).
+    watch: Watch,
 }
 
 /// The registry entry.
@@ -201,8 +209,15 @@ pub const DEF: ProbeDef = ProbeDef {
 
 /// Builds the probe over the real `/proc`.
 pub fn build() -> Box<dyn Probe> {
+    with_watch(Watch::default())
+}
+
+/// Builds the probe over the real `/proc`, watching the processes that
+/// `watch` selects now and after each [`Watch::set`] (see [`watch`]).
+pub fn with_watch(watch: Watch) -> Box<dyn Probe> {
     Box::new(TcpLinkProbe {
         proc_root: PathBuf::from(PROC_ROOT),
+        watch,
     })
 }
 
@@ -290,12 +305,16 @@ enum Slot {
 /// Live connections: the occupied slots of `buckets` (read in batches),
 /// then their entries in `conns`; or the whole `conns_h`. Then the
 /// connections seeded from /proc that no event has claimed yet.
-fn read_conns(skel: &TcpLinkSkel<'_>, hashed: bool) -> Vec<(ConnKey, ConnVal, Slot)> {
+/// Also returns the number of entries in the store, those not established
+/// yet included.
+fn read_conns(skel: &TcpLinkSkel<'_>, hashed: bool) -> (Vec<(ConnKey, ConnVal, Slot)>, usize) {
     let mut out = Vec::new();
+    let mut entries = 0;
     if hashed {
         for (_, v) in read_map(&skel.maps.conns_h, Some, ConnVal::decode) {
             out.push((v.key, v, Slot::Hashed(v.sk)));
         }
+        entries = out.len();
     } else if let Ok(batches) = skel
         .maps
         .buckets
@@ -310,6 +329,7 @@ fn read_conns(skel: &TcpLinkSkel<'_>, hashed: bool) -> Vec<(ConnKey, ConnVal, Sl
                 continue;
             };
             for (i, sk) in decode::bucket_slots(&bucket) {
+                entries += 1;
                 let idx = b * decode::BUCKET_SLOTS + i;
                 let Ok(Some(raw)) = skel.maps.conns.lookup(&idx.to_ne_bytes(), MapFlags::ANY)
                 else {
@@ -324,10 +344,11 @@ fn read_conns(skel: &TcpLinkSkel<'_>, hashed: bool) -> Vec<(ConnKey, ConnVal, Sl
     }
     for (_, v) in read_map(&skel.maps.seeded, Some, ConnVal::decode) {
         out.push((v.key, v, Slot::Seeded));
+        entries += 1;
     }
     // Not established yet (between connect() and ESTABLISHED).
     out.retain(|(k, ..)| k.family != 0);
-    out
+    (out, entries)
 }
 
 /// Opens and loads the object with the programs of `plan`.
@@ -401,6 +422,12 @@ fn load<'o>(
         index.set_autoload(wanted && !hashed);
         hash.set_autoload(wanted && hashed);
     }
+    // The snoopers' fork and exit hooks, one set per plan (they do not
+    // touch the connection store).
+    p.tcp_link_fork_btf.set_autoload(btf);
+    p.tcp_link_exit_btf.set_autoload(btf);
+    p.tcp_link_fork_tp.set_autoload(!btf);
+    p.tcp_link_exit_tp.set_autoload(!btf);
     open.load().map_err(|e| {
         unsupported(format!(
             "the kernel refused the eBPF programs ({}): {e} (needs BPF CO-RE, 5.8+ with BTF)",
@@ -495,6 +522,29 @@ fn attach_all(
         })?;
         links.push(link);
     }
+    // The snoopers' process hooks: without them a watched process's new
+    // children wait for the next rescan (one period), so a failure is a
+    // warning.
+    let procs: [(&str, &libbpf_rs::ProgramMut<'_>); 2] = if plan == Plan::TracepointBtf {
+        [
+            ("tp_btf sched_process_fork", &p.tcp_link_fork_btf),
+            ("tp_btf sched_process_exit", &p.tcp_link_exit_btf),
+        ]
+    } else {
+        [
+            ("tracepoint sched:sched_process_fork", &p.tcp_link_fork_tp),
+            ("tracepoint sched:sched_process_exit", &p.tcp_link_exit_tp),
+        ]
+    };
+    for (what, prog) in procs {
+        match prog.attach() {
+            Ok(link) => links.push(link),
+            Err(e) => tracing::warn!(
+                probe = PROBE,
+                "cannot attach {what} ({e}): with snoopers, children of watched processes are found by the rescan of each period only"
+            ),
+        }
+    }
     Ok(Attached { _links: links })
 }
 
@@ -528,9 +578,14 @@ fn read_links(map: &libbpf_rs::MapMut<'_>) -> Vec<(LinkKey, LinkVal)> {
     out
 }
 
+/// Slots of the kernel's `stats` array (`TL_STAT_MAX`).
+const STAT_SLOTS: u32 = 8;
+/// Index of the count of connections of unwatched processes.
+const STAT_UNWATCHED: usize = 7;
+
 /// The per-CPU `stats` array, summed over CPUs, by index.
 fn read_stats(map: &libbpf_rs::MapMut<'_>) -> Vec<u64> {
-    (0..decode::STAT_NAMES.len() as u32)
+    (0..STAT_SLOTS)
         .map(|i| {
             map.lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
                 .ok()
@@ -542,6 +597,111 @@ fn read_stats(map: &libbpf_rs::MapMut<'_>) -> Vec<u64> {
                 })
         })
         .collect()
+}
+
+/// Keeps the kernel's `watched` map and `watch_on` flag in line with the
+/// selection of a [`Watch`] and with `/proc`.
+struct Watcher {
+    watch: Watch,
+    /// Generation of the selection applied last.
+    generation: Option<u64>,
+    /// `None`: every process is watched.
+    matcher: Option<watch::Matcher>,
+    /// A full map was reported already.
+    full_warned: bool,
+}
+
+impl Watcher {
+    fn new(watch: Watch) -> Self {
+        Self {
+            watch,
+            generation: None,
+            matcher: None,
+            full_warned: false,
+        }
+    }
+
+    /// Applies a changed selection and rescans `/proc`; the tgids in the
+    /// map afterwards, or `None` when every process is watched.
+    fn sync(&mut self, skel: &mut TcpLinkSkel<'_>, proc_root: &Path) -> Option<HashSet<u32>> {
+        let (generation, sel) = self.watch.snapshot();
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
+            // Checked by Watch::set already; a failure here keeps the
+            // previous selection.
+            match (sel.is_empty(), watch::Matcher::compile(&sel)) {
+                (true, _) => self.matcher = None,
+                (false, Ok(m)) => self.matcher = Some(m),
+                (false, Err(e)) => tracing::warn!(probe = PROBE, "snoopers ignored: {e}"),
+            }
+            tracing::info!(
+                probe = PROBE,
+                proc_id = ?sel.proc_id,
+                proc_name = ?sel.proc_name.iter().map(|r| (&r.comm, &r.cmdline)).collect::<Vec<_>>(),
+                container_id = ?sel.container_id,
+                "snoopers: {}",
+                if self.matcher.is_some() { "watching the selected processes" } else { "watching every process" }
+            );
+        }
+        let current: HashSet<u32> = skel
+            .maps
+            .watched
+            .keys()
+            .filter_map(|k| Some(u32::from_ne_bytes(k.get(..4)?.try_into().ok()?)))
+            .collect();
+        let Some(m) = &self.matcher else {
+            set_watch_on(skel, false);
+            for pid in current {
+                let _ = skel.maps.watched.delete(&pid.to_ne_bytes());
+            }
+            return None;
+        };
+        let procs = watch::list_procs(proc_root);
+        let desired = watch::resolve(
+            m,
+            &procs,
+            |pid| watch::cmdline(proc_root, pid),
+            |pid| watch::cgroup(proc_root, pid),
+        );
+        let scanned: HashSet<u32> = procs.iter().map(|p| p.pid).collect();
+        let (add, remove) = watch::plan_update(&current, &desired, &scanned, |pid| {
+            procscan::alive(proc_root, pid)
+        });
+        let mut now = current;
+        for pid in remove {
+            let _ = skel.maps.watched.delete(&pid.to_ne_bytes());
+            now.remove(&pid);
+        }
+        for pid in add {
+            match skel
+                .maps
+                .watched
+                .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
+            {
+                Ok(()) => {
+                    now.insert(pid);
+                }
+                Err(e) if !self.full_warned => {
+                    self.full_warned = true;
+                    tracing::warn!(
+                        probe = PROBE,
+                        "snoopers: cannot watch process {pid} ({e}); the map of watched processes is full"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        // Only now that the map is filled: switching on earlier would
+        // drop the connections of processes not added yet.
+        set_watch_on(skel, true);
+        Some(now)
+    }
+}
+
+fn set_watch_on(skel: &mut TcpLinkSkel<'_>, on: bool) {
+    if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+        bss.watch_on = u32::from(on);
+    }
 }
 
 /// User-space state between periods.
@@ -602,6 +762,8 @@ impl Probe for TcpLinkProbe {
         };
         let attached = attach_all(&mut skel, plan, opts.per_packet, hashed)?;
         let plan_name = plan.name(opts.per_packet);
+        let mut watcher = Watcher::new(self.watch.clone());
+        let mut watched = watcher.sync(&mut skel, &self.proc_root);
 
         // Connections and listeners that were there before us.
         let seed = procscan::seed(&self.proc_root);
@@ -614,6 +776,9 @@ impl Probe for TcpLinkProbe {
         }
         let mut seeded = 0u32;
         for (k, v) in &seed.conns {
+            if watched.as_ref().is_some_and(|w| !w.contains(&v.pid)) {
+                continue;
+            }
             let v = ConnVal { key: *k, ..*v };
             if skel
                 .maps
@@ -661,29 +826,51 @@ impl Probe for TcpLinkProbe {
                 }
             }
             let sample_ns = t0.elapsed().as_nanos();
-            self.report(&skel, &mut st, &opts, &cx.emitter, plan_name, sample_ns);
+            watched = watcher.sync(&mut skel, &self.proc_root);
+            let cx_report = Report {
+                emitter: &cx.emitter,
+                plan: plan_name,
+                sample_ns,
+                watched: watched.as_ref(),
+            };
+            self.report(&skel, &mut st, &opts, &cx_report);
         }
         drop(attached);
         Ok(())
     }
 }
 
+/// What one period's report needs besides the maps.
+struct Report<'a> {
+    emitter: &'a Emitter,
+    plan: &'a str,
+    sample_ns: u128,
+    /// The watched tgids (`None`: every process).
+    watched: Option<&'a HashSet<u32>>,
+}
+
 impl TcpLinkProbe {
-    fn report(
-        &self,
-        skel: &TcpLinkSkel<'_>,
-        st: &mut State,
-        opts: &Options,
-        emitter: &Emitter,
-        plan: &str,
-        sample_ns: u128,
-    ) {
-        let mut slots = read_conns(skel, st.hashed);
+    fn report(&self, skel: &TcpLinkSkel<'_>, st: &mut State, opts: &Options, r: &Report<'_>) {
+        let (mut slots, entries) = read_conns(skel, st.hashed);
         self.resolve_owners(skel, st, &mut slots);
         let conns: Vec<(ConnKey, ConnVal)> = slots.into_iter().map(|(k, v, _)| (k, v)).collect();
         let links = read_links(&skel.maps.links);
-        for rec in st.agg.period(&conns, &links, opts.filter_pid) {
-            emitter.record(TABLE, rec);
+        // Entries made before a change of the selection (or a server side
+        // whose owner turned out to be another process) are not reported
+        // for a process that is not watched now.
+        let shown = |pid: u32| r.watched.is_none_or(|w| w.contains(&pid));
+        let shown_conns: Vec<(ConnKey, ConnVal)> = conns
+            .iter()
+            .filter(|(_, v)| shown(v.pid))
+            .copied()
+            .collect();
+        let shown_links: Vec<(LinkKey, LinkVal)> = links
+            .iter()
+            .filter(|(k, _)| shown(k.pid))
+            .copied()
+            .collect();
+        for rec in st.agg.period(&shown_conns, &shown_links, opts.filter_pid) {
+            r.emitter.record(TABLE, rec);
         }
         // Forget aggregates of processes that are gone and quiet.
         let live: HashSet<LinkKey> = links.iter().map(|(k, _)| *k).collect();
@@ -706,13 +893,22 @@ impl TcpLinkProbe {
         let stats = read_stats(&skel.maps.stats);
         let mut rec = vec![
             PROBE.to_owned(),
-            plan.to_owned(),
+            r.plan.to_owned(),
             conns.len().to_string(),
             links.len().to_string(),
         ];
-        rec.extend(stats.iter().map(u64::to_string));
-        rec.push(format!("{:.9}", sample_ns as f64 / 1e9));
-        emitter.record(STATS_TABLE, rec);
+        rec.extend(
+            stats
+                .iter()
+                .take(decode::STAT_NAMES.len())
+                .map(u64::to_string),
+        );
+        rec.push(format!("{:.9}", r.sample_ns as f64 / 1e9));
+        // Appended later than the rest (fields are only ever appended).
+        rec.push(r.watched.map_or(0, HashSet::len).to_string());
+        rec.push(entries.to_string());
+        rec.push(stats.get(STAT_UNWATCHED).copied().unwrap_or(0).to_string());
+        r.emitter.record(STATS_TABLE, rec);
     }
 
     /// Server sockets open for more than one period whose owner is only

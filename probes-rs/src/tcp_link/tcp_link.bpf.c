@@ -140,6 +140,58 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1; /* per CPU: no atomic needed */
 }
 
+/*
+ * Snoopers: the processes the probe watches. With `watch_on` clear (the
+ * default: no selection) every process is watched and the hooks pay one
+ * load of a global. With it set, a connection is tracked only when its
+ * process (the task calling connect(), or the owner of the listening port
+ * for an accepted one) is a key of `watched`, so an unwatched process
+ * creates no entry in the connection store at all. User space fills the
+ * map from the selection (pids, names, containers, resolved in /proc) once
+ * per period and whenever the selection changes; in between, the fork and
+ * exit hooks below add the children of watched processes and drop
+ * processes that exit.
+ */
+#define MAX_WATCHED 32768
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_WATCHED);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);
+} watched SEC(".maps");
+
+/* Written by user space while the programs run (global data is mmapped). */
+volatile __u32 watch_on = 0;
+
+static __always_inline int is_watched(__u32 tgid)
+{
+	if (!watch_on)
+		return 1;
+	return bpf_map_lookup_elem(&watched, &tgid) != 0;
+}
+
+/* A new process whose parent is watched is watched too. `child` is 0 for a
+ * thread (same tgid as the parent: nothing to add). */
+static __always_inline void watch_fork(__u32 parent_tgid, __u32 child)
+{
+	__u8 one = 1;
+
+	if (!child || !watch_on || !bpf_map_lookup_elem(&watched, &parent_tgid))
+		return;
+	bpf_map_update_elem(&watched, &child, &one, BPF_ANY);
+}
+
+/* The exiting task's id: the tgid when the process ends (its leader exits),
+ * or a thread id the classic fork hook may have added. */
+static __always_inline void watch_exit(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	if (watch_on)
+		bpf_map_delete_elem(&watched, &tid);
+}
+
 /* One u64 per CPU to turn a socket pointer into a number. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -531,6 +583,10 @@ static __always_inline int prefilter(int H, const struct sock *sk, __u64 skaddr,
 		nv.pid = bpf_get_current_pid_tgid() >> 32;
 		if (filter_pid && nv.pid != filter_pid)
 			return 0;
+		if (!is_watched(nv.pid)) {
+			stat_inc(TL_STAT_UNWATCHED);
+			return 0;
+		}
 		bpf_get_current_comm(nv.comm, sizeof(nv.comm));
 		nv.sk = skaddr;
 		nv.role = TL_ROLE_CLIENT;
@@ -604,6 +660,12 @@ static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, 
 		nv.key = *k;
 		nv.role = TL_ROLE_SERVER;
 		owner = bpf_map_lookup_elem(&listeners, &lk);
+		/* With snoopers, a server side is tracked only for a watched
+		 * listener (an unknown one is not watched). */
+		if (watch_on && (!owner || !is_watched(owner->pid))) {
+			stat_inc(TL_STAT_UNWATCHED);
+			return 0;
+		}
 		if (owner) {
 			nv.pid = owner->pid;
 			nv.pid_src = TL_PID_LISTEN;
@@ -857,6 +919,51 @@ SEC("tracepoint/tcp/tcp_probe")
 int tcp_link_packet_tp_h(struct trace_event_raw_tcp_probe *ctx)
 {
 	return packet(1, ctx->skaddr, (__u64)ctx->skaddr);
+}
+
+/* ---- snoopers: processes come and go ----
+ *
+ * Attached with every plan; each returns after one load of `watch_on` when
+ * there is no selection. */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tcp_link_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid, ctgid;
+
+	if (!watch_on)
+		return 0;
+	ptgid = BPF_CORE_READ(parent, tgid);
+	ctgid = BPF_CORE_READ(child, tgid);
+	/* A new thread shares its parent's tgid. */
+	watch_fork(ptgid, ctgid == ptgid ? 0 : ctgid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tcp_link_exit_btf)
+{
+	watch_exit();
+	return 0;
+}
+
+/* The classic record has the child's thread id, not its tgid: for a new
+ * thread of a watched process the id is added too, and removed again when
+ * that thread exits. */
+SEC("tracepoint/sched/sched_process_fork")
+int tcp_link_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
+{
+	if (!watch_on)
+		return 0;
+	watch_fork(bpf_get_current_pid_tgid() >> 32, (__u32)ctx->child_pid);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int tcp_link_exit_tp(void *ctx)
+{
+	watch_exit();
+	return 0;
 }
 
 /* ---- the sampler, run by user space once per period ---- */

@@ -108,6 +108,7 @@ struct tl_task {
 #define TL_STAT_RETRANS_EVENTS 4   /* tcp_retransmit_skb events seen */
 #define TL_STAT_CONNS_OPENED 5     /* connections tracked from ESTABLISHED (each side) */
 #define TL_STAT_CONNS_REAPED 6     /* entries whose socket was gone, freed by the sampler */
+#define TL_STAT_UNWATCHED 7        /* connections not tracked: their process is not watched */
 #define TL_STAT_MAX 8
 
 #endif

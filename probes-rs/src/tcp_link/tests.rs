@@ -399,8 +399,17 @@ fn meta_matches_fields() {
     assert_eq!(types["link_count"], "gauge");
     assert_eq!(types["rtt"], "gauge");
     // The kernel's stats array sits in the table between the 4 leading
-    // fields and sample_seconds, in the same order.
-    assert_eq!(STATS_FIELDS[4..STATS_FIELDS.len() - 1], decode::STAT_NAMES);
+    // fields and sample_seconds, in the same order; the snoopers' fields
+    // were appended after it.
+    let at = STATS_FIELDS
+        .iter()
+        .position(|f| *f == "sample_seconds")
+        .expect("sample_seconds");
+    assert_eq!(STATS_FIELDS[4..at], decode::STAT_NAMES);
+    assert_eq!(
+        STATS_FIELDS[at + 1..],
+        ["watched_tgids", "conn_entries", "unwatched_skipped"]
+    );
 }
 
 #[test]
