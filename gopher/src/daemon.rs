@@ -245,6 +245,10 @@ fn plan_native(
         });
     }
     let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {
+        #[cfg(feature = "probe-tcp_link")]
+        Some(def) if def.name == gopher_probes::tcp_link::PROBE => {
+            tcp_link_factory(cfg, &key, p, &params)?
+        }
         Some(def) => {
             let build = def.build;
             Box::new(move || Ok(build()))
@@ -252,6 +256,99 @@ fn plan_native(
         None => c_probe(CSource::Builtin(p.name.clone()))?,
     };
     Ok((p.name.clone(), params, StartPolicy::Always, factory))
+}
+
+/// tcp_link watches what its `snoopers` select (docs: snoopers); its
+/// [`gopher_probes::tcp_link::Watch`] is registered under the probe's name
+/// each time the probe starts, for [`set_tcp_link_snoopers`].
+#[cfg(feature = "probe-tcp_link")]
+fn tcp_link_factory(
+    cfg: &Config,
+    key: &str,
+    p: &crate::config::ProbeConf,
+    params: &Params,
+) -> Result<supervisor::Factory, StartError> {
+    use gopher_probes::tcp_link;
+    let sel = tcp_link_selection(cfg, p.snoopers.as_ref(), params);
+    let watch = tcp_link::Watch::new(sel).map_err(|e| StartError::Probe {
+        file: cfg.source.clone(),
+        key: format!("{key}.snoopers"),
+        msg: e.to_string(),
+    })?;
+    let name = p.name.clone();
+    Ok(Box::new(move || {
+        tcp_link::watch::register(&name, &watch);
+        Ok(tcp_link::with_watch(watch.clone()))
+    }))
+}
+
+/// The processes a tcp_link probe watches: its snoopers, plus the entries
+/// of the app whitelist ([`Config::app_whitelist`]) when its param has
+/// `-w`, as the 1.x probes took the whitelist. Empty: every process.
+#[cfg(feature = "probe-tcp_link")]
+pub fn tcp_link_selection(
+    cfg: &Config,
+    snoopers: Option<&crate::config::ipc::Snoopers>,
+    params: &Params,
+) -> gopher_probes::tcp_link::Selection {
+    use gopher_probes::tcp_link::{NameRule, Selection};
+    let mut sel = Selection::default();
+    if let Some(s) = snoopers {
+        sel.proc_id.clone_from(&s.proc_id);
+        sel.container_id.clone_from(&s.container_id);
+        sel.proc_name = s
+            .proc_name
+            .iter()
+            .map(|n| NameRule {
+                comm: n.comm.clone(),
+                cmdline: n.cmdline.clone(),
+            })
+            .collect();
+    }
+    if let (false, Some(wl)) = (params.task_whitelist.is_empty(), &cfg.app_whitelist) {
+        sel.proc_name.extend(wl.apps.iter().map(|a| NameRule {
+            comm: a.comm.as_str().to_owned(),
+            cmdline: a.cmdline.clone(),
+        }));
+    }
+    sel
+}
+
+/// Gives the running tcp_link probe `name` new snoopers (what `PUT /tcp`
+/// with `snoopers` asks); it applies them within one report period, without
+/// a restart. `Ok(false)`: no tcp_link probe of that name has started.
+#[cfg(feature = "probe-tcp_link")]
+pub fn set_tcp_link_snoopers(
+    cfg: &Config,
+    name: &str,
+    snoopers: &crate::config::ipc::Snoopers,
+) -> Result<bool, crate::control::ControlError> {
+    let Some(watch) = gopher_probes::tcp_link::watch::registered(name) else {
+        return Ok(false);
+    };
+    let params = cfg
+        .probes
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| Params::parse(&p.param).ok())
+        .unwrap_or_default();
+    watch
+        .set(tcp_link_selection(cfg, Some(snoopers), &params))
+        .map(|()| true)
+        .map_err(|e| crate::control::ControlError::Invalid {
+            key: "snoopers".to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Without tcp_link in the build there is no probe to give snoopers to.
+#[cfg(not(feature = "probe-tcp_link"))]
+pub fn set_tcp_link_snoopers(
+    _cfg: &Config,
+    _name: &str,
+    _snoopers: &crate::config::ipc::Snoopers,
+) -> Result<bool, crate::control::ControlError> {
+    Ok(false)
 }
 
 /// A running daemon, until [`Daemon::shutdown`] (or [`Daemon::stop`]).
