@@ -423,6 +423,64 @@ fn web_addr(cfg: &Config) -> SocketAddr {
     SocketAddr::new(cfg.web_server.bind_addr, cfg.web_server.port)
 }
 
+/// The TLS config of `[web_server]` when `ssl_auth` is on.
+fn web_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let w = &cfg.web_server;
+    if !w.ssl_auth {
+        return Ok(None);
+    }
+    gala_gopher::tls::load(gala_gopher::tls::TlsFiles {
+        private_key: w.private_key.as_deref(),
+        cert_file: w.cert_file.as_deref(),
+        ca_file: w.ca_file.as_deref(),
+    })
+    .map(Some)
+    .map_err(|e| format!("web_server.{e}"))
+}
+
+/// `/metrics` (and `/`) over TLS, answering as `daemon::serve_http_from` does.
+async fn serve_https(
+    serving: Arc<Serving>,
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use axum::{
+        http::{header, StatusCode},
+        response::IntoResponse,
+        routing::get,
+        Router,
+    };
+    let handler = move || {
+        let serving = Arc::clone(&serving);
+        async move {
+            match serving.get() {
+                Some(d) => (
+                    [(
+                        header::CONTENT_TYPE,
+                        gala_gopher::export::prometheus::CONTENT_TYPE,
+                    )],
+                    d.scrape(),
+                )
+                    .into_response(),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no configuration is running: the last reload failed (see the log); fix the config and reload\n",
+                )
+                    .into_response(),
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/metrics", get(handler.clone()))
+        .route("/", get(handler));
+    tracing::info!(%addr, "serving Prometheus metrics over TLS 1.3");
+    gala_gopher::tls::serve_router(listener, app, tls, stop)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
 fn run(path: &Path) -> ExitCode {
     // First, while this is the only thread: what the service manager set in
     // the environment.
@@ -468,6 +526,14 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match web_tls(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     // For messages: `Daemon::start` takes the config.
     let explain = cfg.clone();
     let daemon = match Daemon::start(cfg) {
@@ -482,7 +548,7 @@ fn run(path: &Path) -> ExitCode {
     let config = daemon.config.clone();
     let serving = Serving::new(daemon);
     let code = rt.block_on(async move {
-        let server = Server::spawn(Arc::clone(&serving), listener, addr);
+        let server = Server::spawn(Arc::clone(&serving), listener, addr, tls);
         let agent = Agent {
             path: path.to_path_buf(),
             serving,
@@ -509,15 +575,25 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(serving: Arc<Serving>, listener: std::net::TcpListener, addr: SocketAddr) -> Self {
+    /// Serves on `listener`, over TLS when `tls` is given (`web_server.ssl_auth`).
+    fn spawn(
+        serving: Arc<Serving>,
+        listener: std::net::TcpListener,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let stop = async move {
             let _ = rx.await;
         };
+        let task = match tls {
+            Some(tls) => tokio::spawn(serve_https(serving, listener, addr, tls, stop)),
+            None => tokio::spawn(daemon::serve_http_from(serving, listener, stop)),
+        };
         Self {
             addr,
             stop: Some(tx),
-            task: tokio::spawn(daemon::serve_http_from(serving, listener, stop)),
+            task,
         }
     }
 
@@ -737,6 +813,10 @@ impl Agent {
                 Err(e) => return self.reload_refused(&[e.to_string()]),
             }
         };
+        let tls = match web_tls(&checked.cfg) {
+            Ok(t) => t,
+            Err(e) => return self.reload_refused(&[e]),
+        };
         let log_change = match self.logging.prepare(&self.config, &checked.cfg) {
             Ok(c) => c,
             Err(e) => return self.reload_refused(&[e]),
@@ -778,7 +858,7 @@ impl Agent {
         if let Some(l) = listener {
             let old = std::mem::replace(
                 &mut self.server,
-                Server::spawn(Arc::clone(&self.serving), l, addr),
+                Server::spawn(Arc::clone(&self.serving), l, addr, tls),
             );
             if let Err(e) = old.stop().await {
                 tracing::warn!("the previous HTTP listener: {e}");

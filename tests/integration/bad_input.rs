@@ -220,7 +220,10 @@ fn check_config_reports_every_problem_of_a_file_at_once() {
                 "expected \"web_server\", \"logs\", \"kafka\" or \"\" (off), got \"stdout\"",
             ),
             ("web_server.port", "integer `70000`, expected u16"),
-            ("web_server.ssl_auth", "TLS is not supported yet"),
+            (
+                "web_server.ssl_auth",
+                "`private_key`: expected the path of a PEM private key",
+            ),
             (
                 "web_server.bind_adr",
                 "unknown field `bind_adr`, expected one of `port`, `bind_addr`",

@@ -506,6 +506,61 @@ pub struct LegacyParams {
     pub min_aggr_dur: Option<u32>,
 }
 
+/// The 2.x REST `params` names, in the order of [`LegacyParams`].
+pub const PARAM_NAMES: &[&str] = &[
+    "sample_period",
+    "report_period",
+    "latency_thr",
+    "offline_thr",
+    "drops_thr",
+    "res_lower_thr",
+    "res_upper_thr",
+    "report_event",
+    "metrics_type",
+    "env",
+    "l7_protocol",
+    "support_ssl",
+    "multi_instance",
+    "native_stack",
+    "cluster_ip_backend",
+    "pyroscope_server",
+    "svg_period",
+    "perf_sample_period",
+    "output_dir",
+    "flame_dir",
+    "dev_name",
+    "continuous_sampling",
+    "elf_path",
+    "kafka_port",
+    "cadvisor_port",
+    "profiling_chan",
+    "min_exec_dur",
+    "min_aggr_dur",
+];
+
+/// Checks one REST `params` entry by its 2.x name and range (the same
+/// checks as `[extend_probes.ipc.params]`); the error says what was
+/// expected (the range for a number).
+pub fn check_param(name: &str, value: &serde_json::Value) -> Result<LegacyParams, String> {
+    if !PARAM_NAMES.contains(&name) {
+        return Err(format!(
+            "unknown parameter; the 2.x names are {}",
+            PARAM_NAMES.join(", ")
+        ));
+    }
+    let mut one = serde_json::Map::new();
+    one.insert(name.to_owned(), value.clone());
+    serde_json::from_value::<LegacyParams>(serde_json::Value::Object(one)).map_err(|e| {
+        let e = e.to_string();
+        // serde_json's "invalid type" messages name the Rust type.
+        if e.starts_with("invalid type") {
+            format!("expected an integer or the 2.x value of `{name}`; {e}")
+        } else {
+            e
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +696,36 @@ extend_probes = (
         assert!(!re.is_match("nginx2") && !re.is_match("a\0b"));
         assert!(Ere::new("([").is_err());
         assert!(Ere::new("a\0").is_err());
+    }
+
+    #[test]
+    fn param_names_are_the_fields_of_legacy_params() {
+        for name in PARAM_NAMES {
+            let v = match *name {
+                "metrics_type" => serde_json::json!(["raw"]),
+                "env" => serde_json::json!("node"),
+                "l7_protocol" => serde_json::json!(["http"]),
+                "profiling_chan" => serde_json::json!("local"),
+                n if n.ends_with("_dir")
+                    || n.ends_with("_path")
+                    || n == "dev_name"
+                    || n == "pyroscope_server" =>
+                {
+                    serde_json::json!("x")
+                }
+                "report_event"
+                | "support_ssl"
+                | "multi_instance"
+                | "native_stack"
+                | "cluster_ip_backend"
+                | "continuous_sampling" => serde_json::json!(1),
+                _ => serde_json::json!(100),
+            };
+            let p = check_param(name, &v).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_ne!(p, LegacyParams::default(), "{name}");
+        }
+        assert!(check_param("nope", &serde_json::json!(1)).is_err());
+        let e = check_param("report_period", &serde_json::json!(700)).expect_err("range");
+        assert!(e.contains("5..=600"), "{e}");
     }
 }

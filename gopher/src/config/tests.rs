@@ -343,7 +343,7 @@ fn other_value_rules() {
              \"web_server\" (only metrics are served on the web server)",
             "/cfg/gala-gopher.toml:7: key `metric.kafka_topic`: expected a topic name (out_channel is kafka), got an \
              empty string",
-            "/cfg/gala-gopher.toml:9: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false",
+            "/cfg/gala-gopher.toml:9: key `web_server.ssl_auth`: `private_key`: expected the path of a PEM private key (ssl_auth is on), got none",
             "/cfg/gala-gopher.toml:11: key `kafka.kafka_broker`: expected a broker address host:port (a channel uses \
              kafka), got an empty string",
             "/cfg/gala-gopher.toml:12: key `kafka.compression_codec`: expected one of none, gzip, snappy, lz4, zstd, \
@@ -352,7 +352,7 @@ fn other_value_rules() {
     );
     assert_eq!(
         conf_err("rest_api_server = { ssl_auth = \"on\"; };"),
-        ["/cfg/gala-gopher.conf:1: key `rest_api_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"]
+        ["/cfg/gala-gopher.conf:1: key `rest_api_server.ssl_auth`: `private_key`: expected the path of a PEM private key (ssl_auth is on), got none"]
     );
 }
 
@@ -456,7 +456,7 @@ fn every_problem_of_a_file_is_reported_at_once() {
                  \"stdout\""
             ),
             format!("{f}:6: key `web_server.port`: invalid value: integer `70000`, expected u16"),
-            format!("{f}:7: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"),
+            format!("{f}:7: key `web_server.ssl_auth`: `private_key`: expected the path of a PEM private key (ssl_auth is on), got none"),
             format!(
                 "{f}:8: key `web_server.bind_adr`: unknown field `bind_adr`, expected one of `port`, `bind_addr`, \
                  `ssl_auth`, `private_key`, `cert_file`, `ca_file`, `switch`"
@@ -482,7 +482,7 @@ fn every_problem_of_a_file_is_reported_at_once() {
                  \"stdout\""
             ),
             format!("{f}:8: key `web_server.port`: invalid value: integer `70000`, expected u16"),
-            format!("{f}:9: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false"),
+            format!("{f}:9: key `web_server.ssl_auth`: `private_key`: expected the path of a PEM private key (ssl_auth is on), got none"),
             format!(
                 "{f}:10: key `web_server.bind_adr`: unknown field `bind_adr`, expected one of `port`, `bind_addr`, \
                  `ssl_auth`, `private_key`, `cert_file`, `ca_file`, `switch`"
@@ -523,7 +523,7 @@ fn every_syntax_error_is_reported_and_the_rest_is_still_checked() {
         conf_err(conf),
         [
             "/cfg/gala-gopher.conf:2: column 10: invalid number `12abc`",
-            "/cfg/gala-gopher.conf:3: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false",
+            "/cfg/gala-gopher.conf:3: key `web_server.ssl_auth`: `private_key`: expected the path of a PEM private key (ssl_auth is on), got none",
             "/cfg/gala-gopher.conf:5: column 47: expected a value, found `on` (strings need double quotes)",
             "/cfg/gala-gopher.conf:5: key `imdb.max_tables_num`: expected a number greater than 0, got 0",
             "/cfg/gala-gopher.conf:6: key `logs.max_files`: expected a number greater than 0, got 0",
@@ -537,7 +537,7 @@ fn every_syntax_error_is_reported_and_the_rest_is_still_checked() {
         toml_err(toml),
         [
             "/cfg/gala-gopher.toml:2: extra `=`, expected nothing",
-            "/cfg/gala-gopher.toml:3: key `web_server.ssl_auth`: TLS is not supported yet; set ssl_auth = false",
+            "/cfg/gala-gopher.toml:3: key `web_server.ssl_auth`: `private_key`: expected the path of a PEM private key (ssl_auth is on), got none",
             "/cfg/gala-gopher.toml:5: key `imdb.max_tables_num`: integer `99999999999999999999` does not fit in 64 \
              bits",
             "/cfg/gala-gopher.toml:6: key `imdb.record_timeout`: expected a number greater than 0, got 0",
@@ -1175,4 +1175,95 @@ fn the_application_whitelist_is_found_where_the_legacy_agent_read_it() {
     let c = load(&conf);
     assert_eq!(c.app_whitelist, None);
     assert_eq!(c.warnings.iter().count(), 1, "{:?}", c.warnings);
+}
+
+/// A key and a self-signed certificate made with the openssl CLI.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is needed to make a test certificate (install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.join("k.pem"), dir.join("c.pem"))
+}
+
+#[test]
+fn tls_files_are_checked_and_errors_name_the_key_and_the_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (key, cert) = tls_files(tmp.path());
+    let (k, c) = (key.display(), cert.display());
+    for section in ["web_server", "rest_api_server"] {
+        // Good files, with and without a client CA.
+        let good =
+            format!("[{section}]\nssl_auth = true\nprivate_key = \"{k}\"\ncert_file = \"{c}\"\n");
+        toml_ok(&good);
+        toml_ok(&format!("{good}ca_file = \"{c}\"\n"));
+        // A file that is missing, or not what its key says.
+        let missing = tmp.path().join("missing.pem");
+        let cases = [
+            (
+                format!(
+                    "private_key = \"{}\"\ncert_file = \"{c}\"",
+                    missing.display()
+                ),
+                3,
+                "private_key",
+                "missing.pem",
+            ),
+            (
+                format!("private_key = \"{k}\"\ncert_file = \"{k}\""),
+                4,
+                "cert_file",
+                "k.pem",
+            ),
+            (
+                format!("private_key = \"{c}\"\ncert_file = \"{c}\""),
+                3,
+                "private_key",
+                "c.pem",
+            ),
+            (
+                format!(
+                    "private_key = \"{k}\"\ncert_file = \"{c}\"\nca_file = \"{}\"",
+                    missing.display()
+                ),
+                5,
+                "ca_file",
+                "missing.pem",
+            ),
+        ];
+        for (keys, line, bad_key, file) in cases {
+            let src = format!("[{section}]\nssl_auth = true\n{keys}\n");
+            let e = toml_err(&src);
+            assert_eq!(e.len(), 1, "{src}: {e:?}");
+            let head = format!("{SRC}:{line}: key `{section}.{bad_key}`: ");
+            assert!(
+                e[0].starts_with(&head) && e[0].contains(file),
+                "{src}: {e:?}"
+            );
+        }
+        // A missing key is reported on ssl_auth.
+        let e = toml_err(&format!(
+            "[{section}]\nssl_auth = true\nprivate_key = \"{k}\"\n"
+        ));
+        assert_eq!(
+            e,
+            [format!(
+                "{SRC}:2: key `{section}.ssl_auth`: `cert_file`: expected the path of a PEM certificate (ssl_auth is \
+                 on), got none"
+            )]
+        );
+        // Off: the files are not looked at.
+        toml_ok(&format!(
+            "[{section}]\nssl_auth = false\nprivate_key = \"/nonexistent\"\n"
+        ));
+    }
 }

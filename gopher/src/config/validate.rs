@@ -36,12 +36,23 @@ impl Checker<'_> {
         }
     }
 
-    fn no_tls(&mut self, key: &str, on: bool) {
-        if on {
-            self.problem(
-                key.to_string(),
-                "TLS is not supported yet; set ssl_auth = false".into(),
-            );
+    /// With `ssl_auth` on, the TLS files must exist, be readable and parse
+    /// (PEM key, certificate, CA) and go together; the problem is reported
+    /// on the key of the bad file, or on `ssl_auth` when a file is not set.
+    fn tls(&mut self, section: &str, on: bool, files: crate::tls::TlsFiles<'_>) {
+        if !on {
+            return;
+        }
+        if let Err(e) = crate::tls::load(files) {
+            let key = format!("{section}.{}", e.key);
+            if self.cfg.locations.contains(&key) {
+                self.problem(key, e.message);
+            } else {
+                self.problem(
+                    format!("{section}.ssl_auth"),
+                    format!("`{}`: {}", e.key, e.message),
+                );
+            }
         }
     }
 
@@ -102,9 +113,27 @@ pub(super) fn problems(cfg: &Config) -> Vec<ConfigProblem> {
     c.positive("imdb.record_timeout", cfg.imdb.record_timeout == 0);
 
     c.port("web_server.port", cfg.web_server.port);
-    c.no_tls("web_server.ssl_auth", cfg.web_server.ssl_auth);
+    let w = &cfg.web_server;
+    c.tls(
+        "web_server",
+        w.ssl_auth,
+        crate::tls::TlsFiles {
+            private_key: w.private_key.as_deref(),
+            cert_file: w.cert_file.as_deref(),
+            ca_file: w.ca_file.as_deref(),
+        },
+    );
     c.port("rest_api_server.port", cfg.rest_api_server.port);
-    c.no_tls("rest_api_server.ssl_auth", cfg.rest_api_server.ssl_auth);
+    let r = &cfg.rest_api_server;
+    c.tls(
+        "rest_api_server",
+        r.ssl_auth,
+        crate::tls::TlsFiles {
+            private_key: r.private_key.as_deref(),
+            cert_file: r.cert_file.as_deref(),
+            ca_file: r.ca_file.as_deref(),
+        },
+    );
 
     let codec = &cfg.kafka.compression_codec;
     if !CODECS.contains(&codec.as_str()) {
