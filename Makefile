@@ -47,7 +47,7 @@ endif
 ## Install what the tests need and run every test.
 test:
 	scripts/deps.sh test
-	$(CARGO) build -p gala-gopher -p gopher-ffi -p gala-spider
+	$(CARGO) build -p gala-gopher -p gopher-ffi -p gala-spider -p gopher-ctl
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

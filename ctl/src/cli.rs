@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueHint};
 
 /// Where the transport rule is told (`--help`).
 const AFTER_HELP: &str = "\
@@ -22,25 +22,25 @@ that is not HTTP).";
 #[command(name = "gopher-ctl", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The agent's REST API, http://HOST[:PORT] or https://HOST[:PORT] (port 9999 when none).
-    #[arg(long, global = true, value_name = "URL", env = "GOPHER_CTL_URL")]
+    #[arg(long, global = true, value_name = "URL", env = "GOPHER_CTL_URL", value_hint = ValueHint::Url)]
     pub url: Option<String>,
     /// The agent's control socket (root only).
-    #[arg(long, global = true, value_name = "PATH", env = "GOPHER_CTL_SOCKET")]
+    #[arg(long, global = true, value_name = "PATH", env = "GOPHER_CTL_SOCKET", value_hint = ValueHint::FilePath)]
     pub socket: Option<PathBuf>,
     /// Print the agent's JSON as it is, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
     /// Seconds to wait for the connection and for each read of the reply.
-    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
+    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = parse_timeout, value_hint = ValueHint::Other)]
     pub timeout: Duration,
     /// https: PEM file of the CA that signed the agent's certificate (default: the system's CAs).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub cacert: Option<PathBuf>,
     /// https with mutual TLS: PEM client certificate (with --key).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub cert: Option<PathBuf>,
     /// https with mutual TLS: PEM private key of --cert.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub key: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -89,7 +89,7 @@ pub enum ProbeCmd {
         )]
         change: Option<String>,
         /// Read the JSON from FILE (`-` for stdin).
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        #[arg(short = 'f', long = "file", value_name = "FILE", value_hint = ValueHint::FilePath)]
         file: Option<PathBuf>,
     },
     /// Start a probe (state running).

@@ -18,8 +18,8 @@ const MAX_INPUT: u64 = 1024 * 1024;
 /// Runs `cli`, writing the result to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
     if let Command::Completions { shell } = &cli.command {
-        let mut cmd = Cli::command();
-        clap_complete::generate(*shell, &mut cmd, "gopher-ctl", out);
+        out.write_all(&completions(*shell))
+            .map_err(CtlError::Output)?;
         return out.flush().map_err(CtlError::Output);
     }
     let target =
@@ -74,6 +74,32 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
     out.flush().map_err(CtlError::Output)
 }
 
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "gopher-ctl", &mut buf);
+    if shell != clap_complete::Shell::Bash {
+        return buf;
+    }
+    // clap_complete's bash script spells the states of a hyphenated binary
+    // two ways (its loop sets `gopher__ctl__subcmd__probe`, its case arms
+    // read `gopher__subcmd__ctl__subcmd__probe`), so nothing completes past
+    // the first word (clap-rs/clap issue 6421). Spell the arms as the loop
+    // does; a no-op once clap_complete is fixed.
+    String::from_utf8_lossy(&buf)
+        .replace("gopher__subcmd__ctl", "gopher__ctl")
+        .into_bytes()
+}
+
+/// The `message` of the agent's `{"result": ..., "message": ...}` replies,
+/// or the body's text when it is not such JSON.
+pub fn message(r: &Response) -> String {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| r.text())
+}
+
 /// A 2xx reply, or the agent's refusal.
 fn ok(r: Response) -> Result<Response, CtlError> {
     if r.is_success() {
@@ -82,7 +108,7 @@ fn ok(r: Response) -> Result<Response, CtlError> {
         Err(CtlError::Refused {
             status: r.status,
             reason: r.reason.clone(),
-            message: r.text(),
+            message: message(&r),
         })
     }
 }
@@ -106,11 +132,14 @@ fn show(
 fn put(client: &Client, name: &str, body: &[u8], json: bool) -> Result<String, CtlError> {
     let path = format!("/{}", encode_segment(name));
     let r = ok(client.request("PUT", &path, Some(body))?)?;
-    let text = r.text();
-    if json || !text.trim().is_empty() {
-        Ok(text)
-    } else {
+    if json {
+        return Ok(r.text());
+    }
+    let text = message(&r);
+    if text.trim().is_empty() {
         Ok(format!("{name}: done"))
+    } else {
+        Ok(text)
     }
 }
 
@@ -200,6 +229,15 @@ mod tests {
     }
 
     #[test]
+    fn bash_completion_states_are_spelled_one_way() {
+        let bash = String::from_utf8(completions(clap_complete::Shell::Bash)).unwrap();
+        assert!(!bash.contains("gopher__subcmd__ctl"));
+        assert!(bash.contains("cmd=\"gopher__ctl__subcmd__probe\""));
+        assert!(bash.contains("\n        gopher__ctl__subcmd__probe)\n"));
+        assert!(bash.contains("\n        gopher__ctl__subcmd__probe__subcmd__set)\n"));
+    }
+
+    #[test]
     fn refusals_carry_the_agents_message() {
         let r = Response {
             status: 404,
@@ -213,6 +251,18 @@ mod tests {
             "the agent answered 404 Not Found: no probe named `x`"
         );
         assert_eq!(e.exit_code(), crate::error::EXIT_REFUSED);
+        // The agent's JSON replies: their message.
+        let r = Response {
+            status: 400,
+            reason: "Bad Request".into(),
+            headers: vec![],
+            body: br#"{"result":"failed","message":"`state`: expected running or stopped"}"#
+                .to_vec(),
+        };
+        assert_eq!(
+            ok(r).unwrap_err().to_string(),
+            "the agent answered 400 Bad Request: `state`: expected running or stopped"
+        );
         let r = Response {
             status: 405,
             reason: String::new(),

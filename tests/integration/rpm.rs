@@ -207,6 +207,9 @@ fn expected_files(p: &Packages, name: &str) -> BTreeSet<String> {
     let mut v: Vec<String> = match name {
         "gala-gopher" => [
             "/usr/bin/gala-gopher",
+            "/usr/bin/gopher-ctl",
+            "/usr/share/bash-completion/completions/gopher-ctl",
+            "/usr/share/doc/gala-gopher/gopher-ctl.md",
             "/opt/gala-gopher",
             "/opt/gala-gopher/meta",
             "/etc/gala-gopher",
@@ -325,6 +328,8 @@ fn packages_hold_exactly_their_files_version_license_and_scriptlets() {
         "drwxr-x--- root:root /var/lib/gala-gopher",
         "-rw-r----- root:root /etc/gala-gopher/gala-gopher.toml",
         "-rwxr-xr-x root:root /usr/bin/gala-gopher",
+        "-rwxr-xr-x root:root /usr/bin/gopher-ctl",
+        "-rw-r--r-- root:root /usr/share/bash-completion/completions/gopher-ctl",
     ] {
         assert!(modes.lines().any(|l| l == want), "no `{want}` in\n{modes}");
     }
