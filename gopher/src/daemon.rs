@@ -11,25 +11,26 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, OutChannel, Switch};
-use crate::export::logfile::{run_writer, ReopenSignal, RotatingFile};
-use crate::export::{json, prometheus::Exposition};
+use crate::config::{Config, Switch};
+use crate::export::logfile::ReopenSignal;
+use crate::export::prometheus::Exposition;
+use crate::export::sink::{BuildContext, SinkPlan};
 use crate::identity::Identity;
-use crate::ingress::{now_ms, Ingress, Subscriber};
+use crate::ingress::Ingress;
 use crate::meta::MetaRegistry;
 use crate::probe::cabi::{self, CSource};
 use crate::probe::extend::ExtendProbe;
 use crate::probe::supervisor::{self, Restart, StartPolicy, Supervised};
 use crate::probe_api::{Emitted, Emitter, Params, Probe, Shutdown};
-use crate::stats::{DropStage, ProbeState, Stats};
+use crate::stats::{ProbeState, Stats};
 use crate::store::TableStore;
 
 /// Capacity of the queue from all probes to the ingress, in records.
 pub const INGRESS_QUEUE: usize = 8 * 1024;
 /// Capacity of each push exporter's queue, in records.
-pub const EXPORT_QUEUE: usize = 4 * 1024;
+pub const EXPORT_QUEUE: usize = crate::export::sink::EXPORT_QUEUE;
 /// How often metadata is re-sent on the meta channel (docs/compat.md §6).
-pub const METADATA_PERIOD: Duration = Duration::from_secs(600);
+pub const METADATA_PERIOD: Duration = crate::export::sink::METADATA_PERIOD;
 /// How often an `auto` probe's start check is re-run while it says no.
 pub const AUTO_RECHECK: Duration = Duration::from_secs(30);
 
@@ -64,6 +65,13 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The outputs the config asks for are not valid (each problem names
+    /// its key, e.g. `metric.out_channel`).
+    #[error("{0}")]
+    Outputs(#[from] crate::config::ConfigError),
+    /// An output could not be built (a log file, the Kafka producer).
+    #[error("{0}")]
+    Sink(#[from] crate::export::sink::BuildError),
     /// A log directory or thread could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -396,11 +404,11 @@ impl Daemon {
         crate::probe::legacy_ipc::release();
         restrict_capabilities(&plan);
         let reopen = ReopenSignal::new();
-        let mut log_files = Vec::new();
         let identity = Identity::load(&cfg.global.state_dir);
         let stats = Stats::new();
         let ttl = Duration::from_secs(cfg.imdb.record_timeout);
-        let store = Arc::new(TableStore::new(&meta, ttl, cfg.imdb.max_records_num));
+        let store =
+            Arc::new(TableStore::new(&meta, ttl, cfg.imdb.max_records_num).counting_in(&stats));
         // Declared before everything that feeds its threads: on an early
         // return, the channels are dropped first, then it stops and joins
         // the threads started so far.
@@ -408,120 +416,24 @@ impl Daemon {
         let shutdown = started.shutdown.clone();
         let mut ingress = Ingress::new(Arc::clone(&meta), Arc::clone(&store), Arc::clone(&stats));
         ingress.set_event_timeout(Duration::from_secs(cfg.event.timeout));
-        let (max_bytes, max_files) = (
-            cfg.logs.max_file_size_mb.saturating_mul(1024 * 1024),
-            cfg.logs.max_files,
-        );
-
-        // A build without Kafka (tail.conf): validation refuses a channel
-        // that asks for it; a config built in code is refused here.
-        #[cfg(not(feature = "kafka"))]
-        for (section, ch) in [
-            ("metric", cfg.metric.out_channel),
-            ("event", cfg.event.out_channel),
-            ("meta", cfg.meta.out_channel),
-        ] {
-            if ch == OutChannel::Kafka {
-                return Err(StartError::Io {
-                    what: format!("{section}.out_channel"),
-                    source: std::io::Error::other(crate::config::trim::kafka_left_out()),
-                });
-            }
-        }
-        #[cfg(feature = "kafka")]
-        if let Some(kafka) = crate::export::kafka::for_config(
-            &cfg,
-            &meta,
-            &identity,
-            &stats,
+        // The outputs: validated, built (files opened, producer created),
+        // then wired to the ingress and the metadata ticker and started.
+        let sinks = SinkPlan::validate(&cfg)?;
+        let log_files = sinks.log_files();
+        let built = sinks.build(&BuildContext {
+            meta: &meta,
+            identity: &identity,
+            stats: &stats,
+            reopen: &reopen,
+        })?;
+        crate::export::sink::start(
+            built,
             &mut ingress,
-            EXPORT_QUEUE,
-        )
-        .map_err(|e| StartError::Io {
-            what: "kafka".into(),
-            source: std::io::Error::other(e),
-        })? {
-            let sd = shutdown.clone();
-            started
-                .workers
-                .push(spawn("export-kafka", move || kafka.run(&sd))?);
-        }
-        if cfg.metric.out_channel == OutChannel::Logs {
-            let file =
-                RotatingFile::open(&cfg.logs.metric_dir, "metrics.log", max_bytes, max_files)
-                    .map_err(io_err(format!(
-                        "logs.metric_dir {}",
-                        cfg.logs.metric_dir.display()
-                    )))?
-                    .follow(&reopen);
-            log_files.push(file.path().to_path_buf());
-            let (tx, rx) = sync_channel(EXPORT_QUEUE);
-            ingress.subscribe_records(Subscriber::new(
-                tx,
-                stats.drop_counter(DropStage::ExportQueueFull, "metric_logs"),
-            ));
-            let errors = stats.drop_counter(DropStage::ExportError, "metric_logs");
-            let id = identity.clone();
-            started.workers.push(spawn("export-metric-logs", move || {
-                run_writer("metric logs", rx, file, errors, |out, r| {
-                    json::metric(out, &id, r)
-                })
-            })?);
-        }
-        if cfg.event.out_channel == OutChannel::Logs {
-            let file = RotatingFile::open(&cfg.logs.event_dir, "events.log", max_bytes, max_files)
-                .map_err(io_err(format!(
-                    "logs.event_dir {}",
-                    cfg.logs.event_dir.display()
-                )))?
-                .follow(&reopen);
-            log_files.push(file.path().to_path_buf());
-            let (tx, rx) = sync_channel(EXPORT_QUEUE);
-            ingress.subscribe_events(Subscriber::new(
-                tx,
-                stats.drop_counter(DropStage::ExportQueueFull, "event_logs"),
-            ));
-            let errors = stats.drop_counter(DropStage::ExportError, "event_logs");
-            let id = identity.clone();
-            started.workers.push(spawn("export-event-logs", move || {
-                run_writer("event logs", rx, file, errors, |out, e| {
-                    json::event(out, &id, e)
-                })
-            })?);
-        }
-        if cfg.meta.out_channel == OutChannel::Logs {
-            let mut file =
-                RotatingFile::open(&cfg.logs.meta_dir, "metadata.log", max_bytes, max_files)
-                    .map_err(io_err(format!(
-                        "logs.meta_dir {}",
-                        cfg.logs.meta_dir.display()
-                    )))?
-                    .follow(&reopen);
-            log_files.push(file.path().to_path_buf());
-            let meta = Arc::clone(&meta);
-            let sd = shutdown.clone();
-            let errors = stats.drop_counter(DropStage::ExportError, "meta_logs");
-            started.workers.push(spawn("export-meta-logs", move || {
-                let mut line = String::new();
-                let mut burst = crate::export::logfile::ErrorBurst::default();
-                loop {
-                    let ts = now_ms();
-                    for t in meta.tables() {
-                        line.clear();
-                        json::metadata(&mut line, t, ts);
-                        let r = file.write_line(&line);
-                        if r.is_err() {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        burst.report("metadata logs", std::path::Path::new("metadata.log"), &r);
-                    }
-                    let _ = file.flush();
-                    if sd.wait(METADATA_PERIOD) {
-                        return;
-                    }
-                }
-            })?);
-        }
+            &meta,
+            &stats,
+            &shutdown,
+            &mut started.workers,
+        )?;
 
         let (tx, rx) = sync_channel::<Emitted>(INGRESS_QUEUE);
         started
@@ -945,10 +857,5 @@ pub async fn serve_http_from(
 
 /// Count of dropped records, summed over every stage (for tests).
 pub fn total_dropped(stats: &Stats) -> u64 {
-    stats.drops().iter().map(|(_, _, n)| n).sum::<u64>()
-        + stats
-            .probes()
-            .iter()
-            .map(|(_, p)| p.emit_dropped.load(Ordering::Relaxed))
-            .sum::<u64>()
+    stats.total_dropped()
 }

@@ -3,17 +3,18 @@
 //! One thread drains the probes' bounded queue. For each payload it decodes
 //! the line, validates it against the table's meta, counts a rejection per
 //! probe and reason, upserts the store, and offers the accepted record to the
-//! push exporters (log files, Kafka) through their own bounded queues, never
-//! waiting on them.
+//! sinks (log files, Kafka: [`crate::export::sink`]) through their own
+//! bounded queues, never waiting on them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::export::sink::{Flow, FlowKind, SinkInput};
 use crate::meta::{MetaRegistry, Table};
-use crate::probe_api::{Emitted, Payload};
+use crate::probe_api::{Emitted, Emitter, Payload};
 use crate::record::{self, Reject, EVENT_FIELDS, EVENT_TABLE};
 use crate::stats::{ProbeStats, Stats};
 use crate::store::{TableStore, Upsert};
@@ -39,23 +40,58 @@ pub struct Event {
     pub timestamp_ms: u64,
 }
 
-/// A bounded queue towards a push exporter, with its drop counter.
+/// A way into the ingress for a component that is not a probe, such as a
+/// sink that watches the records and produces events of its own: what it
+/// sends is handled like a probe's records (validated, events
+/// de-duplicated, counted under its name). Unlike a probe's emitter it does
+/// not keep the ingress running: once [`IngressHandle::close`] is called
+/// (the daemon does at stop, after the probes), sends are dropped and
+/// counted, so the ingress can drain and end, and with it the sinks.
 #[derive(Debug, Clone)]
-pub struct Subscriber<T> {
-    tx: SyncSender<T>,
+pub struct IngressHandle {
+    emitter: Arc<Mutex<Option<Emitter>>>,
     dropped: Arc<AtomicU64>,
 }
 
-impl<T> Subscriber<T> {
-    /// A subscriber that counts what it cannot queue on `dropped`.
-    pub fn new(tx: SyncSender<T>, dropped: Arc<AtomicU64>) -> Self {
-        Self { tx, dropped }
+impl IngressHandle {
+    /// A handle sending on the ingress queue `tx` as `name`; what cannot be
+    /// queued is counted in `stats` (stage `ingress_queue_full` of `name`).
+    pub fn new(name: &str, tx: SyncSender<Emitted>, stats: &Stats) -> Self {
+        let dropped = Arc::clone(&stats.probe(name).emit_dropped);
+        Self {
+            emitter: Arc::new(Mutex::new(Some(Emitter::new(
+                Arc::from(name),
+                tx,
+                Arc::clone(&dropped),
+            )))),
+            dropped,
+        }
     }
 
-    fn offer(&self, item: T) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Sends an event (the 12 values of the reserved `event` table).
+    /// Returns `false` when it was dropped (queue full, or closed).
+    pub fn event(&self, values: Vec<String>) -> bool {
+        self.record(EVENT_TABLE, values)
+    }
+
+    /// Sends a record of `table`. Returns `false` when it was dropped.
+    pub fn record(&self, table: &'static str, values: Vec<String>) -> bool {
+        let guard = self.emitter.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(e) => e.record(table, values),
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
+    }
+
+    /// Stops sending (every clone): the ingress no longer waits for it.
+    pub fn close(&self) {
+        self.emitter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }
 
@@ -65,8 +101,10 @@ pub struct Ingress {
     registry: Arc<MetaRegistry>,
     store: Arc<TableStore>,
     stats: Arc<Stats>,
-    records: Vec<Subscriber<Arc<Accepted>>>,
-    events: Vec<Subscriber<Arc<Event>>>,
+    /// The sinks that take metric records.
+    records: Vec<SinkInput>,
+    /// The sinks that take events.
+    events: Vec<SinkInput>,
     probes: HashMap<Arc<str>, Arc<ProbeStats>>,
     key_buf: String,
     /// Reused capacity for the borrowed values of one line.
@@ -129,14 +167,15 @@ impl Ingress {
         self.event_timeout = timeout;
     }
 
-    /// Adds a push exporter of metric records.
-    pub fn subscribe_records(&mut self, s: Subscriber<Arc<Accepted>>) {
-        self.records.push(s);
-    }
-
-    /// Adds a push exporter of events.
-    pub fn subscribe_events(&mut self, s: Subscriber<Arc<Event>>) {
-        self.events.push(s);
+    /// Offers the metric records and the events to the sink of `input`,
+    /// as far as it takes them.
+    pub fn subscribe(&mut self, input: SinkInput) {
+        if input.takes(FlowKind::Event) {
+            self.events.push(input.clone());
+        }
+        if input.takes(FlowKind::Metric) {
+            self.records.push(input);
+        }
     }
 
     /// Drains `rx` until every sender is gone.
@@ -216,7 +255,7 @@ impl Ingress {
                 timestamp_ms: ts_ms,
             });
             for s in &self.records {
-                s.offer(Arc::clone(&rec));
+                s.offer(Flow::Metric(Arc::clone(&rec)));
             }
         }
         Ok(())
@@ -262,7 +301,7 @@ impl Ingress {
             timestamp_ms: ts_ms,
         });
         for s in &self.events {
-            s.offer(Arc::clone(&ev));
+            s.offer(Flow::Event(Arc::clone(&ev)));
         }
         Ok(())
     }
@@ -271,9 +310,32 @@ impl Ingress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::sink::Takes;
     use crate::meta::{Field, FieldType};
-    use std::sync::mpsc::sync_channel;
     use std::time::Duration;
+
+    /// A sink input taking `kind`, and its queue.
+    fn input(kind: FlowKind, stats: &Stats, cap: usize) -> (SinkInput, Receiver<Flow>) {
+        SinkInput::new("test", Takes::nothing().and(kind, "test"), cap, stats)
+    }
+
+    fn metrics(rx: &Receiver<Flow>) -> Vec<Arc<Accepted>> {
+        rx.try_iter()
+            .map(|f| match f {
+                Flow::Metric(r) => r,
+                other => panic!("not a metric record: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn events(rx: &Receiver<Flow>) -> Vec<Arc<Event>> {
+        rx.try_iter()
+            .map(|f| match f {
+                Flow::Event(e) => e,
+                other => panic!("not an event: {other:?}"),
+            })
+            .collect()
+    }
 
     fn setup() -> (Ingress, Arc<TableStore>, Arc<Stats>) {
         let f = |name: &str, ty| Field {
@@ -306,8 +368,8 @@ mod tests {
     #[test]
     fn accepts_rejects_and_counts_per_probe() {
         let (mut ing, store, stats) = setup();
-        let (tx, rx) = sync_channel(10);
-        ing.subscribe_records(Subscriber::new(tx, Arc::new(AtomicU64::new(0))));
+        let (tx, rx) = input(FlowKind::Metric, &stats, 10);
+        ing.subscribe(tx);
         let now = Instant::now();
         for l in [
             &b"|t|a|1|"[..],
@@ -327,17 +389,17 @@ mod tests {
         assert_eq!(p.rejected(Reject::EmptyKey), 1);
         assert_eq!(p.rejected(Reject::InvalidNumber), 1);
         assert_eq!(store.lock(0).expect("t").len(), 1);
-        let got = rx.try_recv().expect("pushed");
-        assert_eq!(got.values, ["a", "1"]);
-        assert_eq!(got.timestamp_ms, 7);
-        assert!(rx.try_recv().is_err());
+        let got = metrics(&rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].values, ["a", "1"]);
+        assert_eq!(got[0].timestamp_ms, 7);
     }
 
     #[test]
     fn events_go_to_the_event_channel_only() {
         let (mut ing, store, stats) = setup();
-        let (tx, rx) = sync_channel(10);
-        ing.subscribe_events(Subscriber::new(tx, Arc::new(AtomicU64::new(0))));
+        let (tx, rx) = input(FlowKind::Event, &stats, 10);
+        ing.subscribe(tx);
         let now = Instant::now();
         ing.process(
             line(
@@ -348,7 +410,9 @@ mod tests {
             1,
         );
         ing.process(line("p", b"|event|proc|42|"), now, 1);
-        assert_eq!(rx.try_recv().expect("event").values[11], "too hot");
+        let got = events(&rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].values[11], "too hot");
         assert_eq!(stats.probe("p").rejected(Reject::FieldCount), 1);
         assert!(store.lock(0).expect("t").is_empty());
     }
@@ -357,8 +421,8 @@ mod tests {
     fn repeated_events_are_suppressed_within_the_timeout() {
         let (mut ing, _store, stats) = setup();
         ing.set_event_timeout(Duration::from_secs(600));
-        let (tx, rx) = sync_channel(10);
-        ing.subscribe_events(Subscriber::new(tx, Arc::new(AtomicU64::new(0))));
+        let (tx, rx) = input(FlowKind::Event, &stats, 10);
+        ing.subscribe(tx);
         let t0 = Instant::now();
         let ev = b"|event|proc|42|cpu|42|bash|||||WARN|13|hot|";
         ing.process(line("p", ev), t0, 1);
@@ -369,23 +433,89 @@ mod tests {
             3,
         );
         ing.process(line("p", ev), t0 + Duration::from_secs(601), 4);
-        let got: Vec<u64> = rx.try_iter().map(|e| e.timestamp_ms).collect();
+        let got: Vec<u64> = events(&rx).iter().map(|e| e.timestamp_ms).collect();
         assert_eq!(got, [1, 3, 4]);
         assert_eq!(stats.events_suppressed.load(Ordering::Relaxed), 1);
         assert_eq!(stats.probe("p").accepted.load(Ordering::Relaxed), 4);
     }
 
     #[test]
-    fn full_subscriber_counts_drops_without_blocking() {
-        let (mut ing, _store, _stats) = setup();
-        let (tx, _rx) = sync_channel(1);
-        let dropped = Arc::new(AtomicU64::new(0));
-        ing.subscribe_records(Subscriber::new(tx, Arc::clone(&dropped)));
+    fn a_full_sink_queue_counts_drops_without_blocking() {
+        let (mut ing, _store, stats) = setup();
+        let (tx, rx) = input(FlowKind::Metric, &stats, 1);
+        ing.subscribe(tx);
         let now = Instant::now();
         for _ in 0..5 {
             ing.process(line("p", b"|t|a|1|"), now, 1);
         }
-        assert_eq!(dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            stats.drops(),
+            [
+                ("export_queue_full", "test".to_string(), 4),
+                ("ingress_queue_full", "p".to_string(), 0)
+            ]
+        );
+        // Room again: it takes records again (and the overflow is over).
+        assert_eq!(metrics(&rx).len(), 1);
+        ing.process(line("p", b"|t|a|1|"), now, 1);
+        assert_eq!(metrics(&rx).len(), 1);
+        assert_eq!(stats.total_dropped(), 4);
+    }
+
+    #[test]
+    fn a_sink_gets_only_what_it_takes() {
+        let (mut ing, _store, stats) = setup();
+        let both = Takes::nothing()
+            .and(FlowKind::Metric, "m")
+            .and(FlowKind::Event, "e");
+        let (tx, rx) = SinkInput::new("both", both, 10, &stats);
+        ing.subscribe(tx);
+        let (meta_only, meta_rx) = input(FlowKind::Metadata, &stats, 10);
+        ing.subscribe(meta_only);
+        let now = Instant::now();
+        ing.process(line("p", b"|t|a|1|"), now, 1);
+        ing.process(
+            line("p", b"|event|proc|42|cpu|42|bash|||||WARN|13|hot|"),
+            now,
+            2,
+        );
+        let kinds: Vec<FlowKind> = rx.try_iter().map(|f| f.kind()).collect();
+        assert_eq!(kinds, [FlowKind::Metric, FlowKind::Event]);
+        assert!(meta_rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_ingress_handle_feeds_events_and_lets_the_ingress_end_once_closed() {
+        let (mut ing, _store, stats) = setup();
+        let (etx, erx) = input(FlowKind::Event, &stats, 10);
+        ing.subscribe(etx);
+        let (tx, rx) = std::sync::mpsc::sync_channel(10);
+        let handle = IngressHandle::new("rules", tx, &stats);
+        let ingress = std::thread::spawn(move || ing.run(rx));
+        let ev = |body: &str| {
+            [
+                "proc", "42", "cpu", "42", "bash", "", "", "", "", "WARN", "13", body,
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        assert!(handle.clone().event(ev("too hot")));
+        assert!(
+            handle.event(vec!["short".into()]),
+            "queued; rejected by the ingress"
+        );
+        handle.close();
+        assert!(!handle.event(ev("late")), "closed: dropped");
+        ingress
+            .join()
+            .expect("the ingress ends once the handle is closed");
+        let got = events(&erx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].values[11], "too hot");
+        let p = stats.probe("rules");
+        assert_eq!(p.accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(p.rejected(Reject::FieldCount), 1);
+        assert_eq!(p.emit_dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Self-metrics: what the agent counts about itself (`gala_gopher_self_*`).
 //!
-//! Every loss in the data path is counted here, in one place, and rendered
-//! by the Prometheus exporter. Counters are atomics so the hot path never
-//! takes a lock; the per-probe map is only locked to register a probe.
+//! Every loss in the data path is counted here, in one place (a
+//! [`DropCounter`] per stage and component), and only read by the Prometheus
+//! exporter. Counters are atomics so the hot path never takes a lock; the
+//! maps are only locked to register a probe or a counter. Outputs that fail
+//! count their losses through an [`Outage`], which also logs the failure
+//! once and the recovery once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::record::Reject;
@@ -99,9 +103,12 @@ impl ProbeStats {
     }
 }
 
-/// Why an accepted record did not reach a consumer.
+/// Why an emitted record did not reach a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropStage {
+    /// The queue from the probes to the ingress was full (component: the
+    /// probe).
+    IngressQueueFull,
     /// The store's per-table cap was reached.
     StoreFull,
     /// An exporter's queue was full.
@@ -119,12 +126,111 @@ impl DropStage {
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
+            DropStage::IngressQueueFull => "ingress_queue_full",
             DropStage::StoreFull => "store_full",
             DropStage::ExportQueueFull => "export_queue_full",
             DropStage::ExportError => "export_error",
             DropStage::ExportBacklogFull => "export_backlog_full",
             DropStage::Shutdown => "shutdown",
         }
+    }
+}
+
+/// One drop counter, registered in [`Stats`] under a stage and a component
+/// (a probe, a table or an output); clones count on the same counter.
+#[derive(Debug, Clone, Default)]
+pub struct DropCounter(Arc<AtomicU64>);
+
+impl DropCounter {
+    /// Counts `n` lost records.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records lost so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The failures of one output (a log file, a Kafka producer, a sink's input
+/// queue): the first failure of an outage is logged once (ERROR: records
+/// are being lost or held back), the return to health once (INFO, with how
+/// many records were lost meanwhile), and every lost record is counted on
+/// its [`DropCounter`]. Safe to share between threads.
+#[derive(Debug)]
+pub struct Outage {
+    /// The output, as logs name it (`kafka`, `metric logs`).
+    output: String,
+    /// Where it writes (a broker list, a path, a queue).
+    target: String,
+    /// What happens to records while it fails, for the operator.
+    meanwhile: String,
+    failing: AtomicBool,
+    /// Lost since the last outage began.
+    lost: AtomicU64,
+}
+
+impl Outage {
+    /// The outage state of `output` writing to `target`; `meanwhile` says
+    /// what becomes of records while it fails.
+    pub fn new(
+        output: impl Into<String>,
+        target: impl Into<String>,
+        meanwhile: impl Into<String>,
+    ) -> Self {
+        Self {
+            output: output.into(),
+            target: target.into(),
+            meanwhile: meanwhile.into(),
+            failing: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    /// The output fails (`what`, because of `detail`): logged only when
+    /// this begins an outage. Returns whether it did.
+    pub fn fail(&self, what: &str, detail: &dyn fmt::Display) -> bool {
+        if self.failing.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.lost.store(0, Ordering::Relaxed);
+        tracing::error!(
+            output = %self.target,
+            error = %detail,
+            "{}: {what}; {}",
+            self.output,
+            self.meanwhile
+        );
+        true
+    }
+
+    /// `n` records are lost: counted on `counter`, and in this outage's
+    /// tally (reported at recovery).
+    pub fn lose(&self, counter: &DropCounter, n: u64) {
+        counter.add(n);
+        self.lost.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The output works again (`how`): logged only when it ends an outage.
+    /// Returns whether it did.
+    pub fn recover(&self, how: &str) -> bool {
+        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let lost = self.lost.swap(0, Ordering::Relaxed);
+        tracing::info!(
+            output = %self.target,
+            lost,
+            "{}: {how}; {lost} records were lost while it failed (gala_gopher_self_records_dropped_total)",
+            self.output
+        );
+        true
+    }
+
+    /// Whether an outage is going on.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 }
 
@@ -146,7 +252,7 @@ pub struct KafkaChannelStats {
 #[derive(Debug, Default)]
 pub struct Stats {
     probes: Mutex<BTreeMap<String, Arc<ProbeStats>>>,
-    drops: Mutex<BTreeMap<(&'static str, String), Arc<AtomicU64>>>,
+    drops: Mutex<BTreeMap<(&'static str, String), DropCounter>>,
     kafka: Mutex<BTreeMap<String, Arc<KafkaChannelStats>>>,
     /// Errors the Kafka client reported about brokers (unreachable,
     /// authentication, TLS), whether or not records were lost.
@@ -167,10 +273,20 @@ impl Stats {
         Arc::new(Self::default())
     }
 
-    /// The counters of a probe, registering it on first use.
+    /// The counters of a probe, registering it on first use (its emitters'
+    /// drop counter is the stage `ingress_queue_full` of the probe).
     pub fn probe(&self, name: &str) -> Arc<ProbeStats> {
         let mut map = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(map.entry(name.to_owned()).or_default())
+        if let Some(p) = map.get(name) {
+            return Arc::clone(p);
+        }
+        let dropped = self.drop_counter(DropStage::IngressQueueFull, name);
+        let p = Arc::new(ProbeStats {
+            emit_dropped: dropped.0,
+            ..ProbeStats::default()
+        });
+        map.insert(name.to_owned(), Arc::clone(&p));
+        p
     }
 
     /// Snapshot of every probe's counters, sorted by name.
@@ -182,12 +298,11 @@ impl Stats {
     }
 
     /// A drop counter for a stage and a component (table or exporter name).
-    pub fn drop_counter(&self, stage: DropStage, component: &str) -> Arc<AtomicU64> {
+    pub fn drop_counter(&self, stage: DropStage, component: &str) -> DropCounter {
         let mut map = self.drops.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            map.entry((stage.as_str(), component.to_owned()))
-                .or_default(),
-        )
+        map.entry((stage.as_str(), component.to_owned()))
+            .or_default()
+            .clone()
     }
 
     /// The counters of a Kafka channel, registering it on first use.
@@ -205,12 +320,19 @@ impl Stats {
             .collect()
     }
 
-    /// Snapshot of every drop counter: (stage, component, count).
+    /// Snapshot of every drop counter: (stage, component, count), sorted
+    /// by stage label, then component.
     pub fn drops(&self) -> Vec<(&'static str, String, u64)> {
         let map = self.drops.lock().unwrap_or_else(PoisonError::into_inner);
         map.iter()
-            .map(|((s, c), v)| (*s, c.clone(), v.load(Ordering::Relaxed)))
+            .map(|((s, c), v)| (*s, c.clone(), v.get()))
             .collect()
+    }
+
+    /// Records dropped, summed over every stage and component.
+    pub fn total_dropped(&self) -> u64 {
+        let map = self.drops.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().map(DropCounter::get).sum()
     }
 }
 
@@ -235,10 +357,41 @@ mod tests {
     #[test]
     fn drop_counters_are_keyed_by_stage_and_component() {
         let s = Stats::new();
-        s.drop_counter(DropStage::StoreFull, "t")
-            .fetch_add(3, Ordering::Relaxed);
-        s.drop_counter(DropStage::StoreFull, "t")
-            .fetch_add(1, Ordering::Relaxed);
+        s.drop_counter(DropStage::StoreFull, "t").add(3);
+        s.drop_counter(DropStage::StoreFull, "t").add(1);
         assert_eq!(s.drops(), vec![("store_full", "t".to_string(), 4)]);
+        assert_eq!(s.total_dropped(), 4);
+    }
+
+    #[test]
+    fn a_probe_s_emit_drops_are_a_drop_counter() {
+        let s = Stats::new();
+        let p = s.probe("p");
+        p.emit_dropped.fetch_add(2, Ordering::Relaxed);
+        assert!(Arc::ptr_eq(&p, &s.probe("p")));
+        assert_eq!(s.drops(), vec![("ingress_queue_full", "p".to_string(), 2)]);
+        assert_eq!(s.total_dropped(), 2);
+    }
+
+    #[test]
+    fn an_outage_is_reported_once_each_way_and_counts_every_loss() {
+        let s = Stats::new();
+        let c = s.drop_counter(DropStage::ExportError, "x");
+        let o = Outage::new("x", "/nowhere", "records are dropped");
+        assert!(!o.recover("fine"), "no outage to end");
+        assert!(o.fail("cannot write", &"EIO"));
+        o.lose(&c, 1);
+        assert!(!o.fail("cannot write", &"EIO"), "logged once");
+        o.lose(&c, 2);
+        assert!(o.is_failing());
+        assert!(o.recover("writing again"));
+        assert!(!o.recover("writing again"), "logged once");
+        assert_eq!(c.get(), 3);
+        assert_eq!(s.total_dropped(), 3);
+        // A new outage starts a new tally; the counter keeps counting.
+        assert!(o.fail("cannot write", &"ENOSPC"));
+        o.lose(&c, 1);
+        assert_eq!(o.lost.load(Ordering::Relaxed), 1);
+        assert_eq!(c.get(), 4);
     }
 }

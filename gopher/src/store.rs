@@ -2,16 +2,16 @@
 //!
 //! Each table maps the values of its key fields to the last record seen for
 //! them. A series expires `ttl` after its last update and a table holds at
-//! most `max_series` series: a new series beyond that is dropped and counted,
-//! never grown. Updating an existing series reuses its buffers, so the steady
+//! most `max_series` series: a new series beyond that is dropped and counted
+//! (stage `store_full` of the table, in [`Stats`]), never grown. Updating an existing series reuses its buffers, so the steady
 //! state allocates nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::meta::{MetaRegistry, Table};
+use crate::stats::{DropCounter, DropStage, Stats};
 
 /// One live series: the last values of a key.
 #[derive(Debug, Clone)]
@@ -82,13 +82,18 @@ pub enum Upsert {
 #[derive(Debug)]
 pub struct TableStore {
     tables: Vec<Mutex<TableSeries>>,
-    dropped: Vec<AtomicU64>,
+    /// Where drops are counted.
+    stats: Arc<Stats>,
+    /// Each table's drop counter, registered in `stats` at its first drop
+    /// (a table that never dropped shows no `store_full` series).
+    dropped: Vec<OnceLock<DropCounter>>,
     ttl: Duration,
     max_series: usize,
 }
 
 impl TableStore {
-    /// A store for every table of `registry`.
+    /// A store for every table of `registry`, counting its drops in a
+    /// [`Stats`] of its own (see [`TableStore::counting_in`]).
     pub fn new(registry: &MetaRegistry, ttl: Duration, max_series: usize) -> Self {
         let tables = registry
             .tables()
@@ -100,13 +105,22 @@ impl TableStore {
                 })
             })
             .collect::<Vec<_>>();
-        let dropped = tables.iter().map(|_| AtomicU64::new(0)).collect();
+        let dropped = tables.iter().map(|_| OnceLock::new()).collect();
         Self {
             tables,
+            stats: Stats::new(),
             dropped,
             ttl,
             max_series: max_series.max(1),
         }
+    }
+
+    /// Counts its drops in `stats` (the agent's self-metrics) from now on.
+    #[must_use]
+    pub fn counting_in(mut self, stats: &Arc<Stats>) -> Self {
+        self.stats = Arc::clone(stats);
+        self.dropped = self.tables.iter().map(|_| OnceLock::new()).collect();
+        self
     }
 
     /// Series time-to-live.
@@ -135,7 +149,15 @@ impl TableStore {
     pub fn dropped(&self, idx: usize) -> u64 {
         self.dropped
             .get(idx)
-            .map_or(0, |d| d.load(Ordering::Relaxed))
+            .and_then(OnceLock::get)
+            .map_or(0, DropCounter::get)
+    }
+
+    fn count_drop(&self, idx: usize, table: &str) {
+        if let Some(slot) = self.dropped.get(idx) {
+            slot.get_or_init(|| self.stats.drop_counter(DropStage::StoreFull, table))
+                .add(1);
+        }
     }
 
     /// Inserts or updates the series of a validated record of the table at
@@ -172,7 +194,7 @@ impl TableStore {
             t.series
                 .retain(|_, s| now.saturating_duration_since(s.updated) < ttl);
             if t.series.len() >= self.max_series {
-                self.dropped[idx].fetch_add(1, Ordering::Relaxed);
+                self.count_drop(idx, &t.table.name);
                 return Upsert::DroppedFull;
             }
         }
@@ -183,6 +205,20 @@ impl TableStore {
         };
         t.series.insert(key_buf.as_str().into(), series);
         Upsert::Inserted
+    }
+
+    /// Removes every series of the tables named (a probe that emitted them
+    /// was stopped); returns how many went. Unknown names are skipped.
+    pub fn clear_tables(&self, names: &[String]) -> usize {
+        let mut removed = 0;
+        for slot in &self.tables {
+            let mut t = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if names.iter().any(|n| *n == t.table.name) {
+                removed += t.series.len();
+                t.series.clear();
+            }
+        }
+        removed
     }
 
     /// Removes expired series from every table; returns how many went.
@@ -207,6 +243,20 @@ impl TableStore {
 mod tests {
     use super::*;
     use crate::meta::{Field, FieldType};
+
+    #[test]
+    fn drops_are_counted_in_the_agent_s_stats() {
+        let stats = Stats::new();
+        let s = store(1).counting_in(&stats);
+        let now = Instant::now();
+        let mut buf = String::new();
+        s.upsert(0, &["a", "1", "1"], now, 0, &mut buf);
+        assert!(stats.drops().is_empty(), "no series before the first drop");
+        s.upsert(0, &["b", "1", "1"], now, 0, &mut buf);
+        s.upsert(0, &["c", "1", "1"], now, 0, &mut buf);
+        assert_eq!(stats.drops(), [("store_full", "t".to_string(), 2)]);
+        assert_eq!(s.dropped(0), 2);
+    }
 
     fn store(cap: usize) -> TableStore {
         let f = |name: &str, ty| Field {
@@ -271,6 +321,7 @@ mod tests {
             "updates still pass"
         );
         assert_eq!(s.dropped(0), 1);
+        assert_eq!(s.stats.drops(), [("store_full", "t".to_string(), 1)]);
         assert_eq!(s.lock(0).expect("t").len(), 2);
         let later = t0 + Duration::from_secs(61);
         assert_eq!(

@@ -2,8 +2,9 @@
 //! metadata as the JSON objects of docs/compat.md §6, one message each, to the topic
 //! of their channel.
 //!
-//! One producer thread per daemon. It drains the ingress's bounded queues
-//! (never blocking the ingress: it only `try_send`s), formats each record
+//! One producer thread per daemon, a [`Sink`] taking the flows of the
+//! channels that go to Kafka. It drains its bounded input queue (which the
+//! ingress and the metadata ticker never wait on), formats each record
 //! once, and hands it to librdkafka, which holds at most a window of
 //! messages ([`Bounds`]). What does not fit waits in the exporter's own
 //! backlog, oldest first; past the bound (`queue_buffering_max_messages`,
@@ -14,9 +15,10 @@
 //!
 //! Every loss is counted on `gala_gopher_self_records_dropped_total
 //! {component="kafka_<channel>"}` by stage: `export_queue_full` (the
-//! ingress's queue), `export_backlog_full` (the bound), `export_error`
+//! input queue), `export_backlog_full` (the bound), `export_error`
 //! (delivery failed for good) and `shutdown` (undelivered at stop). Broker
-//! trouble is logged once per burst, and the return to health once.
+//! trouble is an [`Outage`]: logged once when it begins, and the return to
+//! health once.
 //!
 //! A message's key is `<machine_id>|<table>|<key values..>`, so one series
 //! always goes to one partition (events: `<machine_id>|event|<entity_name>|
@@ -31,8 +33,8 @@
 mod backlog;
 pub mod client;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,11 +49,12 @@ use self::backlog::{Backlog, Pending, CHANNELS};
 pub use self::client::Bounds;
 use crate::config::{self, Config, OutChannel};
 use crate::export::json;
+use crate::export::sink::{Flow, FlowKind, Metadata, Sink, Takes};
 use crate::identity::Identity;
-use crate::ingress::{now_ms, Accepted, Event, Ingress, Subscriber};
+use crate::ingress::{Accepted, Event};
 use crate::meta::{FieldType, MetaRegistry};
 use crate::probe_api::Shutdown;
-use crate::stats::{DropStage, KafkaChannelStats, Stats};
+use crate::stats::{DropCounter, DropStage, KafkaChannelStats, Outage, Stats};
 
 /// Records taken from each input per turn of the loop.
 const BATCH: usize = 1024;
@@ -73,6 +76,16 @@ pub enum Channel {
     Event = 1,
     /// `[meta]`: one message per table, at start and every 10 minutes.
     Meta = 2,
+}
+
+impl From<FlowKind> for Channel {
+    fn from(k: FlowKind) -> Self {
+        match k {
+            FlowKind::Metric => Channel::Metric,
+            FlowKind::Event => Channel::Event,
+            FlowKind::Metadata => Channel::Meta,
+        }
+    }
 }
 
 impl Channel {
@@ -137,49 +150,12 @@ pub enum SetupError {
     },
 }
 
-/// The Kafka exporter for the channels of `cfg` that go to Kafka, with its
-/// inputs subscribed to `ingress` (bounded queues of `queue` items);
-/// `None` when no channel goes to Kafka.
-pub fn for_config(
-    cfg: &Config,
-    meta: &Arc<MetaRegistry>,
-    identity: &Identity,
-    stats: &Arc<Stats>,
-    ingress: &mut Ingress,
-    queue: usize,
-) -> Result<Option<KafkaExporter>, SetupError> {
-    let topics = Topics::from_config(cfg);
-    if topics.is_empty() {
-        return Ok(None);
-    }
-    let mut k = KafkaExporter::new(
-        &cfg.kafka,
-        topics,
-        identity.clone(),
-        Arc::clone(meta),
-        stats,
-    )?;
-    if k.topics.get(Channel::Metric).is_some() {
-        let (tx, rx) = sync_channel(queue);
-        let dropped = stats.drop_counter(DropStage::ExportQueueFull, Channel::Metric.component());
-        ingress.subscribe_records(Subscriber::new(tx, dropped));
-        k.records = Some(rx);
-    }
-    if k.topics.get(Channel::Event).is_some() {
-        let (tx, rx) = sync_channel(queue);
-        let dropped = stats.drop_counter(DropStage::ExportQueueFull, Channel::Event.component());
-        ingress.subscribe_events(Subscriber::new(tx, dropped));
-        k.events = Some(rx);
-    }
-    Ok(Some(k))
-}
-
 /// Counters per channel, shared with the delivery callback.
 struct ChannelCounters {
     stats: Arc<KafkaChannelStats>,
-    backlog_full: Arc<AtomicU64>,
-    lost_error: Arc<AtomicU64>,
-    lost_shutdown: Arc<AtomicU64>,
+    backlog_full: DropCounter,
+    lost_error: DropCounter,
+    lost_shutdown: DropCounter,
     in_flight: AtomicU64,
     in_flight_bytes: AtomicU64,
 }
@@ -193,7 +169,8 @@ struct Ctx {
     in_flight: AtomicU64,
     in_flight_bytes: AtomicU64,
     client_errors: Arc<Stats>,
-    failing: AtomicBool,
+    /// Broker trouble: logged once when it begins and once when it ends.
+    outage: Outage,
     /// The last transport error, named when all brokers are down.
     last_transport: Mutex<String>,
 }
@@ -219,36 +196,13 @@ impl Ctx {
         self.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// A message is lost for good: counted, and logged once per burst.
+    /// A message is lost for good: counted, and logged once per outage.
     fn failed(&self, ch: usize, e: &KafkaError) {
         let c = &self.channels[ch];
         c.stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
-        c.lost_error.fetch_add(1, Ordering::Relaxed);
-        self.trouble(
-            "delivery failed; such records are dropped and counted",
-            &e.to_string(),
-        );
-    }
-
-    /// Logs the first trouble of a burst.
-    fn trouble(&self, what: &str, detail: &str) {
-        if self.failing.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        tracing::error!(
-            kafka_broker = %self.broker,
-            error = %detail,
-            "kafka: {what}; records wait for the broker in a queue of at most {} messages / {} kB, \
-             past that the oldest are dropped and counted (gala_gopher_self_records_dropped_total)",
-            self.bounds.max_messages,
-            self.bounds.max_bytes / 1024
-        );
-    }
-
-    fn recovered(&self) {
-        if self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!(kafka_broker = %self.broker, "kafka: the broker acknowledges records again");
-        }
+        self.outage.lose(&c.lost_error, 1);
+        self.outage
+            .fail("delivery failed; such records are dropped and counted", e);
     }
 }
 
@@ -291,12 +245,14 @@ impl ClientContext for Ctx {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
                 let detail = if last.is_empty() { reason } else { &last };
-                self.trouble("cannot reach any broker", detail);
+                self.outage.fail("cannot reach any broker", &detail);
             }
-            _ => self.trouble(
-                "the Kafka client reports an error",
-                &format!("{error}: {reason}"),
-            ),
+            _ => {
+                self.outage.fail(
+                    "the Kafka client reports an error",
+                    &format_args!("{error}: {reason}"),
+                );
+            }
         }
     }
 }
@@ -315,13 +271,13 @@ impl ProducerContext for Ctx {
         match result {
             Ok(_) => {
                 c.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                if self.failing.load(Ordering::Relaxed) {
-                    self.recovered();
+                if self.outage.is_failing() {
+                    self.outage.recover("the broker acknowledges records again");
                 }
             }
             Err((e, _)) => match e.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight) => {
-                    c.lost_shutdown.fetch_add(1, Ordering::Relaxed);
+                    self.outage.lose(&c.lost_shutdown, 1);
                 }
                 _ => self.failed(ch, e),
             },
@@ -329,22 +285,44 @@ impl ProducerContext for Ctx {
     }
 }
 
-/// The producer thread's state. Build with [`for_config`] (or
-/// [`KafkaExporter::new`] and the `*_input` methods), then [`run`](Self::run).
+/// The input of the producer thread.
+#[derive(Debug)]
+enum Input {
+    /// The sink's queue.
+    Flows(Receiver<Flow>),
+    /// Metric records fed directly (benchmarks).
+    Records(Receiver<Arc<Accepted>>),
+}
+
+impl Input {
+    fn try_recv(&self) -> Result<Flow, TryRecvError> {
+        match self {
+            Input::Flows(rx) => rx.try_recv(),
+            Input::Records(rx) => rx.try_recv().map(Flow::Metric),
+        }
+    }
+
+    fn recv_timeout(&self, d: Duration) -> Result<Flow, RecvTimeoutError> {
+        match self {
+            Input::Flows(rx) => rx.recv_timeout(d),
+            Input::Records(rx) => rx.recv_timeout(d).map(Flow::Metric),
+        }
+    }
+}
+
+/// The producer thread's state: a [`Sink`] (the daemon builds it through
+/// [`crate::export::sink::SinkPlan`]), or [`KafkaExporter::new`], an input
+/// ([`KafkaExporter::input`]) and [`run`](Self::run).
 pub struct KafkaExporter {
     producer: BaseProducer<Ctx>,
     topics: Topics,
-    records: Option<Receiver<Arc<Accepted>>>,
-    events: Option<Receiver<Arc<Event>>>,
-    meta: Arc<MetaRegistry>,
+    input: Option<Input>,
     identity: Identity,
     backlog: Backlog,
     payload: String,
     key: String,
     /// How long [`run`](Self::run) tries to deliver what waits at the end.
     pub flush_grace: Duration,
-    /// How often metadata is sent again.
-    pub metadata_period: Duration,
 }
 
 impl std::fmt::Debug for KafkaExporter {
@@ -360,12 +338,14 @@ impl std::fmt::Debug for KafkaExporter {
 impl KafkaExporter {
     /// A producer for `k`, sending to `topics`; registers its self-metrics
     /// in `stats`. Connects lazily: an unreachable broker is not an error
-    /// here (it is logged once when librdkafka gives up on it).
+    /// here (it is logged once when librdkafka gives up on it). The tables
+    /// of metadata come with each [`Flow::Metadata`]; `_meta` is kept for
+    /// the callers of this signature.
     pub fn new(
         k: &config::Kafka,
         topics: Topics,
         identity: Identity,
-        meta: Arc<MetaRegistry>,
+        _meta: Arc<MetaRegistry>,
         stats: &Arc<Stats>,
     ) -> Result<Self, SetupError> {
         let bounds = Bounds::from_config(k);
@@ -386,23 +366,33 @@ impl KafkaExporter {
                 backlog_full: if registered {
                     stats.drop_counter(DropStage::ExportBacklogFull, comp)
                 } else {
-                    Arc::default()
+                    DropCounter::default()
                 },
                 lost_error: if registered {
                     stats.drop_counter(DropStage::ExportError, comp)
                 } else {
-                    Arc::default()
+                    DropCounter::default()
                 },
                 lost_shutdown: if registered {
                     stats.drop_counter(DropStage::Shutdown, comp)
                 } else {
-                    Arc::default()
+                    DropCounter::default()
                 },
                 in_flight: AtomicU64::new(0),
                 in_flight_bytes: AtomicU64::new(0),
             }
         };
         let broker = k.kafka_broker.trim().to_owned();
+        let outage = Outage::new(
+            "kafka",
+            broker.clone(),
+            format!(
+                "records wait for the broker in a queue of at most {} messages / {} kB, past that \
+                 the oldest are dropped and counted (gala_gopher_self_records_dropped_total)",
+                bounds.max_messages,
+                bounds.max_bytes / 1024
+            ),
+        );
         let ctx = Ctx {
             broker: broker.clone(),
             bounds,
@@ -410,7 +400,7 @@ impl KafkaExporter {
             in_flight: AtomicU64::new(0),
             in_flight_bytes: AtomicU64::new(0),
             client_errors: Arc::clone(stats),
-            failing: AtomicBool::new(false),
+            outage,
             last_transport: Mutex::new(String::new()),
         };
         let producer: BaseProducer<Ctx> =
@@ -427,42 +417,36 @@ impl KafkaExporter {
         Ok(Self {
             producer,
             topics,
-            records: None,
-            events: None,
-            meta,
+            input: None,
             identity,
             backlog: Backlog::default(),
             payload: String::with_capacity(1024),
             key: String::with_capacity(128),
             flush_grace: FLUSH_GRACE,
-            metadata_period: crate::daemon::METADATA_PERIOD,
         })
     }
 
-    /// Takes metric records from `rx` (the metric topic must be set).
+    /// Takes its flows from `rx`; those of a channel without a topic are
+    /// ignored.
+    pub fn input(&mut self, rx: Receiver<Flow>) {
+        self.input = Some(Input::Flows(rx));
+    }
+
+    /// Takes metric records from `rx` (the metric topic must be set), as a
+    /// benchmark feeds them.
     pub fn records_input(&mut self, rx: Receiver<Arc<Accepted>>) {
-        self.records = Some(rx);
+        self.input = Some(Input::Records(rx));
     }
 
-    /// Takes events from `rx` (the event topic must be set).
-    pub fn events_input(&mut self, rx: Receiver<Arc<Event>>) {
-        self.events = Some(rx);
-    }
-
-    /// Runs until its inputs are closed (or, with no input, until
+    /// Runs until its input is closed (or, with no input, until
     /// `shutdown`), then tries for [`flush_grace`](Self::flush_grace) to
     /// deliver what waits; what is left is counted as dropped.
     pub fn run(mut self, shutdown: &Shutdown) {
-        let had_inputs = self.records.is_some() || self.events.is_some();
-        let mut next_meta = Instant::now();
+        let had_input = self.input.is_some();
         let mut published = Instant::now();
         loop {
             let now = Instant::now();
-            if self.topics.get(Channel::Meta).is_some() && now >= next_meta {
-                self.send_metadata();
-                next_meta = now + self.metadata_period;
-            }
-            let got = self.drain_inputs();
+            let got = self.drain_input();
             self.pump();
             self.producer.poll(Duration::ZERO);
             if now.duration_since(published) >= PUBLISH_EVERY {
@@ -470,8 +454,7 @@ impl KafkaExporter {
                 published = now;
             }
             if got == 0 {
-                let closed = self.records.is_none() && self.events.is_none();
-                if closed && (had_inputs || shutdown.is_triggered()) {
+                if self.input.is_none() && (had_input || shutdown.is_triggered()) {
                     break;
                 }
                 self.idle();
@@ -480,24 +463,27 @@ impl KafkaExporter {
         self.finish();
     }
 
-    /// Takes up to [`BATCH`] items from each input; returns how many.
-    fn drain_inputs(&mut self) -> usize {
-        let mut got = 0;
-        if let Some(rx) = self.records.take() {
-            let (n, open) = drain_batch(&rx, |r| self.metric(&r));
-            got += n;
-            if open {
-                self.records = Some(rx);
-            }
+    /// Takes up to [`BATCH`] flows from the input; returns how many.
+    fn drain_input(&mut self) -> usize {
+        let Some(input) = self.input.take() else {
+            return 0;
+        };
+        let (n, open) = drain_batch(&input, |f| self.flow(&f));
+        if open {
+            self.input = Some(input);
         }
-        if let Some(rx) = self.events.take() {
-            let (n, open) = drain_batch(&rx, |e| self.event(&e));
-            got += n;
-            if open {
-                self.events = Some(rx);
-            }
+        n
+    }
+
+    fn flow(&mut self, flow: &Flow) {
+        if self.topics.get(flow.kind().into()).is_none() {
+            return;
         }
-        got
+        match flow {
+            Flow::Metric(r) => self.metric(r),
+            Flow::Event(e) => self.event(e),
+            Flow::Metadata(m) => self.metadata(m),
+        }
     }
 
     /// Waits for something to do: delivery reports while messages wait,
@@ -509,22 +495,13 @@ impl KafkaExporter {
             self.producer.poll(BUSY_POLL);
             return;
         }
-        if let Some(rx) = self.records.take() {
-            match rx.recv_timeout(IDLE) {
-                Ok(r) => {
-                    self.metric(&r);
-                    self.records = Some(rx);
+        if let Some(input) = self.input.take() {
+            match input.recv_timeout(IDLE) {
+                Ok(f) => {
+                    self.flow(&f);
+                    self.input = Some(input);
                 }
-                Err(RecvTimeoutError::Timeout) => self.records = Some(rx),
-                Err(RecvTimeoutError::Disconnected) => {}
-            }
-        } else if let Some(rx) = self.events.take() {
-            match rx.recv_timeout(IDLE) {
-                Ok(e) => {
-                    self.event(&e);
-                    self.events = Some(rx);
-                }
-                Err(RecvTimeoutError::Timeout) => self.events = Some(rx),
+                Err(RecvTimeoutError::Timeout) => self.input = Some(input),
                 Err(RecvTimeoutError::Disconnected) => {}
             }
         } else {
@@ -561,12 +538,10 @@ impl KafkaExporter {
         self.enqueue(Channel::Event as usize);
     }
 
-    fn send_metadata(&mut self) {
-        let meta = Arc::clone(&self.meta);
-        let ts = now_ms();
-        for t in meta.tables() {
+    fn metadata(&mut self, m: &Metadata) {
+        for t in &m.tables {
             self.payload.clear();
-            json::metadata(&mut self.payload, t, ts);
+            json::metadata(&mut self.payload, t, m.timestamp_ms);
             self.key.clear();
             self.key.push_str(&self.identity.machine_id);
             self.key.push('|');
@@ -623,9 +598,7 @@ impl KafkaExporter {
             p,
             ctx.in_flight(),
             (bounds.max_messages, bounds.max_bytes),
-            |c| {
-                ctx.channels[c].backlog_full.fetch_add(1, Ordering::Relaxed);
-            },
+            |c| ctx.outage.lose(&ctx.channels[c].backlog_full, 1),
         );
     }
 
@@ -684,20 +657,37 @@ impl KafkaExporter {
             while ctx.in_flight().0 > 0 && t0.elapsed() < Duration::from_secs(1) {
                 self.producer.poll(Duration::from_millis(10));
             }
-            self.backlog.clear(|c| {
-                ctx.channels[c]
-                    .lost_shutdown
-                    .fetch_add(1, Ordering::Relaxed);
-            });
+            self.backlog
+                .clear(|c| ctx.outage.lose(&ctx.channels[c].lost_shutdown, 1));
             tracing::warn!(kafka_broker = %ctx.broker, left, "kafka: stopping with records not delivered; they are counted as dropped (stage shutdown)");
         }
         self.publish();
     }
 }
 
+impl Sink for KafkaExporter {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn takes(&self) -> Takes {
+        FlowKind::ALL
+            .into_iter()
+            .filter(|k| self.topics.get((*k).into()).is_some())
+            .fold(Takes::nothing(), |t, k| {
+                t.and(k, Channel::from(k).component())
+            })
+    }
+
+    fn run(mut self: Box<Self>, input: Receiver<Flow>) {
+        self.input(input);
+        KafkaExporter::run(*self, &Shutdown::new());
+    }
+}
+
 /// Hands up to [`BATCH`] queued items to `each` without waiting; returns how
 /// many, and whether the queue is still open.
-fn drain_batch<T>(rx: &Receiver<T>, mut each: impl FnMut(T)) -> (usize, bool) {
+fn drain_batch(rx: &Input, mut each: impl FnMut(Flow)) -> (usize, bool) {
     for n in 0..BATCH {
         match rx.try_recv() {
             Ok(item) => each(item),
@@ -711,6 +701,7 @@ fn drain_batch<T>(rx: &Receiver<T>, mut each: impl FnMut(T)) -> (usize, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc::sync_channel;
 
     #[test]
     fn topics_follow_out_channel() {

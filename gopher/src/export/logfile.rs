@@ -1,14 +1,13 @@
-//! Log-file export (`out_channel = "logs"`): JSON lines under a directory,
-//! rotated by size and count, so the files never take more than
-//! `max_file_size * max_files` of disk.
+//! Log files (`out_channel = "logs"`, and the agent's own log): lines under
+//! a directory, rotated by size and count, so the files never take more than
+//! `max_file_size * max_files` of disk. The sink that writes records into
+//! them is [`crate::export::sink::LogSink`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A request to reopen log files by their path (SIGHUP, after logrotate
 /// moved them away). Each [`RotatingFile`] that follows it reopens its path
@@ -195,75 +194,6 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-/// Logs an I/O failure once per burst: the first error after a success.
-#[derive(Debug, Default)]
-pub struct ErrorBurst {
-    failing: bool,
-}
-
-impl ErrorBurst {
-    /// Reports a result; logs only the first error of a run of errors.
-    pub fn report(&mut self, what: &str, path: &Path, r: &std::io::Result<()>) {
-        match r {
-            Ok(()) if self.failing => {
-                self.failing = false;
-                tracing::info!(path = %path.display(), "{what}: writing again");
-            }
-            Ok(()) => {}
-            Err(e) if !self.failing => {
-                self.failing = true;
-                tracing::error!(path = %path.display(), error = %e, "{what}: cannot write, records are dropped and counted until it recovers");
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// Drains `rx`, formatting each item with `format` into `file`; flushes
-/// after a second of quiet and at the end. Write failures are counted on
-/// `errors` (one record each) and logged once per burst.
-pub fn run_writer<T>(
-    what: &str,
-    rx: Receiver<T>,
-    mut file: RotatingFile,
-    errors: Arc<AtomicU64>,
-    mut format: impl FnMut(&mut String, &T),
-) {
-    let mut line = String::with_capacity(1024);
-    let mut burst = ErrorBurst::default();
-    let path = file.path.clone();
-    // With nothing buffered, block without a timeout: an idle agent does
-    // not wake up once a second per log file.
-    let mut pending = false;
-    loop {
-        let next = if pending {
-            rx.recv_timeout(Duration::from_secs(1))
-        } else {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        };
-        match next {
-            Ok(item) => {
-                pending = true;
-                line.clear();
-                format(&mut line, &item);
-                let r = file.write_line(&line);
-                if r.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                burst.report(what, &path, &r);
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let r = file.flush();
-                burst.report(what, &path, &r);
-                pending = false;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let r = file.flush();
-    burst.report(what, &path, &r);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,25 +266,5 @@ mod tests {
         std::fs::remove_file(dir.path().join("r.log")).expect("rm");
         f.reopen().expect("reopen");
         assert!(dir.path().join("r.log").exists());
-    }
-
-    #[test]
-    fn writer_thread_formats_and_flushes_at_end() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let f = RotatingFile::open(dir.path(), "w.log", 4096, 2).expect("open");
-        let (tx, rx) = std::sync::mpsc::sync_channel(10);
-        for i in 0..3 {
-            tx.send(i).expect("send");
-        }
-        drop(tx);
-        let errors = Arc::new(AtomicU64::new(0));
-        run_writer("test", rx, f, Arc::clone(&errors), |out, i: &i32| {
-            out.push_str(&format!("{{\"n\":{i}}}"))
-        });
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("w.log")).expect("r"),
-            "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n"
-        );
-        assert_eq!(errors.load(Ordering::Relaxed), 0);
     }
 }

@@ -243,15 +243,8 @@ impl Exposition {
             "counter",
             "Records lost after a probe emitted them, by stage and component.",
         );
-        for (p, s) in &probes {
-            let _ = writeln!(out, "gala_gopher_self_records_dropped_total{{stage=\"ingress_queue_full\",component=\"{}\",{id}}} {}", esc(p), s.emit_dropped.load(Ordering::Relaxed));
-        }
-        for (idx, t) in self.registry.tables().iter().enumerate() {
-            let d = self.store.dropped(idx);
-            if d > 0 {
-                let _ = writeln!(out, "gala_gopher_self_records_dropped_total{{stage=\"store_full\",component=\"{}\",{id}}} {d}", esc(&t.name));
-            }
-        }
+        // Every loss is a counter of `Stats` (probes' emitters, the store,
+        // the outputs): this only reads them.
         for (stage, comp, n) in self.stats.drops() {
             let _ = writeln!(out, "gala_gopher_self_records_dropped_total{{stage=\"{stage}\",component=\"{}\",{id}}} {n}", esc(&comp));
         }
