@@ -28,9 +28,10 @@ fn require_root() {
 /// on stdin, then opens argv[2] connections to itself, sends a little on
 /// each and holds them until stdin closes.
 const PEER: &str = r#"
-import ctypes, socket, sys
+import ctypes, os, socket, sys, time
 name, n = sys.argv[1], int(sys.argv[2])
-ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)
+libc = ctypes.CDLL(None)
+libc.prctl(15, name.encode(), 0, 0, 0)
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
 srv.listen(64)
@@ -47,6 +48,20 @@ for a in accepted:
 for c in clients:
     c.recv(200)
 print("connected", flush=True)
+if len(sys.argv) > 3:
+    # A child that renames itself at once and connects: watched only as the
+    # child of a watched process, from its first connection.
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        libc.prctl(15, sys.argv[3].encode(), 0, 0, 0)
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"z" * 100)
+        while True:
+            time.sleep(60)
+    a = srv.accept()[0]
+    a.recv(100)
+    print("child", pid, flush=True)
 sys.stdin.read()
 "#;
 
@@ -62,8 +77,13 @@ struct Peer {
 
 impl Peer {
     fn start(comm: &str, conns: usize) -> Self {
+        Self::start_args(comm, conns, &[])
+    }
+
+    fn start_args(comm: &str, conns: usize, more: &[&str]) -> Self {
         let mut child = Command::new("python3")
             .args(["-c", PEER, comm, &conns.to_string()])
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -146,11 +166,15 @@ fn stat(expo: &str, name: &str) -> f64 {
 }
 
 fn agent(s: &Setup, snoopers: &str) -> Agent {
+    agent_env(s, snoopers, &[])
+}
+
+fn agent_env(s: &Setup, snoopers: &str, env: &[(&str, &str)]) -> Agent {
     let cfg = format!(
         "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1\"\nswitch = \"on\"\n{snoopers}\n",
         s.base_config()
     );
-    let a = s.start_in(&cfg, &[], Tracefs::Absent);
+    let a = s.start_in(&cfg, env, Tracefs::Absent);
     wait_for(Duration::from_secs(20), "tcp_link attached", || {
         let log = a.log_text();
         assert!(
@@ -245,6 +269,75 @@ fn a_snooper_by_comm_shows_only_that_process() {
     assert!(
         a.log_text()
             .contains("snoopers: watching the selected processes"),
+        "{}",
+        a.log_text()
+    );
+}
+
+/// The fork hook: a child of a watched process is watched from its first
+/// connection, made a moment after the fork and under another name, long
+/// before the next rescan of /proc could find it.
+#[test]
+fn a_child_of_a_watched_process_is_watched_from_its_first_connection() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent(
+        &s,
+        "snoopers = { proc_name = [ { comm = \"^tlsnoopF$\" } ] }",
+    );
+    let mut parent = Peer::start_args("tlsnoopF", 2, &["tlsnoopG"]);
+    wait_watched(&a, 1.0);
+    parent.connect();
+    let line = parent.line();
+    let child: u32 = line
+        .strip_prefix("child ")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("expected `child <pid>`, got {line:?}"));
+    let got = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+    assert_eq!(got.trim(), "tlsnoopG", "the child renamed itself");
+    let want: HashSet<(u32, u8)> = [(parent.pid(), 0), (parent.pid(), 1), (child, 1)].into();
+    wait_for(
+        Duration::from_secs(15),
+        "series of the parent and of its child",
+        || {
+            let e = a.scrape();
+            (series_on(&e, parent.port) == want
+                && stat(&e, "conn_entries") == 2.0 * 2.0 + 2.0
+                && stat(&e, "watched_tgids") == 2.0)
+                .then_some(())
+        },
+    );
+    // Killing the parent kills the child (PR_SET_PDEATHSIG): both leave
+    // the map.
+    drop(parent);
+    wait_watched(&a, 0.0);
+}
+
+/// The paths of older kernels (the classic tracepoint, the hash map of live
+/// connections, the classic fork and exit tracepoints) honour snoopers too.
+#[test]
+fn older_kernel_paths_honour_a_snooper_by_comm() {
+    require_root();
+    let s = Setup::new(&[]);
+    let a = agent_env(
+        &s,
+        "snoopers = { proc_name = [ { comm = \"^tlsnoopC\", cmdline = \"python\" } ] }",
+        &[("GALA_GOPHER_TCP_LINK_COMPAT", "1")],
+    );
+    let mut watched = Peer::start("tlsnoopC1", 2);
+    let mut other = Peer::start("tlsnoopD", 3);
+    only_the_watched_one_shows(&a, &mut watched, &mut other);
+    let e = a.scrape();
+    assert!(
+        e.contains("plan=\"tracepoint\""),
+        "the classic plan: {}",
+        e.lines()
+            .filter(|l| l.contains("probe_stats"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !a.log_text().contains("cannot attach tracepoint sched:"),
         "{}",
         a.log_text()
     );
