@@ -72,6 +72,9 @@ case "$what" in
         want_rpm
         want_nspawn
         want_ansible
+        # The REST API fuzz: schemathesis in a venv (installed below).
+        want python3 python3
+        python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
         ;;
     bench)
         want promtool prometheus
@@ -128,4 +131,18 @@ esac
 # (installed only if missing).
 case "$what" in
     test) "$(dirname "$0")/littlegraph.sh" ;;
+esac
+
+# The REST API fuzz (tests/integration/rest.rs): schemathesis from PyPI, in a
+# venv of its own under target/ (installed only if missing; nothing
+# system-wide).
+case "$what" in
+    test)
+        st_venv="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/schemathesis-venv"
+        if [ ! -x "$st_venv/bin/st" ]; then
+            echo "deps: installing schemathesis into $st_venv"
+            python3 -m venv "$st_venv"
+            "$st_venv/bin/pip" install -q schemathesis
+        fi
+        ;;
 esac

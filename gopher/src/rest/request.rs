@@ -384,6 +384,12 @@ fn snoopers(obj: &Map<String, Value>) -> Result<Snoopers, BadRequest> {
             }
             "proc_name" => {
                 for (i, p) in array(&at, v)?.iter().enumerate() {
+                    if let Some(d) = p.get("debugging_dir").filter(|d| !d.is_string()) {
+                        return Err(bad(
+                            format!("{at}[{i}].debugging_dir"),
+                            format!("expected a string (accepted and ignored), got {}", short(d)),
+                        ));
+                    }
                     let one: ProcName = serde_json::from_value(p.clone()).map_err(|e| {
                         bad(
                             format!("{at}[{i}]"),
@@ -580,6 +586,11 @@ mod tests {
                 "not supported",
             ),
             (r#"{"snoopers":{"x":1}}"#, "snoopers.x", "unknown key"),
+            (
+                r#"{"snoopers":{"proc_name":[{"comm":"a","debugging_dir":{}}]}}"#,
+                "snoopers.proc_name[0].debugging_dir",
+                "expected a string",
+            ),
         ];
         for (input, key, want) in cases {
             let e = body(input).expect_err(input);
