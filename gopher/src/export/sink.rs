@@ -25,10 +25,11 @@
 //! counted) and reach the event outputs.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError, ConfigProblem, OutChannel};
 use crate::export::json;
@@ -157,15 +158,56 @@ pub trait Sink: Send + 'static {
     fn run(self: Box<Self>, input: Receiver<Flow>);
 }
 
+/// How long a sink's queue must take every flow before its overflow is
+/// reported over: a sink that drains in batches makes room between drops,
+/// which is no recovery yet.
+pub const OVERFLOW_QUIET: Duration = Duration::from_secs(10);
+
 /// The sending end of a sink's input queue. Offering never waits: a flow
 /// that does not fit is lost, counted on the component of its kind
-/// (`export_queue_full`) and reported once per overflow by an [`Outage`].
+/// (`export_queue_full`) and reported once per overflow by an [`Outage`]
+/// (over once nothing was lost for [`OVERFLOW_QUIET`]).
 #[derive(Debug, Clone)]
 pub struct SinkInput {
     tx: SyncSender<Flow>,
     takes: Takes,
     dropped: [Option<DropCounter>; 3],
-    full: Arc<Outage>,
+    full: Arc<Overflow>,
+}
+
+/// The overflow state of a sink's queue.
+#[derive(Debug)]
+struct Overflow {
+    outage: Outage,
+    /// When the queue was made, the origin of `last_loss_ms`.
+    origin: Instant,
+    /// The last loss, ms after `origin`.
+    last_loss_ms: AtomicU64,
+    quiet: Duration,
+}
+
+impl Overflow {
+    fn since_origin_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lost(&self, counter: &DropCounter, n: u64) {
+        self.last_loss_ms
+            .store(self.since_origin_ms(), Ordering::Relaxed);
+        self.outage.lose(counter, n);
+        self.outage.fail("its input queue is full", &"queue full");
+    }
+
+    /// A flow was queued: the overflow is over when the last loss is old.
+    fn queued(&self) {
+        if self.outage.is_failing() {
+            let quiet = u64::try_from(self.quiet.as_millis()).unwrap_or(u64::MAX);
+            let last = self.last_loss_ms.load(Ordering::Relaxed);
+            if self.since_origin_ms().saturating_sub(last) >= quiet {
+                self.outage.recover("its queue takes every record again");
+            }
+        }
+    }
 }
 
 impl SinkInput {
@@ -178,11 +220,17 @@ impl SinkInput {
                 .component(k)
                 .map(|c| stats.drop_counter(DropStage::ExportQueueFull, c))
         });
-        let full = Arc::new(Outage::new(
-            name,
-            format!("{name} input queue ({capacity} records)"),
-            "the output does not keep up; what does not fit in its queue is dropped and counted",
-        ));
+        let full = Arc::new(Overflow {
+            outage: Outage::new(
+                name,
+                format!("{name} input queue ({capacity} records)"),
+                "the output does not keep up; what does not fit in its queue is dropped and \
+                 counted",
+            ),
+            origin: Instant::now(),
+            last_loss_ms: AtomicU64::new(0),
+            quiet: OVERFLOW_QUIET,
+        });
         (
             Self {
                 tx,
@@ -207,17 +255,10 @@ impl SinkInput {
             return;
         };
         match self.tx.try_send(flow) {
-            Ok(()) => {
-                if self.full.is_failing() {
-                    self.full.recover("its queue has room again");
-                }
-            }
-            Err(TrySendError::Full(f)) => {
-                self.full.lose(counter, f.records());
-                self.full.fail("its input queue is full", &"queue full");
-            }
+            Ok(()) => self.full.queued(),
+            Err(TrySendError::Full(f)) => self.full.lost(counter, f.records()),
             // The sink has ended (only at shutdown, or if it panicked).
-            Err(TrySendError::Disconnected(f)) => self.full.lose(counter, f.records()),
+            Err(TrySendError::Disconnected(f)) => self.full.outage.lose(counter, f.records()),
         }
     }
 }

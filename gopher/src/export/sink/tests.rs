@@ -354,3 +354,35 @@ fn sinks_are_wired_to_the_ingress_and_the_ticker_and_end_in_order() {
     assert_eq!(stats.total_dropped(), 0, "{:?}", stats.drops());
     assert_eq!(stats.probe("rules").accepted.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_full_queue_is_one_outage_until_nothing_was_lost_for_a_while() {
+    let stats = Stats::new();
+    let takes = Takes::nothing().and(FlowKind::Event, "q");
+    let (mut input, rx) = SinkInput::new("q", takes, 1, &stats);
+    let ev = Arc::new(Event {
+        values: Vec::new(),
+        timestamp_ms: 1,
+    });
+    let offer = |i: &SinkInput| i.offer(Flow::Event(Arc::clone(&ev)));
+    offer(&input);
+    offer(&input);
+    assert!(input.full.outage.is_failing());
+    // The sink drains a batch: room again, but losses are recent.
+    assert_eq!(rx.try_iter().count(), 1);
+    offer(&input);
+    offer(&input);
+    assert!(input.full.outage.is_failing(), "still one overflow");
+    assert_eq!(rx.try_iter().count(), 1);
+    Arc::get_mut(&mut input.full).expect("not shared yet").quiet = Duration::ZERO;
+    offer(&input);
+    assert!(!input.full.outage.is_failing(), "over once quiet");
+    // Flows it does not take are neither queued nor counted.
+    input.offer(Flow::Metric(Arc::new(Accepted {
+        table: Arc::clone(&registry().tables()[0]),
+        values: Vec::new(),
+        timestamp_ms: 1,
+    })));
+    assert_eq!(rx.try_iter().count(), 1);
+    assert_eq!(stats.drops(), [("export_queue_full", "q".to_string(), 2)]);
+}
