@@ -329,5 +329,119 @@ pub async fn serve_unix(
     r
 }
 
+/// The environment variable that moves the control socket (tests run
+/// several agents at once); [`DEFAULT_SOCKET`] otherwise.
+pub const SOCKET_ENV: &str = "GALA_GOPHER_CTL_SOCKET";
+
+/// The control socket's path: `$GALA_GOPHER_CTL_SOCKET`, or [`DEFAULT_SOCKET`].
+pub fn socket_path() -> PathBuf {
+    std::env::var_os(SOCKET_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from)
+}
+
+/// The control servers of a running agent: the REST API (when
+/// `global.rest_api_on`) and the control socket, sharing one state file.
+#[derive(Debug)]
+pub struct Servers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<(String, tokio::task::JoinHandle<std::io::Result<()>>)>,
+}
+
+/// Why [`start`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The REST address could not be bound.
+    #[error("rest_api_server: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS files of `[rest_api_server]` cannot be used.
+    #[error("rest_api_server.{0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Starts the REST API (when `cfg.global.rest_api_on`, on
+/// `rest_api_server.bind_addr:port`, TLS when `ssl_auth`) and the control
+/// socket at [`socket_path`] (always; when it cannot be made, e.g. without
+/// root, that is logged and the agent goes on without it). Changes are kept
+/// in `global.state_dir` ([`persist`]). Must run inside a tokio runtime;
+/// stop with [`Servers::stop`].
+pub fn start(
+    cfg: &crate::config::Config,
+    control: Arc<dyn ProbeControl>,
+) -> Result<Servers, StartError> {
+    start_at(cfg, control, &socket_path())
+}
+
+/// [`start`] with the control socket at `socket`.
+pub fn start_at(
+    cfg: &crate::config::Config,
+    control: Arc<dyn ProbeControl>,
+    socket: &Path,
+) -> Result<Servers, StartError> {
+    let persist = Arc::new(Persist::open(&cfg.global.state_dir));
+    let api = Api::new(control).with_persist(persist);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = Vec::new();
+    if cfg.global.rest_api_on {
+        let r = &cfg.rest_api_server;
+        let tls = if r.ssl_auth {
+            Some(crate::tls::load(crate::tls::TlsFiles {
+                private_key: r.private_key.as_deref(),
+                cert_file: r.cert_file.as_deref(),
+                ca_file: r.ca_file.as_deref(),
+            })?)
+        } else {
+            None
+        };
+        let addr = std::net::SocketAddr::new(r.bind_addr, r.port);
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        tasks.push((
+            format!("REST API on {addr}"),
+            tokio::spawn(serve(listener, api.clone(), tls, stopped(rx.clone()))),
+        ));
+    }
+    let path = socket.to_owned();
+    match UnixSocket::bind(&path) {
+        Ok(socket) => tasks.push((
+            format!("control socket {}", path.display()),
+            tokio::spawn(serve_unix(socket, api, stopped(rx))),
+        )),
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "cannot create the control socket (gopher-ctl needs --url then); the agent runs without it"
+        ),
+    }
+    Ok(Servers { stop, tasks })
+}
+
+impl Servers {
+    /// Stops accepting, finishes the requests in flight (for at most 5 s),
+    /// and removes the socket.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (what, mut task) in self.tasks {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!("{what}: {e}"),
+                Ok(Err(e)) => tracing::warn!("{what}: the task failed: {e}"),
+                Err(_) => {
+                    task.abort();
+                    tracing::warn!("{what}: requests still open after 5 s: closed");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

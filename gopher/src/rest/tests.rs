@@ -591,3 +591,55 @@ fn tls_load_errors_name_the_key_and_the_file() {
     }
     load(Some(&key), Some(&cert), Some(&ca)).expect("valid");
 }
+
+#[test]
+fn start_serves_rest_and_the_socket_with_one_state_file_and_stop_removes_the_socket() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let src = format!(
+        "[global]\nrest_api_on = true\nstate_dir = \"{}\"\n[rest_api_server]\nport = {port}\n",
+        dir.path().join("state").display()
+    );
+    let cfg = crate::config::Config::from_toml_str(&src, Path::new("t.toml")).expect("config");
+    let sock = dir.path().join("ctl.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let servers = {
+        let _in = rt.enter();
+        start_at(&cfg, Arc::new(Fake::default()), &sock).expect("start")
+    };
+    let rt_thread = std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            servers.stop().await;
+        });
+    });
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(
+        call(addr, "PUT", "/tcp", r#"json={"state":"stopped"}"#).0,
+        200
+    );
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("socket");
+    let (st, _, _) = raw(
+        &mut s,
+        "PUT",
+        "/baseinfo",
+        "",
+        br#"{"params":{"report_period":10}}"#,
+    );
+    assert_eq!(st, 200);
+    let kept = persist::load(&dir.path().join("state")).expect("kept");
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["baseinfo", "tcp"]);
+    rt_thread.join().expect("join");
+    assert!(!sock.exists(), "the socket is removed at stop");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the REST port is closed at stop"
+    );
+}
