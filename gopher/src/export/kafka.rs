@@ -805,4 +805,53 @@ mod tests {
         assert_eq!(ch.delivered.load(Ordering::Relaxed), 0);
         assert_eq!(ch.queued.load(Ordering::Relaxed), 0);
     }
+
+    #[test]
+    fn as_a_sink_it_takes_only_the_channels_with_a_topic() {
+        let k = config::Kafka {
+            kafka_broker: "127.0.0.1:1".into(),
+            ..config::Kafka::default()
+        };
+        let stats = Stats::new();
+        let table = Arc::new(crate::meta::Table::new("t", "t", Vec::new()));
+        let mut t = Topics::default();
+        t.0[Channel::Meta as usize] = Some("gala_gopher_metadata".into());
+        let mut ex = KafkaExporter::new(
+            &k,
+            t,
+            Identity {
+                machine_id: "m".into(),
+                hostname: "h".into(),
+            },
+            Arc::new(MetaRegistry::from_checked(Vec::new())),
+            &stats,
+        )
+        .expect("producer");
+        ex.flush_grace = Duration::from_millis(200);
+        let sink: Box<dyn Sink> = Box::new(ex);
+        assert_eq!(sink.name(), "kafka");
+        assert_eq!(
+            sink.takes(),
+            Takes::nothing().and(FlowKind::Metadata, "kafka_meta")
+        );
+        let (tx, rx) = sync_channel(10);
+        tx.send(Flow::Metric(Arc::new(Accepted {
+            table: Arc::clone(&table),
+            values: Vec::new(),
+            timestamp_ms: 1,
+        })))
+        .expect("send");
+        tx.send(Flow::Metadata(Arc::new(Metadata {
+            tables: vec![Arc::clone(&table), table],
+            timestamp_ms: 2,
+        })))
+        .expect("send");
+        drop(tx);
+        sink.run(rx);
+        // The two tables' metadata waited for the broker and were lost at
+        // stop; the metric record had no topic and was not sent at all.
+        let drops: Vec<(&str, String, u64)> =
+            stats.drops().into_iter().filter(|d| d.2 > 0).collect();
+        assert_eq!(drops, [("shutdown", "kafka_meta".to_string(), 2)]);
+    }
 }
