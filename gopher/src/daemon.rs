@@ -12,16 +12,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Switch};
+use crate::control::{AgentStatus, ControlError, ProbeChange, ProbeControl, ProbeView};
 use crate::export::logfile::ReopenSignal;
 use crate::export::prometheus::Exposition;
 use crate::export::sink::{BuildContext, SinkPlan};
 use crate::identity::Identity;
 use crate::ingress::Ingress;
+use crate::manager::{Planner, ProbeEntry, ProbeManager};
 use crate::meta::MetaRegistry;
 use crate::probe::cabi::{self, CSource};
 use crate::probe::extend::ExtendProbe;
-use crate::probe::supervisor::{self, Restart, StartPolicy, Supervised};
-use crate::probe_api::{Emitted, Emitter, Params, Probe, Shutdown};
+use crate::probe::supervisor::{self, Restart, StartPolicy};
+use crate::probe_api::{Emitted, Params, Probe, Shutdown};
 use crate::stats::{ProbeState, Stats};
 use crate::store::TableStore;
 
@@ -115,70 +117,113 @@ pub fn plan_probes(cfg: &Config, meta: &MetaRegistry) -> Result<Vec<PlannedProbe
 /// [`plan_probes`] with every problem: the probes that can run, and one
 /// error for each that cannot, in config order.
 pub fn plan_probes_all(cfg: &Config, meta: &MetaRegistry) -> (Vec<PlannedProbe>, Vec<StartError>) {
-    let grace = Duration::from_millis(cfg.supervisor.stop_grace_ms);
     let mut out = Vec::new();
     let mut problems = Vec::new();
-    for (i, p) in cfg.probes.iter().enumerate() {
+    for entry in ProbeEntry::of_config(cfg) {
         // Native probes have no start check: `auto` means `on`.
-        if p.switch == Switch::Off {
+        if entry.switch() == Switch::Off {
             continue;
         }
-        match plan_native(cfg, meta, i, p, grace) {
+        match plan_entry(cfg, meta, &entry) {
             Ok(planned) => out.push(planned),
             Err(e) => problems.push(e),
         }
     }
-    for (i, p) in cfg.extend_probes.iter().enumerate() {
-        let start = match (p.switch, &p.start_check) {
-            (Switch::Off, _) => continue,
-            (Switch::Auto, Some(c)) => StartPolicy::Check {
-                command: c.clone(),
-                recheck: AUTO_RECHECK,
-            },
-            (Switch::On | Switch::Auto, _) => StartPolicy::Always,
-        };
-        // An extend probe's param belongs to its command line; the legacy
-        // letters are only parsed when they are well-formed.
-        let params = Params::parse(&p.param).unwrap_or_default();
-        let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
-        if let Some(ipc) = &p.ipc {
-            // A legacy 2.x binary: its message is queued before each start.
-            if let Err(msg) = ipc.range_flags() {
-                problems.push(StartError::Probe {
-                    file: cfg.source.clone(),
-                    key: format!("extend_probes[{i}].ipc.probe"),
-                    msg,
-                });
-                continue;
-            }
-            probe = probe.legacy_ipc(ipc.clone());
-        }
-        match std::env::current_exe() {
-            Ok(exe) => probe = probe.death_guard(exe),
-            Err(e) => {
-                tracing::warn!(probe = %p.name, error = %e, "cannot find the gala-gopher binary; this probe may outlive a killed agent")
-            }
-        }
-        out.push((
-            p.name.clone(),
-            params,
-            start,
-            Box::new(move || Ok(Box::new(probe.clone()) as Box<dyn Probe>)) as supervisor::Factory,
-        ));
-    }
     (out, problems)
 }
 
-/// The plan of `probes[i]` (switched on).
+/// The planner of the probe manager for `cfg`: plans one entry as
+/// [`plan_probes_all`] does (a probe the config does not name is planned
+/// with the config's supervisor settings).
+pub fn planner(cfg: &Config, meta: Arc<MetaRegistry>) -> Planner {
+    let cfg = cfg.clone();
+    Arc::new(move |entry: &ProbeEntry| plan_entry(&cfg, &meta, entry))
+}
+
+/// The plan of one entry (switched on); errors name its key in `cfg`
+/// (`probes[i]`, `extend_probes[i]`; `probes[<name>]` for a probe the
+/// config does not name).
+pub fn plan_entry(
+    cfg: &Config,
+    meta: &MetaRegistry,
+    entry: &ProbeEntry,
+) -> Result<PlannedProbe, StartError> {
+    let grace = Duration::from_millis(cfg.supervisor.stop_grace_ms);
+    match entry {
+        ProbeEntry::Native(p) => {
+            let key = cfg
+                .probes
+                .iter()
+                .position(|c| c.name == p.name)
+                .map_or_else(|| format!("probes[{}]", p.name), |i| format!("probes[{i}]"));
+            plan_native(cfg, meta, &key, p, grace)
+        }
+        ProbeEntry::Extend(p) => {
+            let key = cfg
+                .extend_probes
+                .iter()
+                .position(|c| c.name == p.name)
+                .map_or_else(
+                    || format!("extend_probes[{}]", p.name),
+                    |i| format!("extend_probes[{i}]"),
+                );
+            plan_extend(cfg, &key, p, grace)
+        }
+    }
+}
+
+/// The plan of an `[[extend_probes]]` entry (switched on).
+fn plan_extend(
+    cfg: &Config,
+    key: &str,
+    p: &crate::config::ExtendProbeConf,
+    grace: Duration,
+) -> Result<PlannedProbe, StartError> {
+    let start = match (p.switch, &p.start_check) {
+        (Switch::Auto, Some(c)) => StartPolicy::Check {
+            command: c.clone(),
+            recheck: AUTO_RECHECK,
+        },
+        _ => StartPolicy::Always,
+    };
+    // An extend probe's param belongs to its command line; the legacy
+    // letters are only parsed when they are well-formed.
+    let params = Params::parse(&p.param).unwrap_or_default();
+    let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
+    if let Some(ipc) = &p.ipc {
+        // A legacy 2.x binary: its message is queued before each start.
+        if let Err(msg) = ipc.range_flags() {
+            return Err(StartError::Probe {
+                file: cfg.source.clone(),
+                key: format!("{key}.ipc.probe"),
+                msg,
+            });
+        }
+        probe = probe.legacy_ipc(ipc.clone());
+    }
+    match std::env::current_exe() {
+        Ok(exe) => probe = probe.death_guard(exe),
+        Err(e) => {
+            tracing::warn!(probe = %p.name, error = %e, "cannot find the gala-gopher binary; this probe may outlive a killed agent")
+        }
+    }
+    Ok((
+        p.name.clone(),
+        params,
+        start,
+        Box::new(move || Ok(Box::new(probe.clone()) as Box<dyn Probe>)) as supervisor::Factory,
+    ))
+}
+
+/// The plan of a `[[probes]]` entry (switched on) at `key`.
 fn plan_native(
     cfg: &Config,
     meta: &MetaRegistry,
-    i: usize,
+    key: &str,
     p: &crate::config::ProbeConf,
     grace: Duration,
 ) -> Result<PlannedProbe, StartError> {
     let file = &cfg.source;
-    let key = format!("probes[{i}]");
     let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
         file: file.clone(),
         key: format!("{key}.param"),
@@ -192,7 +237,7 @@ fn plan_native(
         let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang).map_err(|e| {
             StartError::Probe {
                 file: file.clone(),
-                key: key.clone(),
+                key: key.to_owned(),
                 msg: format!("cannot find the gala-gopher binary to host C probes: {e}"),
             }
         })?;
@@ -255,7 +300,7 @@ fn plan_native(
     let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {
         #[cfg(feature = "probe-tcp_link")]
         Some(def) if def.name == gopher_probes::tcp_link::PROBE => {
-            tcp_link_factory(cfg, &key, p, &params)?
+            tcp_link_factory(cfg, key, p, &params)?
         }
         Some(def) => {
             let build = def.build;
@@ -363,8 +408,9 @@ pub fn set_tcp_link_snoopers(
 #[derive(Debug)]
 pub struct Daemon {
     shutdown: Shutdown,
+    /// The probes.
+    manager: ProbeManager,
     /// Taken (and joined) by [`Daemon::stop`].
-    supervisors: Mutex<Vec<JoinHandle<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     exposition: Arc<Exposition>,
     stats: Arc<Stats>,
@@ -457,27 +503,32 @@ impl Daemon {
             backoff: Duration::from_millis(cfg.supervisor.restart_backoff_ms),
             stable_after: Duration::from_secs(300),
         };
-        for (name, params, start, factory) in plan {
-            let ps = stats.probe(&name);
-            let emitter = Emitter::new(
-                Arc::from(name.as_str()),
-                tx.clone(),
-                Arc::clone(&ps.emit_dropped),
-            );
-            let s = Supervised {
-                name,
-                factory,
-                params,
-                emitter,
-                stats: ps,
-                start,
-                restart,
-            };
-            started
-                .supervisors
-                .push(supervisor::spawn(s, shutdown.clone()).map_err(io_err("probe thread"))?);
+        let manager = ProbeManager::start(
+            ProbeEntry::of_config(&cfg),
+            plan,
+            planner(&cfg, Arc::clone(&meta)),
+            tx,
+            Arc::clone(&stats),
+            restart,
+            shutdown.clone(),
+        );
+        {
+            // A stopped probe's series leave /metrics at once, as they did
+            // when a reload restarted the whole daemon.
+            let store = Arc::clone(&store);
+            manager.on_probe_stopped(Arc::new(move |tables: &[String]| {
+                let n = store.clear_tables(tables);
+                tracing::debug!(tables = %tables.join(","), series = n, "series of a stopped probe removed");
+            }));
         }
-        drop(tx);
+        {
+            let cfg = cfg.clone();
+            manager.on_tcp_link_snoopers(Arc::new(
+                move |name: &str, sn: &crate::control::Snoopers| {
+                    set_tcp_link_snoopers(&cfg, name, sn)
+                },
+            ));
+        }
         let exposition = Arc::new(Exposition::new(
             Arc::clone(&meta),
             Arc::clone(&store),
@@ -485,10 +536,10 @@ impl Daemon {
             &identity,
         ));
         lower_main_thread_capabilities();
-        tracing::info!(probes = started.supervisors.len(), machine_id = %identity.machine_id, "gala-gopher started");
+        tracing::info!(probes = manager.running(), machine_id = %identity.machine_id, "gala-gopher started");
         Ok(Self {
             shutdown,
-            supervisors: Mutex::new(std::mem::take(&mut started.supervisors)),
+            manager,
             workers: Mutex::new(std::mem::take(&mut started.workers)),
             exposition,
             stats,
@@ -547,22 +598,21 @@ impl Daemon {
         crate::systemd::agent_status(running, starting, failed, self.series_count())
     }
 
-    /// Whether `cfg` and `meta` are what this daemon runs already, so that
-    /// a reload to them needs no restart. `global.log_level` and
-    /// `global.log_file_name` are left out: only the binary's own logging
-    /// uses them, and it applies them itself.
-    pub fn runs(&self, cfg: &Config, meta: &MetaRegistry) -> bool {
-        // The params and snoopers of a legacy 2.x probe are sent to it as it
-        // runs ([`Daemon::update_legacy_ipc`]); only its probe type needs a
-        // restart.
+    /// The probes.
+    pub fn manager(&self) -> &ProbeManager {
+        &self.manager
+    }
+
+    /// Whether `cfg` and `meta` differ from what this daemon runs in their
+    /// probes at most, so that a reload to them is a
+    /// [`Daemon::reconcile`] of the probes and leaves everything else
+    /// running. `global.log_level` and `global.log_file_name` are left out:
+    /// only the binary's own logging uses them, and it applies them itself.
+    pub fn runs_except_probes(&self, cfg: &Config, meta: &MetaRegistry) -> bool {
         let strip = |c: &Config| {
             let mut c = c.clone();
-            for p in &mut c.extend_probes {
-                p.ipc = p
-                    .ipc
-                    .as_ref()
-                    .map(crate::config::ipc::LegacyIpcConf::restart_part);
-            }
+            c.probes.clear();
+            c.extend_probes.clear();
             c
         };
         let mine = strip(&self.config);
@@ -583,17 +633,22 @@ impl Daemon {
                 .all(|(a, b)| **a == **b)
     }
 
-    /// Sends the params and snoopers of `cfg`'s legacy 2.x probes to the
-    /// running ones (a reload that [`Daemon::runs`] already): each gets a
-    /// new message when its part changed.
-    pub fn update_legacy_ipc(&self, cfg: &Config) {
-        for p in cfg.extend_probes.iter().filter(|p| p.switch != Switch::Off) {
-            if let Some(ipc) = &p.ipc {
-                if let Err(e) = crate::probe::legacy_ipc::update(&p.name, ipc) {
-                    tracing::error!(probe = %p.name, "{e}");
-                }
-            }
-        }
+    /// A reload to `cfg` that [`Daemon::runs_except_probes`] already: only
+    /// the probes whose entry changed are restarted (see
+    /// [`ProbeManager::reconcile`]); `plan` is `cfg`'s checked plan.
+    pub fn reconcile(&self, cfg: &Config, plan: Vec<PlannedProbe>) -> crate::manager::Reconciled {
+        let restart = Restart {
+            max: cfg.supervisor.restart_max,
+            backoff: Duration::from_millis(cfg.supervisor.restart_backoff_ms),
+            stable_after: Duration::from_secs(300),
+        };
+        mount_bpffs_for_probe_binaries(cfg);
+        self.manager.reconcile(
+            ProbeEntry::of_config(cfg),
+            plan,
+            planner(cfg, Arc::clone(&self.meta)),
+            restart,
+        )
     }
 
     /// Reopens the log exporters' files by name (after logrotate moved
@@ -617,16 +672,15 @@ impl Daemon {
     /// keeps its last series (scrapes still work); a second call does
     /// nothing.
     pub fn stop(&self) {
-        let supervisors = std::mem::take(&mut *lock(&self.supervisors));
         let workers = std::mem::take(&mut *lock(&self.workers));
-        if supervisors.is_empty() && workers.is_empty() {
+        if workers.is_empty() {
             return;
         }
         tracing::info!("shutting down");
+        // Every probe stops first and the ingress queue's last sender goes,
+        // so the ingress drains and ends.
+        self.manager.stop_all();
         self.shutdown.trigger();
-        for h in supervisors {
-            let _ = h.join();
-        }
         for h in workers {
             let _ = h.join();
         }
@@ -646,16 +700,15 @@ impl Daemon {
 struct Started {
     shutdown: Shutdown,
     workers: Vec<JoinHandle<()>>,
-    supervisors: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if self.workers.is_empty() && self.supervisors.is_empty() {
+        if self.workers.is_empty() {
             return;
         }
         self.shutdown.trigger();
-        for h in self.supervisors.drain(..).chain(self.workers.drain(..)) {
+        for h in self.workers.drain(..) {
             let _ = h.join();
         }
     }
@@ -704,9 +757,22 @@ pub fn ebpf_probes_without_capabilities(plan: &[PlannedProbe]) -> (Vec<String>, 
 }
 
 /// The daemon the HTTP endpoint serves; a reload puts another one in.
-#[derive(Debug, Default)]
+///
+/// It is also what the control surfaces (REST, the control socket) hold as
+/// their [`ProbeControl`]: each request goes to the daemon running then.
+#[derive(Debug)]
 pub struct Serving {
     current: RwLock<Option<Arc<Daemon>>>,
+    started: Instant,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Self {
+            current: RwLock::new(None),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl Serving {
@@ -714,6 +780,7 @@ impl Serving {
     pub fn new(daemon: Daemon) -> Arc<Self> {
         Arc::new(Self {
             current: RwLock::new(Some(Arc::new(daemon))),
+            started: Instant::now(),
         })
     }
 
@@ -730,6 +797,61 @@ impl Serving {
         let mut slot = self.current.write().unwrap_or_else(PoisonError::into_inner);
         std::mem::replace(&mut *slot, daemon.map(Arc::new))
     }
+}
+
+/// Why nothing can be changed while no configuration runs.
+const NOTHING_RUNS: &str =
+    "no configuration is running: the last reload failed (see the log); fix the config and reload";
+
+impl ProbeControl for Serving {
+    fn list(&self) -> Vec<ProbeView> {
+        self.get().map_or_else(Vec::new, |d| d.manager.list())
+    }
+
+    fn get(&self, name: &str) -> Option<ProbeView> {
+        Serving::get(self).and_then(|d| d.manager.get(name))
+    }
+
+    fn apply(&self, name: &str, change: &ProbeChange) -> Result<(), ControlError> {
+        match Serving::get(self) {
+            Some(d) => d.manager.apply(name, change),
+            None => Err(ControlError::Failed(NOTHING_RUNS.to_owned())),
+        }
+    }
+
+    fn status(&self) -> AgentStatus {
+        let mut st = AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            ..AgentStatus::default()
+        };
+        if let Some(d) = Serving::get(self) {
+            st.series = d.series_count();
+            st.drops = drops_by_reason(&d.stats);
+            st.probes = d.manager.list();
+        }
+        st
+    }
+
+    fn metrics(&self) -> String {
+        Serving::get(self).map_or_else(String::new, |d| d.scrape())
+    }
+}
+
+/// Records dropped so far, by reason (the drop stages of [`Stats`], and
+/// `ingress_queue_full` for what the probes could not queue).
+pub fn drops_by_reason(stats: &Stats) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for (stage, _, n) in stats.drops() {
+        *m.entry(stage.to_owned()).or_insert(0) += n;
+    }
+    let emit: u64 = stats
+        .probes()
+        .iter()
+        .map(|(_, p)| p.emit_dropped.load(Ordering::Relaxed))
+        .sum();
+    m.insert("ingress_queue_full".to_owned(), emit);
+    m
 }
 
 /// Drops every capability that no thread of the agent needs, on the main

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod export;
 pub mod identity;
 pub mod ingress;
+pub mod manager;
 pub mod probe;
 pub mod record;
 pub mod rest;

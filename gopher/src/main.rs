@@ -823,22 +823,6 @@ impl Agent {
         };
         self.logging.apply(log_change, &self.config, &checked.cfg);
         let probes = checked.plan.len();
-        let unchanged = self
-            .serving
-            .get()
-            .is_some_and(|d| d.runs(&checked.cfg, &checked.meta));
-        if unchanged && listener.is_none() {
-            if let Some(d) = self.serving.get() {
-                d.update_legacy_ipc(&checked.cfg);
-            }
-            self.config = checked.cfg;
-            tracing::info!(
-                probes,
-                "reload applied: the configuration is unchanged; its probes keep running"
-            );
-            self.notifier.ready(&self.status());
-            return;
-        }
         let (ebpf, missing) = daemon::ebpf_probes_without_capabilities(&checked.plan);
         if !ebpf.is_empty() {
             tracing::warn!(
@@ -848,6 +832,44 @@ impl Agent {
                  (dropped at a start without eBPF probes; they cannot be regained): restart gala-gopher \
                  (systemctl restart gala-gopher) to run them"
             );
+        }
+        // Only the probes changed (or nothing): the probe manager restarts
+        // the probes whose entry changed, and nothing else stops.
+        let in_place = listener.is_none()
+            && self
+                .serving
+                .get()
+                .is_some_and(|d| d.runs_except_probes(&checked.cfg, &checked.meta));
+        if in_place {
+            if let Some(d) = self.serving.get() {
+                let r = d.reconcile(&checked.cfg, checked.plan);
+                for (probe, why) in &r.failed {
+                    tracing::error!(probe = %probe, "reload: cannot start the probe: {why}");
+                }
+                let changed =
+                    r.started.len() + r.restarted.len() + r.stopped.len() + r.updated.len();
+                if changed == 0 && r.failed.is_empty() {
+                    tracing::info!(
+                        probes,
+                        "reload applied: the configuration is unchanged; its probes keep running"
+                    );
+                } else {
+                    tracing::info!(
+                        probes,
+                        started = %r.started.join(","),
+                        restarted = %r.restarted.join(","),
+                        stopped = %r.stopped.join(","),
+                        updated = %r.updated.join(","),
+                        kept = r.kept.len(),
+                        config = %self.path.display(),
+                        "reload applied: the new configuration runs {probes} probe(s); only the probes whose entry changed were restarted"
+                    );
+                }
+            }
+            self.config = checked.cfg;
+            self.notifier.watchdog();
+            self.notifier.ready(&self.status());
+            return;
         }
         // Stops probes and exporters; scrapes wait meanwhile (this thread
         // serves them), then get the new daemon.

@@ -42,13 +42,58 @@ pub struct Emitter {
     probe: Arc<str>,
     tx: SyncSender<Emitted>,
     dropped: Arc<AtomicU64>,
+    tables: Option<Arc<TablesSeen>>,
+}
+
+/// The tables a probe has sent records of (so that the daemon can remove
+/// its series when the probe is stopped).
+#[derive(Debug, Default)]
+pub struct TablesSeen(Mutex<Vec<Box<str>>>);
+
+impl TablesSeen {
+    fn note(&self, table: &[u8]) {
+        let mut v = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !v.iter().any(|t| t.as_bytes() == table) {
+            v.push(String::from_utf8_lossy(table).into());
+        }
+    }
+
+    /// The tables seen so far, in the order first seen.
+    pub fn tables(&self) -> Vec<String> {
+        let v = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        v.iter().map(|t| t.to_string()).collect()
+    }
+}
+
+/// The table a payload is for: a record's, or the first field of a line.
+fn table_of(payload: &Payload) -> Option<&[u8]> {
+    match payload {
+        Payload::Record { table, .. } => Some(table.as_bytes()),
+        Payload::Line(l) => {
+            let rest = l.strip_prefix(b"|")?;
+            let end = rest.iter().position(|b| *b == b'|')?;
+            (end > 0).then(|| &rest[..end])
+        }
+    }
 }
 
 impl Emitter {
     /// Creates an emitter for `probe` that sends on `tx` and counts records
     /// it could not queue on `dropped`.
     pub fn new(probe: Arc<str>, tx: SyncSender<Emitted>, dropped: Arc<AtomicU64>) -> Self {
-        Self { probe, tx, dropped }
+        Self {
+            probe,
+            tx,
+            dropped,
+            tables: None,
+        }
+    }
+
+    /// Notes in `seen` the table of every payload it queues.
+    #[must_use]
+    pub fn tracking(mut self, seen: Arc<TablesSeen>) -> Self {
+        self.tables = Some(seen);
+        self
     }
 
     /// Name of the probe this emitter belongs to.
@@ -59,6 +104,11 @@ impl Emitter {
     /// Queues one payload. Returns `false` when it was dropped because the
     /// queue is full or the daemon is shutting down; the drop is counted.
     pub fn send(&self, payload: Payload) -> bool {
+        if let Some(seen) = &self.tables {
+            if let Some(t) = table_of(&payload) {
+                seen.note(t);
+            }
+        }
         let item = Emitted {
             probe: Arc::clone(&self.probe),
             payload,
@@ -312,6 +362,20 @@ mod tests {
         drop(rx);
         assert!(!em.record("t", vec!["1".into()]));
         assert_eq!(dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_tracking_emitter_notes_each_table_once() {
+        let (tx, _rx) = sync_channel(10);
+        let seen = Arc::new(TablesSeen::default());
+        let em =
+            Emitter::new("p".into(), tx, Arc::new(AtomicU64::new(0))).tracking(Arc::clone(&seen));
+        em.line(b"|a|1|".to_vec());
+        em.line(b"|a|2|".to_vec());
+        em.record("b", vec!["1".into()]);
+        em.line(b"not a record".to_vec());
+        em.line(b"||x|".to_vec());
+        assert_eq!(seen.tables(), ["a", "b"]);
     }
 
     #[test]

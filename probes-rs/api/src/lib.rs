@@ -7,5 +7,7 @@
 pub mod api;
 pub mod params;
 
-pub use api::{Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown};
+pub use api::{
+    Emitted, Emitter, Payload, Probe, ProbeContext, ProbeDef, ProbeError, Shutdown, TablesSeen,
+};
 pub use params::{Params, ParamsError};
