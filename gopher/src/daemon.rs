@@ -404,6 +404,82 @@ pub fn set_tcp_link_snoopers(
     Ok(false)
 }
 
+#[cfg(all(test, feature = "probe-tcp_link"))]
+mod tcp_link_snoopers_tests {
+    use super::*;
+    use crate::config::ipc::Snoopers;
+    use crate::config::whitelist::{AppRule, AppWhitelist, PosixRegex};
+
+    fn cfg_with_whitelist() -> Config {
+        let mut cfg = Config::default();
+        cfg.app_whitelist = Some(AppWhitelist {
+            path: "/etc/gala-gopher/gala-gopher-app.conf".into(),
+            apps: vec![AppRule {
+                comm: PosixRegex::new("^redis-server$").expect("regex"),
+                cmdline: "6379".to_owned(),
+                line: 2,
+            }],
+        });
+        cfg
+    }
+
+    fn snoopers(text: &str) -> Snoopers {
+        toml::from_str(text).expect("snoopers")
+    }
+
+    fn names(sel: &gopher_probes::tcp_link::Selection) -> Vec<(&str, &str)> {
+        sel.proc_name
+            .iter()
+            .map(|r| (r.comm.as_str(), r.cmdline.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn tcp_link_takes_its_snoopers_and_the_app_whitelist_only_with_dash_w() {
+        let cfg = cfg_with_whitelist();
+        let s = snoopers(
+            "proc_id = [7]\nproc_name = [{comm = \"^nginx$\", cmdline = \"-g\"}]\ncontainer_id = [\"3f2b\"]",
+        );
+        let plain = Params::parse("-t 5").expect("params");
+        let sel = tcp_link_selection(&cfg, Some(&s), &plain);
+        assert_eq!(sel.proc_id, [7]);
+        assert_eq!(sel.container_id, ["3f2b"]);
+        assert_eq!(names(&sel), [("^nginx$", "-g")]);
+        let with_w =
+            Params::parse("-t 5 -w /etc/gala-gopher/gala-gopher-app.conf").expect("params");
+        let sel = tcp_link_selection(&cfg, Some(&s), &with_w);
+        assert_eq!(names(&sel), [("^nginx$", "-g"), ("^redis-server$", "6379")]);
+        // Neither: every process.
+        assert!(tcp_link_selection(&cfg, None, &plain).is_empty());
+        assert!(!tcp_link_selection(&cfg, None, &with_w).is_empty());
+    }
+
+    #[test]
+    fn new_snoopers_reach_the_running_probe_or_are_refused_naming_the_entry() {
+        let cfg = Config::default();
+        let w = gopher_probes::tcp_link::Watch::default();
+        gopher_probes::tcp_link::watch::register("tcp_link_daemon_test", &w);
+        let ok = snoopers("proc_id = [42]");
+        assert_eq!(
+            set_tcp_link_snoopers(&cfg, "tcp_link_daemon_test", &ok),
+            Ok(true)
+        );
+        assert_eq!(w.selection().proc_id, [42]);
+        let bad = snoopers("container_id = [\"zz-not-hex\"]");
+        let e = set_tcp_link_snoopers(&cfg, "tcp_link_daemon_test", &bad).expect_err("bad id");
+        assert!(
+            matches!(&e, crate::control::ControlError::Invalid { key, message }
+                if key == "snoopers" && message.starts_with("container_id[0]: ")),
+            "{e:?}"
+        );
+        assert_eq!(w.selection().proc_id, [42], "the old selection stays");
+        assert_eq!(
+            set_tcp_link_snoopers(&cfg, "no_such_tcp_link", &ok),
+            Ok(false)
+        );
+    }
+}
+
 /// A running daemon, until [`Daemon::shutdown`] (or [`Daemon::stop`]).
 #[derive(Debug)]
 pub struct Daemon {
