@@ -15,6 +15,7 @@ pub mod identity;
 pub mod ingress;
 pub mod manager;
 pub mod probe;
+pub mod rules;
 pub mod record;
 pub mod rest;
 pub mod stats;

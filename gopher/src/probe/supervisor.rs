@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::probe_api::{Emitter, Params, Probe, ProbeContext, ProbeError, Shutdown};
+use crate::record::EVENT_TABLE;
 use crate::stats::{ProbeState, ProbeStats};
 
 /// Builds a fresh probe instance (called again on every restart).
@@ -127,6 +128,8 @@ fn supervise(s: Supervised, shutdown: &Shutdown) {
                 // library or an ABI mismatch.
                 s.stats.set_state(ProbeState::Failed);
                 tracing::error!(probe = %s.name, "probe cannot run here and will not be restarted: {why}");
+                s.emitter
+                    .record(EVENT_TABLE, crate::rules::probe_failed(&s.name, &why));
                 return;
             }
             Err(e) => e.to_string(),
@@ -134,6 +137,8 @@ fn supervise(s: Supervised, shutdown: &Shutdown) {
         if failures >= s.restart.max {
             s.stats.set_state(ProbeState::Failed);
             tracing::error!(probe = %s.name, restarts = failures, "probe failed and will not be restarted: {why}");
+            s.emitter
+                .record(EVENT_TABLE, crate::rules::probe_failed(&s.name, &why));
             return;
         }
         let backoff = s.restart.backoff.saturating_mul(1 << failures.min(16));
