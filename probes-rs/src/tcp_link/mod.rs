@@ -22,6 +22,12 @@
 //! - Connections open before the probe started come from `/proc`, with their
 //!   owner and role; `tcp:tcp_retransmit_skb` (rare) gives their socket.
 //!
+//! - Snoopers ([`watch`]): with a selection, the hooks track a connection
+//!   only when its process is in a kernel map of watched tgids, kept up to
+//!   date by `sched_process_fork`/`sched_process_exit` hooks and a /proc
+//!   rescan each period; an unwatched process costs no map entry. Without
+//!   one, every process is watched at the cost of one flag load.
+//!
 //! Options come from the legacy `param` string: `-t` period, `-F <pid>`
 //! only one process, and `-P` bits (the default, all bits, means 1):
 //! 1 tracepoint plan (the BTF tracepoint, else the classic one), 2 kprobe
