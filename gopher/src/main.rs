@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use clap::{Parser, Subcommand};
 use gala_gopher::config::{has_meta_files, Config, ConfigProblem};
+use gala_gopher::control::ProbeControl;
 use gala_gopher::daemon::{self, Daemon, PlannedProbe, Serving, StartError};
 use gala_gopher::export::logfile::RotatingFile;
 use gala_gopher::meta::{MetaError, MetaRegistry};
 use gala_gopher::probe::cabi::{self, CSource};
+use gala_gopher::rest;
 use gala_gopher::systemd::{self, LogTarget, Notifier};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -549,11 +551,24 @@ fn run(path: &Path) -> ExitCode {
     let serving = Serving::new(daemon);
     let code = rt.block_on(async move {
         let server = Server::spawn(Arc::clone(&serving), listener, addr, tls);
+        let controls = match start_controls(&serving, &config) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                eprintln!("{e}");
+                let _ = server.stop().await;
+                if let Some(d) = serving.replace(None) {
+                    d.stop();
+                }
+                return ExitCode::from(2);
+            }
+        };
         let agent = Agent {
             path: path.to_path_buf(),
             serving,
             config,
             server,
+            controls: Some(controls),
             logging,
             notifier,
             signals,
@@ -562,6 +577,25 @@ fn run(path: &Path) -> ExitCode {
     });
     drop(rt);
     code
+}
+
+/// Applies the REST changes kept in `global.state_dir` over the running
+/// configuration, then starts the control servers: the REST API (with
+/// `global.rest_api_on`, on `rest_api_server`) and the control socket.
+fn start_controls(serving: &Arc<Serving>, cfg: &Config) -> Result<rest::Servers, rest::StartError> {
+    let control: Arc<dyn ProbeControl> = Arc::clone(serving) as Arc<dyn ProbeControl>;
+    rest::persist::restore(&*control, &cfg.global.state_dir);
+    rest::start(cfg, control)
+}
+
+/// What the control servers are started from: a reload that changes it
+/// restarts them.
+fn control_settings(cfg: &Config) -> (bool, gala_gopher::config::RestApiServer, PathBuf) {
+    (
+        cfg.global.rest_api_on,
+        cfg.rest_api_server.clone(),
+        cfg.global.state_dir.clone(),
+    )
 }
 
 /// How long a stopping HTTP server waits for the requests in flight.
@@ -672,6 +706,8 @@ struct Agent {
     /// any).
     config: Config,
     server: Server,
+    /// The REST API and the control socket.
+    controls: Option<rest::Servers>,
     logging: Logging,
     notifier: Notifier,
     signals: Signals,
@@ -751,6 +787,9 @@ impl Agent {
             }
         };
         self.notifier.stopping();
+        if let Some(c) = self.controls.take() {
+            c.stop().await;
+        }
         let code = match self.server.stop().await {
             Ok(()) => code,
             Err(e) => {
@@ -823,6 +862,7 @@ impl Agent {
         };
         self.logging.apply(log_change, &self.config, &checked.cfg);
         let probes = checked.plan.len();
+        let controls_changed = control_settings(&self.config) != control_settings(&checked.cfg);
         let (ebpf, missing) = daemon::ebpf_probes_without_capabilities(&checked.plan);
         if !ebpf.is_empty() {
             tracing::warn!(
@@ -867,6 +907,7 @@ impl Agent {
                 }
             }
             self.config = checked.cfg;
+            self.after_reload(controls_changed).await;
             self.notifier.watchdog();
             self.notifier.ready(&self.status());
             return;
@@ -894,6 +935,7 @@ impl Agent {
                 self.config = d.config.clone();
                 self.serving.replace(Some(d));
                 tracing::info!(probes, config = %self.path.display(), "reload applied: the new configuration runs {probes} probe(s)");
+                self.after_reload(controls_changed).await;
             }
             Err(e) => {
                 tracing::error!(
@@ -918,6 +960,29 @@ impl Agent {
         }
         self.notifier.watchdog();
         self.notifier.ready(&self.status());
+    }
+
+    /// After a reload was applied: the REST changes kept in
+    /// `global.state_dir` go over the new configuration again (they win
+    /// over the config file, as at start), and the control servers restart
+    /// when their settings changed.
+    async fn after_reload(&mut self, controls_changed: bool) {
+        if !controls_changed {
+            rest::persist::restore(&*self.serving, &self.config.global.state_dir);
+            return;
+        }
+        if let Some(c) = self.controls.take() {
+            c.stop().await;
+        }
+        match start_controls(&self.serving, &self.config) {
+            Ok(c) => {
+                self.controls = Some(c);
+                tracing::info!("reload: the REST API and the control socket restarted with the new settings");
+            }
+            Err(e) => tracing::error!(
+                "reload: cannot start the REST API with the new settings ({e}); fix the config and reload"
+            ),
+        }
     }
 
     /// A reload that changes nothing: every problem, one ERROR line each.
