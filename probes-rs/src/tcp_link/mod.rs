@@ -965,4 +965,6 @@ impl TcpLinkProbe {
 }
 
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 mod tests;
