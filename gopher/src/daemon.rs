@@ -189,7 +189,8 @@ fn plan_extend(
     // An extend probe's param belongs to its command line; the legacy
     // letters are only parsed when they are well-formed.
     let params = Params::parse(&p.param).unwrap_or_default();
-    let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace);
+    let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace)
+        .cgroups(&crate::probe::cgroup::ProbeCgroups::shared(cfg));
     if let Some(ipc) = &p.ipc {
         // A legacy 2.x binary: its message is queued before each start.
         if let Err(msg) = ipc.range_flags() {
@@ -234,7 +235,9 @@ fn plan_native(
         Duration::from_secs,
     );
     let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
-        let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang).map_err(|e| {
+        let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang)
+            .map(|c| c.cgroups(&crate::probe::cgroup::ProbeCgroups::shared(cfg)))
+            .map_err(|e| {
             StartError::Probe {
                 file: file.clone(),
                 key: key.to_owned(),
@@ -524,6 +527,8 @@ impl Daemon {
         // The legacy 2.x probes of this daemon start from its config, not
         // from what a previous (or half-started) one registered.
         crate::probe::legacy_ipc::release();
+        // Before the capabilities go: a v1 root cgroup needs CAP_DAC_OVERRIDE.
+        crate::probe::cgroup::ProbeCgroups::shared(&cfg).setup();
         restrict_capabilities(&plan);
         let reopen = ReopenSignal::new();
         let identity = Identity::load(&cfg.global.state_dir);

@@ -333,6 +333,8 @@ impl Exposition {
             out,
             "gala_gopher_self_scrape_duration_seconds_count{{{id}}} {scrapes}"
         );
+        // The probes' cgroups (docs/cgroups.md).
+        crate::probe::cgroup::render_self_metrics(out, id);
     }
 }
 

@@ -54,6 +54,7 @@ pub struct ChildProbe {
     refused_exit: Option<i32>,
     guard: Option<PathBuf>,
     ipc: Option<LegacyIpcConf>,
+    cgroups: Option<Arc<super::cgroup::ProbeCgroups>>,
 }
 
 /// The extend probe of the legacy config: `command param` through the shell.
@@ -75,6 +76,7 @@ impl ChildProbe {
             refused_exit: None,
             guard: None,
             ipc: None,
+            cgroups: None,
         }
     }
 
@@ -88,6 +90,7 @@ impl ChildProbe {
             refused_exit: None,
             guard: None,
             ipc: None,
+            cgroups: None,
         }
     }
 
@@ -121,6 +124,13 @@ impl ChildProbe {
     /// snoopers are looked up again while it runs (see [`super::legacy_ipc`]).
     pub fn legacy_ipc(mut self, conf: LegacyIpcConf) -> Self {
         self.ipc = Some(conf);
+        self
+    }
+
+    /// Runs the child in its own cgroup with the limits of `cgroups`
+    /// (see [`super::cgroup`]).
+    pub fn cgroups(mut self, cgroups: &Arc<super::cgroup::ProbeCgroups>) -> Self {
+        self.cgroups = Some(Arc::clone(cgroups));
         self
     }
 
@@ -362,6 +372,11 @@ impl Probe for ChildProbe {
             })?;
         }
         let (mut cmd, line) = self.command();
+        // The child joins its cgroup before it execs.
+        let placement = self.cgroups.as_ref().and_then(|c| c.prepare(&self.name));
+        if let Some(p) = &placement {
+            p.apply(&mut cmd);
+        }
         let mut child: Child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -372,6 +387,9 @@ impl Probe for ChildProbe {
                 source,
             })?;
         let pid = child.id();
+        if let Some(p) = &placement {
+            p.check(pid);
+        }
         let stop = cx.shutdown.child();
         let exited = Shutdown::new();
         let last_ms = Arc::new(AtomicU64::new(now_ms()));
@@ -397,6 +415,10 @@ impl Probe for ChildProbe {
         // Helpers the probe left behind in its group go with it.
         signal_group(pid, libc::SIGKILL);
         let status = child.wait();
+        if let Some(p) = &placement {
+            // An OOM kill is logged and counted; the exit restarts it.
+            p.exited();
+        }
         stop.trigger();
         let _ = killer.join();
         if let Some(l) = logger {
