@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", env = "GOPHER_CTL_URL", value_hint = ValueHint::Url)]
     pub url: Option<String>,
     /// The agent's control socket (root only).
-    #[arg(long, global = true, value_name = "PATH", env = "GOPHER_CTL_SOCKET", value_hint = ValueHint::FilePath)]
+    #[arg(long, global = true, value_name = "PATH", env = "GALA_GOPHER_CTL_SOCKET", value_hint = ValueHint::FilePath)]
     pub socket: Option<PathBuf>,
     /// Print the agent's JSON as it is, for scripts.
     #[arg(long, global = true)]

@@ -11,9 +11,10 @@ use std::time::Duration;
 use crate::error::{io_text, CtlError};
 use crate::http::{self, Response};
 
-/// The agent's control socket. The same path is the default of the agent's
-/// REST layer (`DEFAULT_SOCKET` in gopher/src/rest/); this crate does not
-/// depend on the agent's, so the one constant is written in both places.
+/// The agent's control socket. The agent's own default is `DEFAULT_SOCKET`
+/// in gopher/src/rest/mod.rs; this crate does not depend on the agent's, so
+/// the one constant is written in both places. Both read
+/// `GALA_GOPHER_CTL_SOCKET` (`SOCKET_ENV` there, `--socket`'s variable here).
 pub const DEFAULT_SOCKET: &str = "/run/gala-gopher/gopher-ctl.sock";
 
 /// The default REST API address (`rest_api_server` defaults of the agent).

@@ -1,15 +1,13 @@
 //! gopher-ctl, the binary that `cargo build -p gopher-ctl` builds (`make
 //! test` builds it first), run as a user runs it.
 //!
-//! At this stage the agent does not serve its REST API or control socket
-//! yet (no `rest::serve` in gopher/src/main.rs), so these tests talk to a
-//! real, small HTTP/1.1 server run in the test process, over TCP and over
-//! a Unix socket, that answers as the agent's REST API is specified to
-//! (docs/rest-api.yaml): what gopher-ctl sends is recorded and checked, and
-//! its replies use both Content-Length and chunked framing. TLS is tested
-//! against `openssl s_server` with certificates made in the test (server
-//! only, and mutual TLS). Tests against the running agent come with the
-//! agent's REST layer.
+//! Against the real agent: over its REST API and over its control socket
+//! (also with the REST API off), and over TLS with mutual TLS, with
+//! certificates made here. Beside those, a real small HTTP/1.1 server run in
+//! the test process, over TCP and over a Unix socket, answers as the agent's
+//! API does, so that what gopher-ctl sends is recorded and checked byte for
+//! byte and both Content-Length and chunked replies are read; and TLS is
+//! also checked against `openssl s_server`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -20,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{self, free_port, wait_for};
+use crate::harness::{self, free_port, wait_for, Agent, Setup};
 
 /// The binary built by `cargo build -p gopher-ctl`.
 fn ctl_bin() -> PathBuf {
@@ -41,7 +39,7 @@ fn ctl(args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(ctl_bin());
     c.args(args)
         .env_remove("GOPHER_CTL_URL")
-        .env_remove("GOPHER_CTL_SOCKET")
+        .env_remove("GALA_GOPHER_CTL_SOCKET")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -474,11 +472,11 @@ fn every_command_over_the_unix_socket() {
     let sock = dir.path().join("gopher-ctl.sock");
     let server = Server::unix(&sock);
     every_command(&server, &["--socket", sock.to_str().unwrap()]);
-    // GOPHER_CTL_SOCKET does what --socket does.
+    // GALA_GOPHER_CTL_SOCKET does what --socket does.
     let o = Command::new(ctl_bin())
         .arg("status")
         .env_remove("GOPHER_CTL_URL")
-        .env("GOPHER_CTL_SOCKET", &sock)
+        .env("GALA_GOPHER_CTL_SOCKET", &sock)
         .output()
         .unwrap();
     code(&o, 0);
@@ -814,4 +812,311 @@ fn https_with_the_agents_ca_and_mutual_tls() {
     );
     code(&o, 2);
     assert!(err(&o).contains("--key"), "{}", err(&o));
+}
+
+/// An agent serving its REST API on its own port (when `rest`) and its
+/// control socket in the setup's directory, with three native probes
+/// reporting every second; `extra` goes into `[rest_api_server]`.
+struct Live {
+    s: Setup,
+    rest_port: u16,
+    agent: Option<Agent>,
+}
+
+impl Live {
+    fn start(rest: bool, extra: &str) -> Self {
+        let s = Setup::new(&[]);
+        let rest_port = free_port();
+        let mut base = s.base_config();
+        if rest {
+            base = base.replacen("[global]\n", "[global]\nrest_api_on = true\n", 1);
+        }
+        let probes: String = ["system_meminfo", "system_vmstat", "system_inode"]
+            .iter()
+            .map(|p| format!("[[probes]]\nname = \"{p}\"\nparam = \"-t 1\"\nswitch = \"on\"\n"))
+            .collect();
+        let cfg = format!(
+            "{base}\n[rest_api_server]\nport = {rest_port}\nbind_addr = \"127.0.0.1\"\n{extra}\n{probes}"
+        );
+        let sock = s.path("gopher-ctl.sock");
+        let agent = s.start_with_env(&cfg, &[("GALA_GOPHER_CTL_SOCKET", sock.to_str().unwrap())]);
+        wait_for(Duration::from_secs(15), "the control socket", || {
+            sock.exists().then_some(())
+        });
+        Self {
+            s,
+            rest_port,
+            agent: Some(agent),
+        }
+    }
+
+    fn socket(&self) -> String {
+        self.s.path("gopher-ctl.sock").to_str().unwrap().to_owned()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rest_port)
+    }
+
+    fn log(&self) -> String {
+        self.agent.as_ref().map(Agent::log_text).unwrap_or_default()
+    }
+}
+
+/// `gopher-ctl VIA.. ARGS..`.
+fn ctl_via(via: &[&str], args: &[&str]) -> Output {
+    let all: Vec<&str> = via.iter().chain(args).copied().collect();
+    ctl(&all, None)
+}
+
+/// The probe `name` of `probe get --json`.
+fn view(via: &[&str], name: &str) -> serde_json::Value {
+    let o = ctl_via(via, &["probe", "get", name, "--json"]);
+    code(&o, 0);
+    serde_json::from_str(&out(&o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out(&o)))
+}
+
+/// Every command against the running agent through `via`.
+fn commands_against_the_agent(live: &Live, via: &[&str]) {
+    // probe list: the configured probes, running, in an aligned table.
+    let o = wait_for(Duration::from_secs(15), "the probes to run", || {
+        let o = ctl_via(via, &["probe", "list"]);
+        let running = out(&o)
+            .lines()
+            .filter(|l| l.starts_with("system_") && l.contains(" running "))
+            .count();
+        (o.status.code() == Some(0) && running == 3).then_some(o)
+    });
+    let table = out(&o);
+    let head = table.lines().next().unwrap();
+    assert_eq!(
+        head,
+        format!(
+            "{:<w$}  KIND    STATE    RESTARTS  PROBES",
+            "NAME",
+            w = head.find("  KIND").unwrap()
+        )
+    );
+    let col = head.find("STATE").unwrap();
+    for name in ["system_meminfo", "system_vmstat", "system_inode"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{table}"));
+        assert_eq!(&line[col..col + 7], "running", "{table}");
+    }
+    // --json: the agent's own GET / as is.
+    let o = ctl_via(via, &["probe", "list", "--json"]);
+    code(&o, 0);
+    let list: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in ["system_meminfo", "system_vmstat", "system_inode"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+
+    // probe get.
+    let o = ctl_via(via, &["probe", "get", "system_meminfo"]);
+    code(&o, 0);
+    let text = out(&o);
+    assert!(
+        text.starts_with("name      system_meminfo\nkind      native\nstate     running\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nsnoopers  all processes\n"), "{text}");
+
+    // stop and start one probe; the agent says its legacy words.
+    let o = ctl_via(via, &["probe", "stop", "system_vmstat"]);
+    code(&o, 0);
+    assert_eq!(out(&o), "New config takes effect\n");
+    assert_eq!(view(via, "system_vmstat")["state"], "stopped");
+    assert_eq!(view(via, "system_meminfo")["state"], "running");
+    let o = ctl_via(via, &["probe", "start", "system_vmstat"]);
+    code(&o, 0);
+    wait_for(
+        Duration::from_secs(10),
+        "system_vmstat to run again",
+        || (view(via, "system_vmstat")["state"] == "running").then_some(()),
+    );
+
+    // probe set: params by their 2.x names, the legacy `json=` form too.
+    let o = ctl_via(
+        via,
+        &[
+            "probe",
+            "set",
+            "system_inode",
+            r#"json={"params":{"report_period":7}}"#,
+        ],
+    );
+    code(&o, 0);
+    assert_eq!(view(via, "system_inode")["params"]["report_period"], 7);
+    // Refusals: the agent's message, exit 1.
+    let o = ctl_via(
+        via,
+        &[
+            "probe",
+            "set",
+            "system_inode",
+            r#"{"params":{"report_period":4}}"#,
+        ],
+    );
+    code(&o, 1);
+    assert!(
+        err(&o).starts_with("gopher-ctl: the agent answered 400 Bad Request: ")
+            && err(&o).contains("report_period"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(view(via, "system_inode")["params"]["report_period"], 7);
+    let o = ctl_via(via, &["probe", "get", "no_such_probe"]);
+    code(&o, 1);
+    assert!(
+        err(&o).starts_with("gopher-ctl: the agent answered 404 Not Found: "),
+        "{}",
+        err(&o)
+    );
+    assert!(err(&o).contains("no_such_probe"), "{}", err(&o));
+
+    // status: the agent's version and its probes.
+    let o = ctl_via(via, &["status"]);
+    code(&o, 0);
+    let text = out(&o);
+    assert!(
+        text.starts_with(&format!(
+            "version  {}\nuptime   ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nPROBE "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("system_meminfo ") && l.contains(" running ")),
+        "{text}"
+    );
+    let o = ctl_via(via, &["status", "--json"]);
+    code(&o, 0);
+    let st: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert!(st["series"].as_u64().is_some_and(|n| n > 0), "{st}");
+
+    // metrics: the exposition text, with the probes' series.
+    let o = ctl_via(via, &["metrics"]);
+    code(&o, 0);
+    let expo = out(&o);
+    assert!(
+        expo.lines()
+            .any(|l| l.starts_with("gala_gopher_system_meminfo_")),
+        "{}",
+        &expo[..expo.len().min(2000)]
+    );
+    assert!(expo.contains("# TYPE "), "not the exposition text");
+    assert!(live.agent.is_some(), "{}", live.log());
+}
+
+#[test]
+fn the_real_agent_over_its_rest_api_and_its_control_socket() {
+    let live = Live::start(true, "");
+    let url = live.url();
+    let sock = live.socket();
+    commands_against_the_agent(&live, &["--url", &url]);
+    commands_against_the_agent(&live, &["--socket", &sock]);
+    // Both see the same probes.
+    let a = out(&ctl_via(&["--url", &url], &["probe", "list"]));
+    let b = out(&ctl_via(&["--socket", &sock], &["probe", "list"]));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_control_socket_works_with_the_rest_api_off_and_is_root_only() {
+    let live = Live::start(false, "");
+    let url = live.url();
+    let sock = live.socket();
+    let o = ctl_via(
+        &["--socket", &sock],
+        &["probe", "get", "system_meminfo", "--json"],
+    );
+    code(&o, 0);
+    let o = ctl_via(&["--url", &url], &["status"]);
+    code(&o, 3);
+    assert_eq!(
+        err(&o),
+        format!("gopher-ctl: cannot connect to 127.0.0.1:{}: connection refused; is global.rest_api_on = true? or use the control socket (root)\n", live.rest_port)
+    );
+    // The socket is root's alone (0600): another user is told so.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    // nobody runs a copy of gopher-ctl it can read, and may pass through
+    // the socket's directory: only the socket's own mode stands in the way.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("gopher-ctl");
+    std::fs::copy(ctl_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(live.s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["--socket", &sock, "status"])
+        .env_remove("GALA_GOPHER_CTL_SOCKET")
+        .output()
+        .expect("setpriv (util-linux) runs gopher-ctl as nobody");
+    code(&o, 3);
+    assert_eq!(
+        err(&o),
+        format!("gopher-ctl: cannot connect to {sock}: permission denied; the control socket is root-only: run gopher-ctl as root, or use --url\n")
+    );
+    // As root it still works.
+    code(&ctl_via(&["--socket", &sock], &["status"]), 0);
+}
+
+#[test]
+fn the_real_agent_over_tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    let live = Live::start(
+        true,
+        &format!(
+            "ssl_auth = true\nprivate_key = \"{}\"\ncert_file = \"{}\"\nca_file = \"{}\"\n",
+            p("server.key"),
+            p("server.pem"),
+            p("ca.pem")
+        ),
+    );
+    let url = format!("https://127.0.0.1:{}", live.rest_port);
+    let (ca, cert, key) = (p("ca.pem"), p("client.pem"), p("client.key"));
+    let tls = ["--url", url.as_str(), "--cacert", &ca];
+    let mtls = [&tls[..], &["--cert", &cert, "--key", &key]].concat();
+    let o = wait_for(Duration::from_secs(15), "the REST API over TLS", || {
+        let o = ctl_via(&mtls, &["probe", "get", "system_meminfo", "--json"]);
+        (o.status.code() == Some(0)).then_some(o)
+    });
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out(&o)).unwrap()["name"],
+        "system_meminfo"
+    );
+    let o = ctl_via(&mtls, &["probe", "stop", "system_inode"]);
+    code(&o, 0);
+    assert_eq!(out(&o), "New config takes effect\n");
+    // No client certificate: refused.
+    let o = ctl_via(&tls, &["status"]);
+    code(&o, 3);
+    assert!(
+        err(&o).contains(&format!("TLS with 127.0.0.1:{} failed", live.rest_port))
+            || err(&o).contains("TLS handshake"),
+        "{}",
+        err(&o)
+    );
+    // Plain HTTP to a TLS port: not an HTTP reply.
+    let o = ctl_via(
+        &["--url", &format!("http://127.0.0.1:{}", live.rest_port)],
+        &["status"],
+    );
+    code(&o, 3);
 }
