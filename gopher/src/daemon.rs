@@ -237,13 +237,11 @@ fn plan_native(
     let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
         let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang)
             .map(|c| c.cgroups(&crate::probe::cgroup::ProbeCgroups::shared(cfg)))
-            .map_err(|e| {
-            StartError::Probe {
+            .map_err(|e| StartError::Probe {
                 file: file.clone(),
                 key: key.to_owned(),
                 msg: format!("cannot find the gala-gopher binary to host C probes: {e}"),
-            }
-        })?;
+            })?;
         Ok(Box::new(move || {
             Ok(Box::new(probe.clone()) as Box<dyn Probe>)
         }))
