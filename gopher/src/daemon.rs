@@ -499,6 +499,9 @@ pub struct Daemon {
     log_files: Vec<PathBuf>,
     /// Length of the last exposition, to size the next one's buffer.
     last_scrape_len: std::sync::atomic::AtomicUsize,
+    /// The built-in event rules: closed at stop; their thresholds follow
+    /// the probes' params.
+    rules: Option<(crate::rules::RulesCloser, crate::rules::ThresholdSet)>,
     /// The config it runs.
     pub config: Config,
 }
@@ -545,12 +548,17 @@ impl Daemon {
         // then wired to the ingress and the metadata ticker and started.
         let sinks = SinkPlan::validate(&cfg)?;
         let log_files = sinks.log_files();
-        let built = sinks.build(&BuildContext {
+        let (tx, rx) = sync_channel::<Emitted>(INGRESS_QUEUE);
+        let mut built = sinks.build(&BuildContext {
             meta: &meta,
             identity: &identity,
             stats: &stats,
             reopen: &reopen,
         })?;
+        let rules = crate::rules::RulesSink::plan(&cfg, &tx, &stats).map(|(sink, closer, set)| {
+            built.push(sink);
+            (closer, set)
+        });
         crate::export::sink::start(
             built,
             &mut ingress,
@@ -560,7 +568,6 @@ impl Daemon {
             &mut started.workers,
         )?;
 
-        let (tx, rx) = sync_channel::<Emitted>(INGRESS_QUEUE);
         started
             .workers
             .push(spawn("ingress", move || ingress.run(rx))?);
@@ -585,7 +592,10 @@ impl Daemon {
         let manager = ProbeManager::start(
             ProbeEntry::of_config(&cfg),
             plan,
-            planner(&cfg, Arc::clone(&meta)),
+            crate::rules::following_params(
+                rules.as_ref().map(|(_, t)| t),
+                planner(&cfg, Arc::clone(&meta)),
+            ),
             tx,
             Arc::clone(&stats),
             restart,
@@ -627,6 +637,7 @@ impl Daemon {
             reopen,
             log_files,
             last_scrape_len: std::sync::atomic::AtomicUsize::new(64 * 1024),
+            rules,
             config: cfg,
         })
     }
@@ -722,10 +733,16 @@ impl Daemon {
             stable_after: Duration::from_secs(300),
         };
         mount_bpffs_for_probe_binaries(cfg);
+        if let Some((_, thresholds)) = &self.rules {
+            thresholds.load(cfg);
+        }
         self.manager.reconcile(
             ProbeEntry::of_config(cfg),
             plan,
-            planner(cfg, Arc::clone(&self.meta)),
+            crate::rules::following_params(
+                self.rules.as_ref().map(|(_, t)| t),
+                planner(cfg, Arc::clone(&self.meta)),
+            ),
             restart,
         )
     }
@@ -759,6 +776,9 @@ impl Daemon {
         // Every probe stops first and the ingress queue's last sender goes,
         // so the ingress drains and ends.
         self.manager.stop_all();
+        if let Some((closer, _)) = &self.rules {
+            closer.close();
+        }
         self.shutdown.trigger();
         for h in workers {
             let _ = h.join();

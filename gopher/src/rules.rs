@@ -21,13 +21,17 @@
 //! here) raises one ERROR event, [`probe_failed`].
 
 use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::ingress::{Accepted, Event};
+use crate::export::sink::{Flow, FlowKind, Sink, Takes};
+use crate::ingress::{Accepted, Event, IngressHandle};
+use crate::manager::{Planner, ProbeEntry};
 use crate::meta::Table;
-use crate::probe_api::Params;
+use crate::probe_api::{Emitted, Params};
+use crate::stats::Stats;
 
 /// `SeverityText` and `SeverityNumber` of a warning (the legacy WARN).
 const WARN: (&str, &str) = ("WARN", "13");
@@ -84,6 +88,13 @@ impl ThresholdSet {
         set
     }
 
+    /// The thresholds of `cfg`'s `[[probes]]`, replacing every other.
+    pub fn load(&self, cfg: &Config) {
+        let fresh = Self::from_config(cfg);
+        let fresh = std::mem::take(&mut *fresh.0.write().unwrap_or_else(PoisonError::into_inner));
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
     /// Probe `probe` now runs with `param`.
     pub fn set_param(&self, probe: &str, param: &str) {
         self.set(probe, Thresholds::of_param(param));
@@ -108,6 +119,21 @@ impl ThresholdSet {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// `inner`, also giving `set` the param of every `[[probes]]` entry it
+/// plans, so that a probe re-parameterised at run time (REST, reload) keeps
+/// its rules in step.
+pub fn following_params(set: Option<&ThresholdSet>, inner: Planner) -> Planner {
+    let Some(set) = set.cloned() else {
+        return inner;
+    };
+    Arc::new(move |entry: &ProbeEntry| {
+        if let ProbeEntry::Native(p) = entry {
+            set.set_param(&p.name, &p.param);
+        }
+        inner(entry)
+    })
 }
 
 /// The tables the rules look at, each with the probe whose params hold its
@@ -462,6 +488,81 @@ impl Rules {
         self.series
             .retain(|_, s| now.saturating_duration_since(s.at) < timeout);
         self.last_sweep = Some(now);
+    }
+}
+
+/// The rules as a sink: it takes the accepted metric records and sends the
+/// events they raise back into the ingress, which de-duplicates them by
+/// `event.timeout` and passes them to the event channel.
+#[derive(Debug)]
+pub struct RulesSink {
+    rules: Rules,
+    out: IngressHandle,
+}
+
+/// Closes the rules' way into the ingress when dropped or told to, so that
+/// the ingress can end once the probes are gone (see [`IngressHandle`]).
+#[derive(Debug)]
+pub struct RulesCloser(IngressHandle);
+
+impl RulesCloser {
+    /// No more events from the rules.
+    pub fn close(&self) {
+        self.0.close();
+    }
+}
+
+impl Drop for RulesCloser {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl RulesSink {
+    /// The rules sink of `cfg`, sending on the ingress queue `tx`, when a
+    /// probe that the rules look at is configured (else nothing flows to
+    /// it); with the closer the daemon calls at stop.
+    pub fn plan(
+        cfg: &Config,
+        tx: &SyncSender<Emitted>,
+        stats: &Stats,
+    ) -> Option<(Box<dyn Sink>, RulesCloser, ThresholdSet)> {
+        let watched = cfg
+            .probes
+            .iter()
+            .any(|p| RULE_TABLES.iter().any(|(_, probe)| *probe == p.name));
+        if !watched {
+            return None;
+        }
+        let rules = Rules::from_config(cfg);
+        let set = rules.thresholds().clone();
+        let out = IngressHandle::new(RULES, tx.clone(), stats);
+        let closer = RulesCloser(out.clone());
+        Some((Box::new(Self { rules, out }), closer, set))
+    }
+}
+
+/// The name the rules' events are counted under.
+pub const RULES: &str = "rules";
+
+impl Sink for RulesSink {
+    fn name(&self) -> &str {
+        RULES
+    }
+
+    fn takes(&self) -> Takes {
+        Takes::nothing().and(FlowKind::Metric, RULES)
+    }
+
+    fn run(self: Box<Self>, input: Receiver<Flow>) {
+        let Self { mut rules, out } = *self;
+        while let Ok(flow) = input.recv() {
+            if let Flow::Metric(rec) = flow {
+                for ev in rules.observe(&rec, Instant::now()) {
+                    out.event(ev.values);
+                }
+            }
+        }
     }
 }
 

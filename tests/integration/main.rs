@@ -16,6 +16,7 @@ mod dashboards;
 mod deploy;
 mod deps;
 mod ebpf;
+mod events;
 mod kafka;
 mod legacy_bin;
 mod legacy_c;
