@@ -56,7 +56,7 @@ pub enum StartError {
         /// e.g. `probes[1].name`.
         key: String,
         /// What is wrong.
-        msg: String,
+        msg: PlanError,
     },
     /// The HTTP listener could not be bound.
     #[error("web_server: cannot listen on {addr}: {source}")]
@@ -83,6 +83,48 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What is wrong with one probe of the config (the `msg` of
+/// [`StartError::Probe`], which names the file and key).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Its `param` does not parse.
+    #[error(transparent)]
+    Param(#[from] crate::probe_api::ParamsError),
+    /// The gala-gopher binary, which hosts C probes, cannot be found.
+    #[error("cannot find the gala-gopher binary to host C probes: {0}")]
+    NoHostBinary(#[source] std::io::Error),
+    /// Its `library` is not a file.
+    #[error("{} is not a file", .0.display())]
+    NotAFile(PathBuf),
+    /// A probe this build left out (the text says which feature has it).
+    #[error("{0}")]
+    LeftOut(String),
+    /// No probe of this build has the name.
+    #[error("unknown probe `{name}` (this build has: {}; a C probe of your own needs `library`)", .known.join(", "))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The probes of this build.
+        known: Vec<String>,
+    },
+    /// A table the probe emits has no meta.
+    #[error("probe `{probe}` emits table `{table}` but no .meta file in {} declares it", .dir.display())]
+    MissingMeta {
+        /// The probe.
+        probe: String,
+        /// The table.
+        table: String,
+        /// The meta directory.
+        dir: PathBuf,
+    },
+    /// A 2.x probe's sub-probes (`ipc.probe`) are not known.
+    #[error("{0}")]
+    SubProbes(String),
+    /// Its snoopers cannot be watched.
+    #[error("{0}")]
+    Snoopers(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -197,7 +239,7 @@ fn plan_extend(
             return Err(StartError::Probe {
                 file: cfg.source.clone(),
                 key: format!("{key}.ipc.probe"),
-                msg,
+                msg: PlanError::SubProbes(msg),
             });
         }
         probe = probe.legacy_ipc(ipc.clone());
@@ -228,7 +270,7 @@ fn plan_native(
     let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
         file: file.clone(),
         key: format!("{key}.param"),
-        msg: e.to_string(),
+        msg: PlanError::Param(e),
     })?;
     let hang = p.hang_timeout_secs.map_or_else(
         || cabi::default_hang_timeout(params.period()),
@@ -240,7 +282,7 @@ fn plan_native(
             .map_err(|e| StartError::Probe {
                 file: file.clone(),
                 key: key.to_owned(),
-                msg: format!("cannot find the gala-gopher binary to host C probes: {e}"),
+                msg: PlanError::NoHostBinary(e),
             })?;
         Ok(Box::new(move || {
             Ok(Box::new(probe.clone()) as Box<dyn Probe>)
@@ -251,7 +293,7 @@ fn plan_native(
             return Err(StartError::Probe {
                 file: file.clone(),
                 key: format!("{key}.library"),
-                msg: format!("{} is not a file", lib.display()),
+                msg: PlanError::NotAFile(lib.clone()),
             });
         }
         return Ok((
@@ -269,33 +311,32 @@ fn plan_native(
         return Err(StartError::Probe {
             file: file.clone(),
             key: format!("{key}.name"),
-            msg,
+            msg: PlanError::LeftOut(msg),
         });
     } else {
-        let known: Vec<&str> = gopher_probes::NATIVE_PROBES
+        let known: Vec<String> = gopher_probes::NATIVE_PROBES
             .iter()
-            .map(|d| d.name)
-            .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name))
+            .map(|d| d.name.to_owned())
+            .chain(gopher_probes_c::BUILTIN.iter().map(|c| c.name.to_owned()))
             .collect();
         return Err(StartError::Probe {
             file: file.clone(),
             key: format!("{key}.name"),
-            msg: format!(
-                "unknown probe `{}` (this build has: {}; a C probe of your own needs `library`)",
-                p.name,
-                known.join(", ")
-            ),
+            msg: PlanError::Unknown {
+                name: p.name.clone(),
+                known,
+            },
         });
     };
     if let Some(missing) = tables.iter().find(|t| meta.get(t).is_none()) {
         return Err(StartError::Probe {
             file: file.clone(),
             key: format!("{key}.name"),
-            msg: format!(
-                "probe `{}` emits table `{missing}` but no .meta file in {} declares it",
-                p.name,
-                cfg.global.meta_dir.display()
-            ),
+            msg: PlanError::MissingMeta {
+                probe: p.name.clone(),
+                table: (*missing).to_owned(),
+                dir: cfg.global.meta_dir.clone(),
+            },
         });
     }
     let factory: supervisor::Factory = match gopher_probes::native_probe(&p.name) {
@@ -327,7 +368,7 @@ fn tcp_link_factory(
     let watch = tcp_link::Watch::new(sel).map_err(|e| StartError::Probe {
         file: cfg.source.clone(),
         key: format!("{key}.snoopers"),
-        msg: e.to_string(),
+        msg: PlanError::Snoopers(e.to_string()),
     })?;
     let name = p.name.clone();
     Ok(Box::new(move || {

@@ -212,7 +212,7 @@ fn check(path: &Path) -> Result<Checked, Vec<String>> {
 fn start_error_text(e: &StartError, cfg: &Config) -> String {
     match e {
         StartError::Probe { file, key, msg } => {
-            ConfigProblem::at_key(file, cfg.locations.line(key), key.clone(), msg.clone())
+            ConfigProblem::at_key(file, cfg.locations.line(key), key.clone(), msg.to_string())
                 .to_string()
         }
         StartError::Meta { dir, .. } if !has_meta_files(dir) => {

@@ -27,9 +27,13 @@
 //! [`crate::control::ProbeControl`]):
 //! - `state: running` starts a stopped (or failed) probe; an extend probe
 //!   with `switch = "auto"` and a `start_check` starts waiting for its check
-//!   again, as at start (shown as `waiting` until the check says yes);
-//!   `state: stopped` stops it, and it stays stopped until a request or a
-//!   change of its config entry starts it.
+//!   again, as at start (shown as `waiting` until the check says yes),
+//!   while one switched off in the config starts at once, its check
+//!   skipped (the request is the operator's answer); a probe of this build
+//!   that the config does not name is listed as stopped and starts with
+//!   the default params; `state: stopped` stops it, and it stays stopped
+//!   until a request or a change of its config entry starts it (its series
+//!   leave the store at once).
 //! - `params` (2.x names): for native, C and eBPF probes each maps onto a
 //!   `param` letter ([`PARAM_LETTERS`]) and the probe is restarted alone
 //!   with the new `param`; for a 2.x probe binary (`[extend_probes.ipc]`)
@@ -187,7 +191,7 @@ pub enum ManagerError {
         probe: String,
         /// Why.
         #[source]
-        source: StartError,
+        source: Box<StartError>,
     },
     /// The supervisor thread could not be started.
     #[error("probe `{probe}`: cannot start its thread: {source}")]
@@ -498,7 +502,7 @@ impl ProbeManager {
         let planner = Arc::clone(&lock(&self.planner));
         let planned = planner(&on).map_err(|source| ManagerError::Plan {
             probe: entry.name().to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let (ebpf, missing) =
             crate::daemon::ebpf_probes_without_capabilities(std::slice::from_ref(&planned));
@@ -1291,7 +1295,7 @@ mod tests {
             let params = Params::parse(&param).map_err(|err| StartError::Probe {
                 file: "t.toml".into(),
                 key: format!("probes[{name}].param"),
-                msg: err.to_string(),
+                msg: crate::daemon::PlanError::Param(err),
             })?;
             let starts = Arc::clone(&starts);
             let n = name.clone();
