@@ -814,6 +814,44 @@ mod tests {
         assert_eq!(r.observe(&rec, Instant::now()).count(), 0);
     }
 
+    fn config(probes: &str) -> Config {
+        Config::from_toml_str(probes, std::path::Path::new("test.toml")).expect("config")
+    }
+
+    #[test]
+    fn thresholds_come_from_the_config_and_follow_reloads_and_replans() {
+        let cfg = config(
+            "[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1 -D 7 -T 30\"\n\
+             [[probes]]\nname = \"system_net\"\nparam = \"-t 1\"\n",
+        );
+        let set = ThresholdSet::from_config(&cfg);
+        let on = Thresholds {
+            latency_ms: 30,
+            drops: 7,
+        };
+        assert_eq!(set.get("tcp_link"), on);
+        assert_eq!(set.get("system_net"), Thresholds::default());
+        // A reload replaces every probe's thresholds.
+        set.load(&config(
+            "[[probes]]\nname = \"system_net\"\nparam = \"-D 4\"\n",
+        ));
+        assert_eq!(set.get("tcp_link"), Thresholds::default());
+        assert_eq!(set.get("system_net").drops, 4);
+        // A probe planned again with new params (REST) updates them, even
+        // when planning then fails.
+        let inner: Planner = Arc::new(|_: &ProbeEntry| {
+            Err(crate::daemon::StartError::Io {
+                what: "test".into(),
+                source: std::io::Error::other("no"),
+            })
+        });
+        let planner = following_params(Some(&set), inner);
+        let mut entry = cfg.probes[0].clone();
+        entry.param = "-D 9".into();
+        assert!(planner(&ProbeEntry::Native(entry)).is_err());
+        assert_eq!(set.get("tcp_link").drops, 9);
+    }
+
     #[test]
     fn probe_failed_is_one_error_event() {
         let v = probe_failed("my|probe", "exited with status 1\nagain");
