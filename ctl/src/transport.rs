@@ -261,7 +261,13 @@ impl Client {
         http::read_response(&mut reader).map_err(|e| match e {
             http::ReadError::Io(io) => wire(io),
             m @ http::ReadError::Malformed(_) => {
-                CtlError::Unreachable(format!("{shown} answered something that is {m}"))
+                let hint = match &self.target {
+                    Target::Url(u) if !u.tls => {
+                        "; if the agent serves TLS (rest_api_server.ssl_auth = true), use an https:// URL"
+                    }
+                    _ => "",
+                };
+                CtlError::Unreachable(format!("{shown} answered something that is {m}{hint}"))
             }
         })
     }
@@ -562,8 +568,9 @@ mod tests {
         assert_eq!(e.exit_code(), crate::error::EXIT_UNREACHABLE);
         let e = c.request("GET", "/", None).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("answered something that is not an HTTP reply: expected a status line"),
+            e.to_string().contains(
+                "answered something that is not an HTTP reply: expected a status line `HTTP/1.x <code> <reason>`, got \"SSH-2.0-OpenSSH_9\"; if the agent serves TLS"
+            ),
             "{e}"
         );
         t.join().unwrap();

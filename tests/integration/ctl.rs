@@ -1108,15 +1108,27 @@ fn the_real_agent_over_tls_and_mutual_tls() {
     let o = ctl_via(&tls, &["status"]);
     code(&o, 3);
     assert!(
-        err(&o).contains(&format!("TLS with 127.0.0.1:{} failed", live.rest_port))
-            || err(&o).contains("TLS handshake"),
+        err(&o).starts_with(&format!(
+            "gopher-ctl: TLS with 127.0.0.1:{} failed: received fatal alert: CertificateRequired; check --cacert",
+            live.rest_port
+        )),
         "{}",
         err(&o)
     );
-    // Plain HTTP to a TLS port: not an HTTP reply.
+    // Plain HTTP to a TLS port: not an HTTP reply, and the way out.
     let o = ctl_via(
         &["--url", &format!("http://127.0.0.1:{}", live.rest_port)],
         &["status"],
     );
     code(&o, 3);
+    let e = err(&o);
+    assert!(
+        e.starts_with(&format!(
+            "gopher-ctl: 127.0.0.1:{} answered something that is not an HTTP reply: ",
+            live.rest_port
+        )) && e.ends_with(
+            "; if the agent serves TLS (rest_api_server.ssl_auth = true), use an https:// URL\n"
+        ),
+        "{e}"
+    );
 }
