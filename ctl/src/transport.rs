@@ -540,6 +540,53 @@ mod tests {
         );
     }
 
+    /// Answers one connection on `l` with a 200 whose body is `who`.
+    fn answer_once<L, S>(accept: L, who: &'static str) -> std::thread::JoinHandle<()>
+    where
+        L: FnOnce() -> S + Send + 'static,
+        S: Read + Write,
+    {
+        std::thread::spawn(move || {
+            let mut s = accept();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{who}",
+                who.len()
+            );
+        })
+    }
+
+    #[test]
+    fn auto_takes_the_socket_when_it_answers_else_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}", tcp.local_addr().unwrap())).unwrap();
+        let auto = || {
+            Client::new(
+                Target::Auto {
+                    socket: sock.clone(),
+                    url: url.clone(),
+                },
+                Duration::from_secs(5),
+                TlsFiles::default(),
+            )
+            .unwrap()
+        };
+        // A socket that answers: it is used.
+        let unix = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let t = answer_once(move || unix.accept().unwrap().0, "socket");
+        assert_eq!(auto().request("GET", "/", None).unwrap().text(), "socket");
+        t.join().unwrap();
+        // The socket file is left but nothing serves it: the URL.
+        assert!(sock.exists());
+        let t = answer_once(move || tcp.accept().unwrap().0, "url");
+        assert_eq!(auto().request("GET", "/", None).unwrap().text(), "url");
+        t.join().unwrap();
+    }
+
     #[test]
     fn a_silent_server_times_out_and_a_non_http_one_is_named() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
