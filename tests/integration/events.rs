@@ -45,8 +45,11 @@ struct TwoHosts {
 
 impl TwoHosts {
     fn new() -> Self {
-        let id = std::process::id();
-        let n = 1 + (id * 11) % 250;
+        // Unique per test of this run (tests run in parallel) and per run.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}x{seq}", std::process::id());
+        let n = 1 + (std::process::id() * 11 + seq * 37) % 250;
         let t = Self {
             server: format!("evsrv{id}"),
             client: format!("evcli{id}"),
@@ -374,4 +377,100 @@ fn a_probe_that_gives_up_raises_one_error_event() {
         events(&log)
     );
     a.stop();
+}
+
+#[test]
+fn a_threshold_set_over_rest_turns_its_rule_on() {
+    require_root();
+    let hosts = TwoHosts::new();
+    let s = Setup::new(&[]);
+    let rest = free_port();
+    // tcp_link runs without -D: the retransmit rule is off.
+    let cfg = config(
+        &s,
+        &format!(
+            "[rest_api_server]\nport = {rest}\nbind_addr = \"127.0.0.1\"\n\n\
+             [[probes]]\nname = \"tcp_link\"\nparam = \"-t 1\"\nswitch = \"on\"\n"
+        ),
+    )
+    .replacen("[global]\n", "[global]\nrest_api_on = true\n", 1);
+    let a = s.start(&cfg);
+    wait_for(Duration::from_secs(20), "tcp_link attached", || {
+        a.log_text()
+            .contains("eBPF programs attached")
+            .then_some(())
+    });
+    let log = s.path("logs/event/events.log");
+    let port = free_port();
+    let mut srv = python(
+        &s,
+        &hosts.server,
+        "sink.py",
+        SINK,
+        &[hosts.server_ip.clone(), port.to_string()],
+    );
+    srv.expect("ready");
+    let mut cli = python(
+        &s,
+        &hosts.client,
+        "stream.py",
+        STREAM,
+        &[hosts.server_ip.clone(), port.to_string()],
+    );
+    cli.expect("connected");
+    let entity = format!("_tcp_link_{}_1_", cli.pid());
+    let metric = "gala_gopher_tcp_link_retran_packets";
+    let rule = DropRule::add(&hosts.server, port, "0.1");
+    // Retransmits go on, but with no threshold nothing is raised.
+    wait_for(Duration::from_secs(20), "retransmits counted", || {
+        a.scrape()
+            .lines()
+            .any(|l| {
+                l.starts_with("gala_gopher_tcp_link_retran_packets{")
+                    && l.contains(&format!("pid=\"{}\"", cli.pid()))
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        events_of(&log, metric, &entity).is_empty(),
+        "an event with the rule off: {:?}",
+        events(&log)
+    );
+    // The legacy REST call sets drops_thr (the probe's -D) at run time.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            &format!("http://127.0.0.1:{rest}/tcp_link"),
+            "-d",
+            "json={\"params\":{\"drops_thr\":10}}",
+        ])
+        .output()
+        .expect("curl is required by this test");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "PUT /tcp_link: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log_text()
+    );
+    let ev = wait_for(
+        Duration::from_secs(40),
+        "a retransmit event after the PUT",
+        || events_of(&log, metric, &entity).into_iter().next(),
+    );
+    assert!(
+        ev["Body"]
+            .as_str()
+            .is_some_and(|b| b.contains("threshold 10")),
+        "{ev}"
+    );
+    drop(rule);
 }
