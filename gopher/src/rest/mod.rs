@@ -130,7 +130,8 @@ async fn handle(
             not_allowed("GET", &method)
         };
     }
-    let name = &path[1..];
+    // CONNECT (authority form) and `OPTIONS *` have no path starting with '/'.
+    let name = path.strip_prefix('/').unwrap_or_default();
     if name.is_empty() || name.contains('/') {
         return not_found(&format!("Url not found: {path}"));
     }

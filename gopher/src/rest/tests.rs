@@ -250,6 +250,13 @@ fn routes_status_codes_and_bodies() {
     assert!(h.to_ascii_lowercase().contains("allow: get"), "{h}");
     assert_eq!(call(a, "PUT", "/status", "{}").0, 405);
 
+    // Requests without a path of their own (authority and asterisk forms).
+    for (method, target) in [("CONNECT", "127.0.0.1:1"), ("OPTIONS", "*")] {
+        let (st, _, _) = call(a, method, target, "");
+        assert!((400..500).contains(&st), "{method} {target}: {st}");
+    }
+    assert_eq!(call(a, "GET", "/tcp", "").0, 200);
+
     // Reserved names.
     let (st, _, b) = call(a, "GET", "/status", "");
     assert_eq!(st, 200);
