@@ -45,6 +45,8 @@ pub const SUCCESS_MESSAGE: &str = "New config takes effect";
 pub struct Api {
     control: Arc<dyn ProbeControl>,
     persist: Option<Arc<Persist>>,
+    /// One change at a time: applied and kept in the same order.
+    changes: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -64,6 +66,7 @@ impl Api {
         Self {
             control,
             persist: None,
+            changes: Arc::default(),
         }
     }
 
@@ -192,6 +195,7 @@ async fn put(api: Api, name: String, headers: &HeaderMap, body: Body) -> Respons
     };
     // Applying may start or stop a probe: off the async thread.
     let result = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = api.changes.lock().unwrap_or_else(|p| p.into_inner());
         let r = api.control.apply(&name, &checked.change);
         if r.is_ok() {
             if let Some(p) = &api.persist {
