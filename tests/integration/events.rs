@@ -234,7 +234,7 @@ fn retransmits_past_the_threshold_raise_one_event_per_timeout() {
     let hosts = TwoHosts::new();
     let s = Setup::new(&[]);
     // -D 1: more than one segment retransmitted in a period (1 s) raises it.
-    let a = start_tcp_link(&s, "-t 1 -D 1");
+    let mut a = start_tcp_link(&s, "-t 1 -D 1");
     let log = s.path("logs/event/events.log");
     let port = free_port();
     let mut srv = python(
@@ -338,6 +338,8 @@ fn retransmits_past_the_threshold_raise_one_event_per_timeout() {
             .any(|l| l.starts_with("gala_gopher_self_events_suppressed") && !l.ends_with(" 0")),
         "no suppressed events counted:\n{expo}"
     );
+    // The rules end with the agent: SIGTERM stops it cleanly.
+    assert_eq!(a.stop(), Some(0), "{}", a.log_text());
 }
 
 #[test]
