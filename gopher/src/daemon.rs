@@ -453,16 +453,17 @@ mod tcp_link_snoopers_tests {
     use crate::config::whitelist::{AppRule, AppWhitelist, PosixRegex};
 
     fn cfg_with_whitelist() -> Config {
-        let mut cfg = Config::default();
-        cfg.app_whitelist = Some(AppWhitelist {
-            path: "/etc/gala-gopher/gala-gopher-app.conf".into(),
-            apps: vec![AppRule {
-                comm: PosixRegex::new("^redis-server$").expect("regex"),
-                cmdline: "6379".to_owned(),
-                line: 2,
-            }],
-        });
-        cfg
+        Config {
+            app_whitelist: Some(AppWhitelist {
+                path: "/etc/gala-gopher/gala-gopher-app.conf".into(),
+                apps: vec![AppRule {
+                    comm: PosixRegex::new("^redis-server$").expect("regex"),
+                    cmdline: "6379".to_owned(),
+                    line: 2,
+                }],
+            }),
+            ..Config::default()
+        }
     }
 
     fn snoopers(text: &str) -> Snoopers {

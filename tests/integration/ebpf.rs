@@ -817,6 +817,7 @@ fn without_capabilities_the_probe_says_which_and_the_rest_runs() {
     .unwrap();
     let log_path = s.path("agent.log");
     let child = Command::new("setpriv")
+        .env(crate::harness::CTL_SOCKET_ENV, crate::harness::ctl_socket())
         .args([
             "--bounding-set=-bpf,-perfmon,-sys_admin",
             "--inh-caps=-all",

@@ -29,6 +29,24 @@ pub fn bin() -> PathBuf {
     p
 }
 
+/// A fresh path for an agent's control socket, in a directory of this test
+/// process that is removed when it exits. Every agent a test starts gets
+/// one through `GALA_GOPHER_CTL_SOCKET` (the test may set its own after), so
+/// no agent of the tests serves the host's `/run/gala-gopher/gopher-ctl.sock`
+/// and agents running side by side do not take each other's socket.
+pub fn ctl_socket() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temp dir for control sockets"));
+    dir.path()
+        .join(format!("ctl-{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// The variable that moves an agent's control socket.
+pub const CTL_SOCKET_ENV: &str = "GALA_GOPHER_CTL_SOCKET";
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -249,7 +267,8 @@ impl Tracefs {
         .join(" && ");
         c.args(extra_unshare)
             .args(["--", "sh", "-c", &script])
-            .arg(program);
+            .arg(program)
+            .env(CTL_SOCKET_ENV, ctl_socket());
         c
     }
 }
@@ -618,6 +637,7 @@ pub fn spawn_notified(
     };
     c.arg(program)
         .args(args)
+        .env(CTL_SOCKET_ENV, ctl_socket())
         .env("NOTIFY_SOCKET", socket)
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")

@@ -125,7 +125,6 @@ fn every_generations_shipped_config_passes_check_config_as_it_is() {
         (
             "legacy_v2.conf",
             &[
-                "key `global.rest_api_on`: ignored (a 2.x key): this agent has no REST API yet",
                 "key `metric.pod_info_switch`: ignored (a 2.x key)",
                 "key `event.desc_language`: ignored",
             ],
@@ -255,12 +254,22 @@ fn the_2x_config_starts_the_agent() {
     // API): the agent serves an exposition without probe series.
     let (status, body) = http_get(s.port, "/metrics").expect("scrape");
     assert_eq!(status, 200, "{body}");
+    // Its `global.rest_api_on = true` serves the REST API on
+    // `rest_api_server.port` (moved to a free port by `prepare`).
+    let text = std::fs::read_to_string(&conf).expect("read the prepared config");
+    let rest = &text[text
+        .find("rest_api_server")
+        .expect("a rest_api_server section")..];
+    let port: u16 = rest[rest.find("port = ").expect("its port") + 7..]
+        .split(';')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a port number");
+    let (status, body) = http_get(port, "/").expect("GET / of the REST API");
+    assert_eq!(status, 200, "{body}");
     let log = agent_log(&s, &agent);
-    for key in [
-        "global.rest_api_on",
-        "metric.pod_info_switch",
-        "event.desc_language",
-    ] {
+    assert!(!log.contains("global.rest_api_on"), "{log}");
+    for key in ["metric.pod_info_switch", "event.desc_language"] {
         assert_eq!(log.matches(key).count(), 1, "{key} warned once:\n{log}");
     }
     assert_eq!(agent.stop(), Some(0), "log:\n{}", agent.log_text());

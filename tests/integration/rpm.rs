@@ -602,6 +602,7 @@ fn the_devel_package_builds_probes_that_the_packaged_agent_runs() {
     let child = Command::new(root.join("usr/bin/gala-gopher"))
         .arg("--config")
         .arg(&cfg_path)
+        .env(crate::harness::CTL_SOCKET_ENV, crate::harness::ctl_socket())
         .env("LD_LIBRARY_PATH", root.join(&lib[1..]))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

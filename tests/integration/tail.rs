@@ -381,6 +381,7 @@ fn trimmed_build_refuses_what_it_left_out_and_runs_the_rest() {
     let mut child = Command::new(trimmed)
         .arg("--config")
         .arg(&cfg)
+        .env(harness::CTL_SOCKET_ENV, harness::ctl_socket())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

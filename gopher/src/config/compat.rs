@@ -8,8 +8,8 @@
 //!   [`LEGACY_NATIVE_PROBES`];
 //! - **ignored, with a warning naming the key and why:** `global.log_directory`
 //!   (V0), `web_server.switch = "off"` (V0), `event.desc_language` (V1, V2),
-//!   `metric.pod_info_switch` (V2), `global.rest_api_on = true` (V2: no REST
-//!   API yet), and the V0 Kafka keys in a file that has a `metric` section.
+//!   `metric.pod_info_switch` (V2), and the V0 Kafka keys in a file that has
+//!   a `metric` section.
 //!
 //! The warnings go to [`super::Config::warnings`]; the daemon logs them once
 //! when it loads the file, and `check-config` prints them. A key that no
@@ -164,14 +164,6 @@ pub(crate) fn apply(
                 "expected \"on\" or \"off\" (a 21.09 key)".into(),
             ),
         }
-    }
-    if p.cfg.global.rest_api_on && p.written("global.rest_api_on") {
-        p.warn(
-            "global.rest_api_on",
-            "ignored (a 2.x key): this agent has no REST API yet, so nothing listens on \
-             `rest_api_server.port`; change probes in this file and restart the agent"
-                .into(),
-        );
     }
     if p.written("event.desc_language") {
         p.warn(

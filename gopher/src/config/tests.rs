@@ -1073,11 +1073,7 @@ fn the_legacy_shapes_of_every_generation_load_with_their_values() {
     let keys: Vec<Option<&str>> = v2.warnings.iter().map(|w| w.key.as_deref()).collect();
     assert_eq!(
         keys,
-        [
-            Some("global.rest_api_on"),
-            Some("metric.pod_info_switch"),
-            Some("event.desc_language")
-        ]
+        [Some("metric.pod_info_switch"), Some("event.desc_language")]
     );
 }
 
