@@ -31,7 +31,7 @@ use crate::ingress::{Accepted, Event, IngressHandle};
 use crate::manager::{Planner, ProbeEntry};
 use crate::meta::Table;
 use crate::probe_api::{Emitted, Params};
-use crate::stats::Stats;
+use crate::stats::{ProbeState, Stats};
 
 /// `SeverityText` and `SeverityNumber` of a warning (the legacy WARN).
 const WARN: (&str, &str) = ("WARN", "13");
@@ -537,6 +537,9 @@ impl RulesSink {
         let rules = Rules::from_config(cfg);
         let set = rules.thresholds().clone();
         let out = IngressHandle::new(RULES, tx.clone(), stats);
+        // Its events are counted like a probe's, under its name; it runs
+        // from now on (not "starting" for ever in the status).
+        stats.probe(RULES).set_state(ProbeState::Running);
         let closer = RulesCloser(out.clone());
         Some((Box::new(Self { rules, out }), closer, set))
     }
@@ -850,6 +853,22 @@ mod tests {
         entry.param = "-D 9".into();
         assert!(planner(&ProbeEntry::Native(entry)).is_err());
         assert_eq!(set.get("tcp_link").drops, 9);
+    }
+
+    #[test]
+    fn the_sink_is_planned_only_for_the_probes_the_rules_look_at() {
+        let stats = Stats::new();
+        let (tx, _rx) = std::sync::mpsc::sync_channel(4);
+        let other = config("[[probes]]\nname = \"system_meminfo\"\nparam = \"-D 5\"\n");
+        assert!(RulesSink::plan(&other, &tx, &stats).is_none());
+        assert!(stats.probes().is_empty());
+        let cfg = config("[[probes]]\nname = \"system_net\"\nparam = \"-D 5\"\n");
+        let (sink, closer, set) = RulesSink::plan(&cfg, &tx, &stats).expect("planned");
+        assert_eq!(sink.name(), RULES);
+        assert!(sink.takes().takes(FlowKind::Metric) && !sink.takes().takes(FlowKind::Event));
+        assert_eq!(set.get("system_net").drops, 5);
+        assert_eq!(stats.probe(RULES).state(), ProbeState::Running);
+        drop(closer);
     }
 
     #[test]
