@@ -621,8 +621,16 @@ impl ProbeCgroups {
         })?;
         // The shared parent name if we get its lock, else one of our own.
         let primary = first.own.join(PARENT);
-        mkdir(&primary)?;
-        let lock = File::open(&primary).map_err(|e| Unavailable::io(&primary, "open", &e))?;
+        // Another agent that stops may remove it between mkdir and open.
+        let mut tries = 0;
+        let lock = loop {
+            mkdir(&primary)?;
+            match File::open(&primary) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                Err(e) => return Err(Unavailable::io(&primary, "open", &e)),
+            }
+        };
         // SAFETY: flock(2) on an fd we own.
         let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         let name = if locked {
@@ -863,6 +871,7 @@ impl Drop for ProbeCgroups {
             return;
         }
         if let Some(Ok(mut parent)) = st.parent.take() {
+            tracing::debug!(probes = gone.len(), "removing the probes' cgroups");
             if let Some(mut r) = parent.reaper.take() {
                 drop(r.stdin.take());
                 let t0 = Instant::now();
