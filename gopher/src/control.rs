@@ -30,6 +30,28 @@ pub const LEGACY_FEATURES: &[(&str, &[&str])] = &[
     ("tcp", &["tcp_link"]),
 ];
 
+/// The 2.x sub-probe names (`cmd.probe`) of a legacy feature, and the
+/// probes of ours that collect what each one did: (feature, sub-probe,
+/// probes). A 2.x name listed with no probe is accepted and runs nothing
+/// here (its data has no equivalent in this agent).
+pub const LEGACY_SUB_PROBES: &[(&str, &str, &[&str])] = &[
+    ("tcp", "tcp_abnormal", &["tcp_link"]),
+    ("tcp", "tcp_windows", &["tcp_link"]),
+    ("tcp", "tcp_rtt", &["tcp_link"]),
+    ("tcp", "tcp_stats", &["tcp_link"]),
+    ("tcp", "tcp_sockbuf", &["tcp_link"]),
+    ("tcp", "tcp_rate", &["tcp_link"]),
+    ("tcp", "tcp_srtt", &["tcp_link"]),
+    ("baseinfo", "cpu", &["system_cpu"]),
+    ("baseinfo", "mem", &["system_meminfo", "system_vmstat"]),
+    ("baseinfo", "nic", &["system_net"]),
+    ("baseinfo", "net", &["system_tcp"]),
+    ("baseinfo", "fs", &["system_inode"]),
+    ("baseinfo", "disk", &[]),
+    ("baseinfo", "proc", &[]),
+    ("baseinfo", "host", &[]),
+];
+
 /// Names that are not probe resources (`GET /status`, `GET /metrics`).
 pub const RESERVED_NAMES: &[&str] = &["status", "metrics"];
 

@@ -572,7 +572,7 @@ impl Daemon {
         crate::probe::legacy_ipc::release();
         // Before the capabilities go: a v1 root cgroup needs CAP_DAC_OVERRIDE.
         crate::probe::cgroup::ProbeCgroups::shared(&cfg).setup();
-        restrict_capabilities(&plan);
+        restrict_capabilities(&cfg, &plan);
         let reopen = ReopenSignal::new();
         let identity = Identity::load(&cfg.global.state_dir);
         let stats = Stats::new();
@@ -1008,11 +1008,17 @@ pub fn drops_by_reason(stats: &Stats) -> std::collections::BTreeMap<String, u64>
 /// thread's effective set after attaching. The bounding set is kept: extend
 /// and C probes are separate programs that ran as root under the legacy
 /// agent, and a root `execve` gets it back.
-pub fn restrict_capabilities(plan: &[PlannedProbe]) {
+///
+/// The eBPF capabilities stay (permitted) when an eBPF probe runs, and also
+/// when one may be started at run time: the REST API is on, or the config
+/// lists an eBPF probe switched off. Otherwise a request to start one is
+/// refused as needing a restart (docs/rest-api.md).
+pub fn restrict_capabilities(cfg: &Config, plan: &[PlannedProbe]) {
     use gopher_probes::privilege;
-    let ebpf = plan
-        .iter()
-        .any(|(name, ..)| gopher_probes::EBPF_PROBES.contains(&name.as_str()));
+    let is_ebpf = |name: &str| gopher_probes::EBPF_PROBES.contains(&name);
+    let ebpf = plan.iter().any(|(name, ..)| is_ebpf(name))
+        || (cfg.global.rest_api_on && !gopher_probes::EBPF_PROBES.is_empty())
+        || cfg.probes.iter().any(|p| is_ebpf(&p.name));
     match privilege::restrict_process(&privilege::keep_set(ebpf)) {
         Ok(d) if d.dropped.is_empty() => {
             tracing::debug!(kept = %d.kept.join(","), "no capability to drop")

@@ -55,7 +55,7 @@ use crate::config::ipc::{LegacyIpcConf, LegacyParams};
 use crate::config::{ExtendProbeConf, ProbeConf, Switch};
 use crate::control::{
     Cmd, ControlError, ProbeChange, ProbeState as ViewState, ProbeView, Snoopers, SnoopersView,
-    LEGACY_FEATURES,
+    LEGACY_FEATURES, LEGACY_SUB_PROBES,
 };
 use crate::daemon::{PlannedProbe, StartError};
 use crate::probe::supervisor::{self, Restart, Supervised};
@@ -925,20 +925,13 @@ impl ProbeManager {
         // Which targets should run afterwards (None: as they are).
         let mut want: BTreeMap<String, Option<bool>> =
             targets.iter().map(|t| (t.clone(), None)).collect();
+        // A group's `cmd.probe`, as the members it selects.
+        let picked = match (&change.probe, group) {
+            (Some(sel), true) => Some(group_selection(name, &targets, sel)?),
+            _ => None,
+        };
         if group {
-            if let Some(sel) = &change.probe {
-                if let Some(bad) = sel.iter().find(|p| !targets.contains(p)) {
-                    return Err(ControlError::Invalid {
-                        key: "cmd.probe".into(),
-                        message: format!(
-                            "`{bad}` is not a probe of `{name}` in this build (its probes: {})",
-                            targets.join(", ")
-                        ),
-                    });
-                }
-            }
-            let selection = change
-                .probe
+            let selection = picked
                 .clone()
                 .or_else(|| lock(&self.selections).get(name).cloned());
             let group_runs = {
@@ -978,10 +971,8 @@ impl ProbeManager {
                 new_entries.push((t.clone(), entry, restart, ipc_changed));
             }
         }
-        if group {
-            if let Some(sel) = &change.probe {
-                lock(&self.selections).insert(name.to_owned(), sel.clone());
-            }
+        if let Some(sel) = picked {
+            lock(&self.selections).insert(name.to_owned(), sel);
         }
         // Apply.
         let mut errors = Vec::new();
@@ -1061,6 +1052,50 @@ fn group_members(slots: &[Slot], group: &str) -> Option<Vec<&'static str>> {
         .filter(|m| slots.iter().any(|s| s.name() == *m))
         .collect();
     (!present.is_empty()).then_some(present)
+}
+
+/// The members of `group` (those in this build: `targets`) that its
+/// `cmd.probe` list selects. An entry is one of the members by name, or a
+/// 2.x sub-probe name of the feature ([`LEGACY_SUB_PROBES`]), which selects
+/// the members that collect its data (none, for one without an equivalent
+/// here). Anything else is refused, naming what is accepted.
+fn group_selection(
+    group: &str,
+    targets: &[String],
+    sel: &[String],
+) -> Result<Vec<String>, ControlError> {
+    let mut picked: Vec<String> = Vec::new();
+    for p in sel {
+        let members: Vec<&str> = if targets.contains(p) {
+            vec![p.as_str()]
+        } else if let Some((_, _, m)) = LEGACY_SUB_PROBES
+            .iter()
+            .find(|(g, sub, _)| *g == group && sub == p)
+        {
+            m.to_vec()
+        } else {
+            let legacy: Vec<&str> = LEGACY_SUB_PROBES
+                .iter()
+                .filter(|(g, _, _)| *g == group)
+                .map(|(_, sub, _)| *sub)
+                .collect();
+            return Err(ControlError::Invalid {
+                key: "cmd.probe".into(),
+                message: format!(
+                    "`{p}` is not a probe of `{group}`: expected one of its probes in this build ({}) \
+                     or a 2.x sub-probe name ({})",
+                    targets.join(", "),
+                    legacy.join(", ")
+                ),
+            });
+        };
+        for m in members {
+            if targets.iter().any(|t| t == m) && !picked.iter().any(|x| x == m) {
+                picked.push(m.to_owned());
+            }
+        }
+    }
+    Ok(picked)
 }
 
 /// `s`'s entry with `change` applied: (entry, whether the probe must restart

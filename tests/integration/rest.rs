@@ -175,10 +175,25 @@ fn lists_gets_and_answers_the_legacy_curl_examples() {
     let tcp = json(&get(&r, "/tcp").1);
     assert_eq!(tcp["params"]["report_period"], 60, "{tcp}");
     assert_eq!(tcp["params"]["sample_period"], 200, "{tcp}");
-    // 2.x tcpprobe sub-probe names: tcp_link has none of its own, and the
-    // probe manager says so naming the key (never a 5xx).
+    // A 2.x tcpprobe sub-probe name selects tcp_link, which collects its
+    // data: the eBPF probe starts at run time (the REST API is on, so the
+    // agent kept the eBPF capabilities).
     let (st, body) = sh_curl(&format!(
         "curl -X PUT localhost:{p}/tcp -d json='{{\"cmd\":{{\"probe\":[\"tcp_abnormal\"]}},\"state\":\"running\"}}'"
+    ));
+    assert_eq!(
+        (st, message(&body).as_str()),
+        (200, "New config takes effect"),
+        "{body}"
+    );
+    wait_for(Duration::from_secs(15), "tcp running", || {
+        let v = json(&get(&r, "/tcp").1);
+        (v["state"] == "running" && v["cmd"]["probe"] == serde_json::json!(["tcp_link"]))
+            .then_some(())
+    });
+    // A name that is neither a member nor a 2.x sub-probe: 400 naming the key.
+    let (st, body) = sh_curl(&format!(
+        "curl -X PUT localhost:{p}/tcp -d json='{{\"cmd\":{{\"probe\":[\"tcp_bogus\"]}}}}'"
     ));
     assert_eq!(st, 400, "{body}");
     assert!(message(&body).contains("cmd.probe"), "{body}");
