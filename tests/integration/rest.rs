@@ -526,6 +526,9 @@ fn schemathesis_fuzz_from_the_openapi_file_finds_no_5xx_and_the_agent_keeps_serv
         .args(["--exclude-checks", "positive_data_acceptance"])
         .args(["--max-examples", "100", "--seed", "1"])
         .env("NO_COLOR", "1")
+        // schemathesis keeps a `.schemathesis/` cache in its working
+        // directory: the test's own, not the source tree.
+        .current_dir(r.s.dir.path())
         .stdin(Stdio::null())
         .output()
         .expect("run schemathesis");
