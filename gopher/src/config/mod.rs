@@ -457,7 +457,7 @@ pub struct WebServer {
     pub port: u16,
     /// Address to bind.
     pub bind_addr: IpAddr,
-    /// Serve TLS (legacy `"on"`/`"off"` accepted). Not supported yet.
+    /// Serve TLS 1.3 (legacy `"on"`/`"off"` accepted); mutual TLS with `ca_file`.
     #[serde(deserialize_with = "legacy::on_off")]
     pub ssl_auth: bool,
     /// TLS private key (`""` means none).
@@ -496,7 +496,7 @@ pub struct RestApiServer {
     pub port: u16,
     /// Address to bind.
     pub bind_addr: IpAddr,
-    /// Serve TLS (legacy `"on"`/`"off"` accepted). Not supported yet.
+    /// Serve TLS 1.3 (legacy `"on"`/`"off"` accepted); mutual TLS with `ca_file`.
     #[serde(deserialize_with = "legacy::on_off")]
     pub ssl_auth: bool,
     /// TLS private key.
