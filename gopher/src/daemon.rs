@@ -1072,26 +1072,17 @@ pub fn bind_http(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> 
     Ok(l)
 }
 
-/// Serves `/metrics` (and `/` like the legacy agent) until `stop` resolves,
-/// from whatever daemon `serving` holds at each request: a reload swaps the
-/// daemon under a listener that stays open. Answers 503 while it holds none.
-/// Must run inside a tokio runtime.
-pub async fn serve_http_from(
-    serving: Arc<Serving>,
-    listener: std::net::TcpListener,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+/// The `/metrics` router (and `/`, like the legacy agent) over whatever
+/// daemon `serving` holds at each request: a reload swaps the daemon under a
+/// listener that stays open. Answers 503 while it holds none. Served over
+/// plain HTTP by [`serve_http_from`] and over TLS by the agent.
+pub fn metrics_router(serving: Arc<Serving>) -> axum::Router {
     use axum::{
         http::{header, StatusCode},
         response::IntoResponse,
         routing::get,
         Router,
     };
-    let addr = listener
-        .local_addr()
-        .map_err(io_err("web_server listener"))?;
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .map_err(|source| StartError::Bind { addr, source })?;
     let handler = move || {
         let serving = Arc::clone(&serving);
         async move {
@@ -1114,11 +1105,25 @@ pub async fn serve_http_from(
             }
         }
     };
-    let app = Router::new()
+    Router::new()
         .route("/metrics", get(handler.clone()))
-        .route("/", get(handler));
+        .route("/", get(handler))
+}
+
+/// Serves [`metrics_router`] over plain HTTP until `stop` resolves. Must run
+/// inside a tokio runtime.
+pub async fn serve_http_from(
+    serving: Arc<Serving>,
+    listener: std::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("web_server listener"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, "serving Prometheus metrics");
-    axum::serve(listener, app)
+    axum::serve(listener, metrics_router(serving))
         .with_graceful_shutdown(stop)
         .await
         .map_err(|source| StartError::Bind { addr, source })

@@ -440,7 +440,7 @@ fn web_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
     .map_err(|e| format!("web_server.{e}"))
 }
 
-/// `/metrics` (and `/`) over TLS, answering as `daemon::serve_http_from` does.
+/// `/metrics` (and `/`) over TLS: [`daemon::metrics_router`].
 async fn serve_https(
     serving: Arc<Serving>,
     listener: std::net::TcpListener,
@@ -448,37 +448,8 @@ async fn serve_https(
     tls: Arc<rustls::ServerConfig>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    use axum::{
-        http::{header, StatusCode},
-        response::IntoResponse,
-        routing::get,
-        Router,
-    };
-    let handler = move || {
-        let serving = Arc::clone(&serving);
-        async move {
-            match serving.get() {
-                Some(d) => (
-                    [(
-                        header::CONTENT_TYPE,
-                        gala_gopher::export::prometheus::CONTENT_TYPE,
-                    )],
-                    d.scrape(),
-                )
-                    .into_response(),
-                None => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no configuration is running: the last reload failed (see the log); fix the config and reload\n",
-                )
-                    .into_response(),
-            }
-        }
-    };
-    let app = Router::new()
-        .route("/metrics", get(handler.clone()))
-        .route("/", get(handler));
     tracing::info!(%addr, "serving Prometheus metrics over TLS 1.3");
-    gala_gopher::tls::serve_router(listener, app, tls, stop)
+    gala_gopher::tls::serve_router(listener, daemon::metrics_router(serving), tls, stop)
         .await
         .map_err(|source| StartError::Bind { addr, source })
 }
