@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{free_port, repo, wait_for, Agent, Setup, Tracefs};
+use crate::harness::{free_port, repo, run_ok, wait_for, Agent, Setup, Tracefs, TwoHosts};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -123,71 +123,6 @@ type Proc = crate::harness::Helper;
 
 fn python(netns: Option<&str>, script: &str, args: &[String]) -> Proc {
     Proc::python(netns, &repo().join("tests/data/ebpf").join(script), args)
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().expect(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two network namespaces joined by a veth pair, removed on drop (also when
-/// the test fails): `server` at 10.200.N.1/24, `client` at 10.200.N.2/24.
-struct TwoHosts {
-    server: String,
-    client: String,
-    server_ip: String,
-    client_ip: String,
-}
-
-impl TwoHosts {
-    fn new() -> Self {
-        // Unique per test in this run (tests run in parallel) and per run.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}x{seq}", std::process::id());
-        let n = 1 + (std::process::id() * 7 + seq) % 250;
-        let t = Self {
-            server: format!("tlsrv{id}"),
-            client: format!("tlcli{id}"),
-            server_ip: format!("10.200.{n}.1"),
-            client_ip: format!("10.200.{n}.2"),
-        };
-        let (va, vb) = (format!("tlva{id}"), format!("tlvb{id}"));
-        run("ip", &["netns", "add", &t.server]);
-        run("ip", &["netns", "add", &t.client]);
-        run(
-            "ip",
-            &[
-                "link", "add", &va, "netns", &t.server, "type", "veth", "peer", "name", &vb,
-                "netns", &t.client,
-            ],
-        );
-        for (ns, dev, ip) in [
-            (&t.server, &va, &t.server_ip),
-            (&t.client, &vb, &t.client_ip),
-        ] {
-            run(
-                "ip",
-                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
-            );
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
-        t
-    }
-}
-
-impl Drop for TwoHosts {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
 }
 
 fn arg(v: impl ToString) -> String {
@@ -510,7 +445,7 @@ fn the_default_plan_is_the_btf_tracepoint_with_the_lock_free_index() {
 #[test]
 fn two_namespaces_over_veth_records_are_exact() {
     require_root();
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::new("tl", 200);
     let s = Setup::new(&[]);
     let a = agent(&s, "-t 1");
     scenario(
@@ -623,7 +558,7 @@ fn nine_thousand_open_connections_all_fit_and_are_reported() {
 #[test]
 fn retransmits_from_iptables_drops_show_in_retran_packets() {
     require_root();
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::new("tl", 200);
     let s = Setup::new(&[]);
     let a = agent(&s, "-t 1");
     let port = free_port();
@@ -651,7 +586,7 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
     .map(str::to_owned);
     let mut add = vec!["netns", "exec", &hosts.server, "iptables", "-A"];
     add.extend(rule.iter().map(String::as_str));
-    run("ip", &add);
+    run_ok("ip", &add);
     let (req, resp) = (400_000usize, 1000usize);
     let mut srv = python(
         Some(&hosts.server),
@@ -708,7 +643,7 @@ fn retransmits_from_iptables_drops_show_in_retran_packets() {
     });
     let mut del = vec!["netns", "exec", &hosts.server, "iptables", "-D"];
     del.extend(rule.iter().map(String::as_str));
-    run("ip", &del);
+    run_ok("ip", &del);
     assert!(r.v("packets_out") > r.v("retran_packets"), "{r:?}");
     assert_eq!(r.l("client_ip"), hosts.client_ip);
     let expo = a.scrape();

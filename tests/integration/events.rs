@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, wait_for, Agent, Helper, Setup};
+use crate::harness::{free_port, run_ok, wait_for, Agent, Helper, Setup, TwoHosts};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -22,68 +22,6 @@ fn require_root() {
         euid, 0,
         "the event tests need root (eBPF, network namespaces, iptables); run `make test` as root"
     );
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
-        panic!("{cmd} is required by this test (scripts/deps.sh installs it): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two network namespaces joined by a veth pair, removed on drop.
-struct TwoHosts {
-    server: String,
-    client: String,
-    server_ip: String,
-}
-
-impl TwoHosts {
-    fn new() -> Self {
-        // Unique per test of this run (tests run in parallel) and per run.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}x{seq}", std::process::id());
-        let n = 1 + (std::process::id() * 11 + seq * 37) % 250;
-        let t = Self {
-            server: format!("evsrv{id}"),
-            client: format!("evcli{id}"),
-            server_ip: format!("10.201.{n}.1"),
-        };
-        let client_ip = format!("10.201.{n}.2");
-        let (va, vb) = (format!("evva{id}"), format!("evvb{id}"));
-        run("ip", &["netns", "add", &t.server]);
-        run("ip", &["netns", "add", &t.client]);
-        run(
-            "ip",
-            &[
-                "link", "add", &va, "netns", &t.server, "type", "veth", "peer", "name", &vb,
-                "netns", &t.client,
-            ],
-        );
-        for (ns, dev, ip) in [(&t.server, &va, &t.server_ip), (&t.client, &vb, &client_ip)] {
-            run(
-                "ip",
-                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
-            );
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
-        t
-    }
-}
-
-impl Drop for TwoHosts {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
 }
 
 /// An iptables rule in a namespace's INPUT chain, deleted on drop.
@@ -123,7 +61,7 @@ impl DropRule {
     fn iptables(&self, op: &str) {
         let mut args = vec!["netns", "exec", &self.netns, "iptables", op];
         args.extend(self.rule.iter().map(String::as_str));
-        run("ip", &args);
+        run_ok("ip", &args);
     }
 }
 
@@ -231,7 +169,7 @@ fn start_tcp_link(s: &Setup, param: &str) -> Agent {
 #[test]
 fn retransmits_past_the_threshold_raise_one_event_per_timeout() {
     require_root();
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::new("ev", 201);
     let s = Setup::new(&[]);
     // -D 1: more than one segment retransmitted in a period (1 s) raises it.
     let mut a = start_tcp_link(&s, "-t 1 -D 1");
@@ -384,7 +322,7 @@ fn a_probe_that_gives_up_raises_one_error_event() {
 #[test]
 fn a_threshold_set_over_rest_turns_its_rule_on() {
     require_root();
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::new("ev", 201);
     let s = Setup::new(&[]);
     let rest = free_port();
     // tcp_link runs without -D: the retransmit rule is off.

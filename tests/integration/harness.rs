@@ -734,3 +734,79 @@ pub fn field_count(meta: &str, table: &str) -> usize {
     let end = rest.find("\n    }").unwrap_or(rest.len());
     rest[..end].matches("type:").count()
 }
+
+/// Runs `cmd args..` and asserts it succeeded; a missing command is named
+/// with where it comes from.
+pub fn run_ok(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("{cmd} is required by this test (scripts/deps.sh installs it): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop (also when
+/// the test fails): `server` at 10.`net`.N.1/24, `client` at 10.`net`.N.2/24,
+/// their names starting with `tag` (unique per test and per run).
+#[derive(Debug)]
+pub struct TwoHosts {
+    /// The server's namespace.
+    pub server: String,
+    /// The client's namespace.
+    pub client: String,
+    /// The server's address.
+    pub server_ip: String,
+    /// The client's address.
+    pub client_ip: String,
+}
+
+impl TwoHosts {
+    /// Creates both namespaces and the link (needs root and `ip`).
+    pub fn new(tag: &str, net: u8) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let seq = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}x{seq}", std::process::id());
+        let n = 1 + (std::process::id() * 7 + seq * 37) % 250;
+        let t = Self {
+            server: format!("{tag}srv{id}"),
+            client: format!("{tag}cli{id}"),
+            server_ip: format!("10.{net}.{n}.1"),
+            client_ip: format!("10.{net}.{n}.2"),
+        };
+        let (va, vb) = (format!("{tag}va{id}"), format!("{tag}vb{id}"));
+        run_ok("ip", &["netns", "add", &t.server]);
+        run_ok("ip", &["netns", "add", &t.client]);
+        run_ok(
+            "ip",
+            &[
+                "link", "add", &va, "netns", &t.server, "type", "veth", "peer", "name", &vb,
+                "netns", &t.client,
+            ],
+        );
+        for (ns, dev, ip) in [
+            (&t.server, &va, &t.server_ip),
+            (&t.client, &vb, &t.client_ip),
+        ] {
+            run_ok(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+            );
+            run_ok("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run_ok("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        t
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
