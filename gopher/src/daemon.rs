@@ -233,6 +233,17 @@ fn plan_extend(
     let params = Params::parse(&p.param).unwrap_or_default();
     let mut probe = ExtendProbe::new(&p.name, &p.command, &p.param, grace)
         .cgroups(&crate::probe::cgroup::ProbeCgroups::shared(cfg));
+    if let Some(msg) = p.snoopers_conflict() {
+        return Err(StartError::Probe {
+            file: cfg.source.clone(),
+            key: format!("{key}.snoopers"),
+            msg: PlanError::Snoopers(msg),
+        });
+    }
+    if let Some(feed) = snooper_feed(cfg, p.snoopers.as_ref(), None) {
+        // Resolved at each start and given in the environment.
+        probe = probe.snoopers(feed);
+    }
     if let Some(ipc) = &p.ipc {
         // A legacy 2.x binary: its message is queued before each start.
         if let Err(msg) = ipc.range_flags() {
@@ -277,13 +288,28 @@ fn plan_native(
         Duration::from_secs,
     );
     let c_probe = |source: CSource| -> Result<supervisor::Factory, StartError> {
-        let probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang)
+        let mut probe = cabi::child_probe(&p.name, &source, &p.param, grace, hang)
             .map(|c| c.cgroups(&crate::probe::cgroup::ProbeCgroups::shared(cfg)))
             .map_err(|e| StartError::Probe {
                 file: file.clone(),
                 key: key.to_owned(),
                 msg: PlanError::NoHostBinary(e),
             })?;
+        if let Some(feed) = snooper_feed(cfg, p.snoopers.as_ref(), Some(&p.param)) {
+            // The param edit must work with any selection: checked now.
+            let path = crate::probe::snoopers::file_of(&feed.dir, &p.name);
+            crate::probe::snoopers::c_param(&p.param, &path, &[1]).map_err(|e| {
+                StartError::Probe {
+                    file: file.clone(),
+                    key: format!("{key}.snoopers"),
+                    msg: PlanError::Snoopers(format!(
+                        "they are given to a C probe as `-w {}` in its param, which it cannot take: {e}",
+                        path.display()
+                    )),
+                }
+            })?;
+            probe = probe.snoopers(feed);
+        }
         Ok(Box::new(move || {
             Ok(Box::new(probe.clone()) as Box<dyn Probe>)
         }))
@@ -351,6 +377,25 @@ fn plan_native(
         None => c_probe(CSource::Builtin(p.name.clone()))?,
     };
     Ok((p.name.clone(), params, StartPolicy::Always, factory))
+}
+
+/// The snoopers feed of a C probe (`c_param`: its `param`) or an extend
+/// probe (`None`): none without snoopers, or with empty ones (docs:
+/// snoopers, "Extend and C probes").
+fn snooper_feed(
+    cfg: &Config,
+    snoopers: Option<&crate::config::ipc::Snoopers>,
+    c_param: Option<&str>,
+) -> Option<crate::probe::snoopers::Feed> {
+    use crate::probe::snoopers::{selects, Delivery, Feed, DIR};
+    let s = snoopers.filter(|s| selects(s))?;
+    Some(Feed {
+        snoopers: s.clone(),
+        dir: cfg.global.state_dir.join(DIR),
+        delivery: c_param.map_or(Delivery::Env, |param| Delivery::CParams {
+            param: param.to_owned(),
+        }),
+    })
 }
 
 /// tcp_link watches what its `snoopers` select (docs: snoopers); its

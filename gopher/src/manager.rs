@@ -44,7 +44,10 @@
 //! - `snoopers`: kept in the view and in the entry (a start uses them);
 //!   sent to a running 2.x probe binary over the message queue, and given to
 //!   a running tcp_link through [`ProbeManager::on_tcp_link_snoopers`]
-//!   (its kernel-side filter is updated without a restart).
+//!   (its kernel-side filter is updated without a restart); a running C
+//!   probe or extend probe (without `ipc`) whose snoopers change is
+//!   restarted alone, since it receives them at start
+//!   ([`crate::probe::snoopers`]).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::SyncSender;
@@ -338,7 +341,7 @@ impl Slot {
         }
         match &self.entry {
             ProbeEntry::Native(p) => p.snoopers.as_ref(),
-            ProbeEntry::Extend(p) => p.ipc.as_ref().map(|i| &i.snoopers),
+            ProbeEntry::Extend(p) => p.ipc.as_ref().map(|i| &i.snoopers).or(p.snoopers.as_ref()),
         }
     }
 }
@@ -1152,6 +1155,10 @@ fn changed_entry(
                 }
             }
             if let Some(sn) = &change.snoopers {
+                // A C probe gets its snoopers at start: it restarts.
+                if s.entry.kind() == "c" && p.snoopers.as_ref() != Some(sn) {
+                    restart = true;
+                }
                 p.snoopers = Some(sn.clone());
             }
         }
@@ -1196,6 +1203,11 @@ fn changed_entry(
                             p.name
                         ),
                     });
+                }
+                if let Some(sn) = &change.snoopers {
+                    // It gets its snoopers at start: it restarts.
+                    restart |= p.snoopers.as_ref() != Some(sn);
+                    p.snoopers = Some(sn.clone());
                 }
             }
         },
@@ -1364,6 +1376,7 @@ mod tests {
             start_check: None,
             check_type: crate::config::CheckType::Count,
             ipc: None,
+            snoopers: None,
         })
     }
 
@@ -1567,6 +1580,53 @@ mod tests {
             )
             .expect("same params");
         assert_eq!(starts(&f, "a"), 2);
+    }
+
+    #[test]
+    fn a_snoopers_change_restarts_a_c_or_extend_probe_alone() {
+        // `a` is not a native probe of this build: a C probe.
+        let f = fixture(vec![
+            native("a", ""),
+            native("system_meminfo", ""),
+            extend("c"),
+        ]);
+        for p in ["a", "system_meminfo", "c"] {
+            wait_state(&f.mgr, p, ViewState::Running);
+        }
+        let sn = Snoopers {
+            proc_id: vec![1],
+            ..Snoopers::default()
+        };
+        let ch = ProbeChange {
+            snoopers: Some(sn),
+            ..change()
+        };
+        f.mgr.apply("c", &ch).expect("snoopers of c");
+        assert_eq!(starts_at_least(&f, "c", 2), 2, "c restarted");
+        assert_eq!((starts(&f, "a"), starts(&f, "system_meminfo")), (1, 1));
+        f.mgr.apply("a", &ch).expect("snoopers of a");
+        f.mgr
+            .apply("system_meminfo", &ch)
+            .expect("snoopers of meminfo");
+        assert_eq!(starts_at_least(&f, "a", 2), 2, "a restarted");
+        // The same snoopers again, and a native probe: no restart.
+        f.mgr.apply("c", &ch).expect("same snoopers");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            (
+                starts(&f, "a"),
+                starts(&f, "system_meminfo"),
+                starts(&f, "c")
+            ),
+            (2, 1, 2)
+        );
+        assert_eq!(f.mgr.get("c").expect("c").snoopers.proc_id, [1]);
+        // The entry the next start plans from holds them.
+        let slots = lock(&f.mgr.slots);
+        let c = slots.iter().find(|s| s.name() == "c").expect("c");
+        assert!(
+            matches!(&c.entry, ProbeEntry::Extend(p) if p.snoopers.as_ref().is_some_and(|s| s.proc_id == [1]))
+        );
     }
 
     #[test]

@@ -405,3 +405,312 @@ fn a_bad_container_id_is_a_config_error_naming_the_key() {
         "{err}"
     );
 }
+
+// ---- Extend and C probes: the watched set at each start ----------------
+
+const SEEN_META: &str = include_str!("../data/snoopers_seen.meta");
+
+/// A `sleep` started by the test to be watched; killed by its pid on drop.
+struct Sleeper(Child);
+
+impl Sleeper {
+    /// `sleep <secs>`: the argument tells the sleepers apart by cmdline.
+    fn start(secs: &str) -> Self {
+        let child = Command::new("sleep")
+            .arg(secs)
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id();
+        // Until its exec is done it still has the test's comm.
+        wait_for(Duration::from_secs(5), "sleep to exec", || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (comm.trim() == "sleep").then_some(())
+        });
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `snoopers_seen` series of `probe`: (pids, file) -> (file_exists,
+/// entries), from each gauge's line.
+fn seen(expo: &str, probe: &str) -> Vec<(String, String, f64, f64)> {
+    let label = |labels: &str, k: &str| {
+        labels
+            .split("\",")
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+            .map(|v| v.trim_end_matches('"').to_owned())
+    };
+    let lines = |field: &str| -> Vec<(String, String, f64)> {
+        let m = format!("gala_gopher_snoopers_seen_{field}{{");
+        expo.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&m)?;
+                let (labels, value) = rest.rsplit_once("} ")?;
+                if label(labels, "probe")? != probe {
+                    return None;
+                }
+                Some((
+                    label(labels, "pids")?,
+                    label(labels, "file")?,
+                    value.trim().parse().ok()?,
+                ))
+            })
+            .collect()
+    };
+    let entries = lines("entries");
+    lines("file_exists")
+        .into_iter()
+        .map(|(p, f, e)| {
+            let n = entries
+                .iter()
+                .find(|(p2, f2, _)| *p2 == p && *f2 == f)
+                .map_or(f64::NAN, |x| x.2);
+            (p, f, e, n)
+        })
+        .collect()
+}
+
+/// `curl -X PUT` of `body` to `/<name>` on the REST port: the status.
+fn rest_put(port: u16, name: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "PUT",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/{name}"))
+        .args(["-d", body])
+        .output()
+        .expect("curl is needed by this test (scripts/deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// An extend probe with `snoopers` gets the pids and the whitelist file in
+/// its environment at start; `PUT /<name>` with new snoopers restarts it
+/// alone, with the new set.
+#[test]
+fn an_extend_probe_gets_its_snoopers_in_its_environment_and_rest_changes_them() {
+    let s = Setup::new(&[("snoopers_seen.meta", SEEN_META)]);
+    let a_sleep = Sleeper::start("1000.4141");
+    let b_sleep = Sleeper::start("1000.4242");
+    let script = s.script(
+        "seen.sh",
+        r#"f="$GALA_GOPHER_SNOOPERS_FILE"
+while true; do
+  if [ -n "$f" ] && [ -f "$f" ]; then e=1; n=$(grep -c 'comm =' "$f"); else e=0; n=-1; fi
+  echo "|snoopers_seen|ext|${GALA_GOPHER_SNOOPER_PIDS:-none}|${f:-none}|$e|$n|"
+  sleep 0.5
+done"#,
+    );
+    let rest_port = crate::harness::free_port();
+    let cfg = format!(
+        "{}\n[rest_api_server]\nport = {rest_port}\nbind_addr = \"127.0.0.1\"\n\
+         [[extend_probes]]\nname = \"snoop_ext\"\ncommand = \"{}\"\nswitch = \"on\"\n\
+         snoopers = {{ proc_id = [ {} ] }}\n\
+         [[probes]]\nname = \"system_meminfo\"\nparam = \"-t 1\"\nswitch = \"on\"\n",
+        s.base_config()
+            .replacen("[global]\n", "[global]\nrest_api_on = true\n", 1),
+        script.display(),
+        a_sleep.pid()
+    );
+    let sock = s.path("ctl.sock");
+    let a = s.start_with_env(
+        &cfg,
+        &[("GALA_GOPHER_CTL_SOCKET", sock.to_str().expect("utf-8"))],
+    );
+    let file = s.path("state/snoopers/snoop_ext.conf");
+    let file_s = file.display().to_string();
+    let a_pid = a_sleep.pid().to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "the extend probe reports sleep A",
+        || {
+            seen(&a.scrape(), "ext")
+                .contains(&(a_pid.clone(), file_s.clone(), 1.0, 0.0))
+                .then_some(())
+        },
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let text = std::fs::read_to_string(&file).expect("the snoopers file");
+        assert!(text.contains("application"), "{text}");
+        let mode = std::fs::metadata(s.path("state/snoopers"))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the snoopers dir is private");
+    }
+    // New snoopers over REST: by name, now selecting sleep B only.
+    let (code, body) = rest_put(
+        rest_port,
+        "snoop_ext",
+        r#"json={"snoopers":{"proc_name":[{"comm":"^sleep$","cmdline":"1000.4242"}]}}"#,
+    );
+    assert_eq!(code, 200, "PUT /snoop_ext: {body}");
+    let b_pid = b_sleep.pid().to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted probe reports sleep B and one whitelist entry",
+        || {
+            seen(&a.scrape(), "ext")
+                .contains(&(b_pid.clone(), file_s.clone(), 1.0, 1.0))
+                .then_some(())
+        },
+    );
+    let text = std::fs::read_to_string(&file).expect("the snoopers file");
+    assert!(
+        text.contains("comm = \"^sleep$\"; cmdline = \"1000.4242\";"),
+        "{text}"
+    );
+    let log = a.log_text();
+    assert!(
+        log.contains("snoopers: given to the probe at its start"),
+        "{log}"
+    );
+    // The REST view shows the new snoopers; the other probe kept running,
+    // never restarted.
+    let view = |name: &str| -> serde_json::Value {
+        let (code, body) = crate::harness::http_get(rest_port, &format!("/{name}")).expect("GET");
+        assert_eq!(code, 200, "GET /{name}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    };
+    let ext = view("snoop_ext");
+    assert_eq!(
+        ext["snoopers"]["proc_name"][0]["cmdline"], "1000.4242",
+        "{ext}"
+    );
+    let other = view("system_meminfo");
+    assert_eq!(other["state"], "running", "{other}");
+    assert_eq!(other["restarts"], 0, "{other}");
+}
+
+/// `tests/data/c/<src>.c` built as a legacy V1 probe
+/// (`-Dmain=probe_main_<name>`) against include/ and libgopher.so.
+fn build_legacy_so(src: &str, name: &str, out: &std::path::Path) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || crate::harness::repo().join("target"),
+        std::path::PathBuf::from,
+    );
+    let debug = target.join("debug");
+    let lib = [debug.clone(), debug.join("deps")]
+        .into_iter()
+        .find(|d| d.join("libgopher.so").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "libgopher.so not found under {}: run `cargo build -p gopher-ffi` first",
+                debug.display()
+            )
+        });
+    let so = out.join(format!("{src}.so"));
+    let o = Command::new("cc")
+        .args([
+            "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-O1", "-I",
+        ])
+        .arg(crate::harness::repo().join("include"))
+        .arg(format!("-Dmain=probe_main_{name}"))
+        .arg(crate::harness::repo().join(format!("tests/data/c/{src}.c")))
+        .arg("-L")
+        .arg(&lib)
+        .arg("-lgopher")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&so)
+        .output()
+        .expect("a C compiler (cc) is required");
+    assert!(
+        o.status.success(),
+        "{src}.c does not compile:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    so
+}
+
+/// A C probe with `snoopers` gets them in its V1 params: `task_whitelist`
+/// names the file written for it (which `parse_whitelist_config` reads),
+/// and `filter_pid` is the one pid selected, or 0 (every process) when
+/// several are, in place of the `-F` of its `param`.
+#[test]
+fn a_c_probe_gets_its_snoopers_in_filter_pid_and_task_whitelist() {
+    let s = Setup::new(&[("snoopers_seen.meta", SEEN_META)]);
+    let out = s.path("so");
+    std::fs::create_dir_all(&out).expect("so dir");
+    let a_sleep = Sleeper::start("1000.5151");
+    let _b_sleep = Sleeper::start("1000.5252");
+    let one = build_legacy_so("snooper_params", "snoop_one", &out);
+    // The same source under a second entry name.
+    std::fs::create_dir_all(s.path("so2")).expect("so2 dir");
+    let two_so = build_legacy_so("snooper_params", "snoop_two", &s.path("so2"));
+    let cfg = format!(
+        "{}\n[[probes]]\nname = \"snoop_one\"\nlibrary = \"{}\"\nparam = \"-t 1 -m one -F 7\"\n\
+         snoopers = {{ proc_id = [ {} ] }}\n\
+         [[probes]]\nname = \"snoop_two\"\nlibrary = \"{}\"\nparam = \"-t 1 -m two -F 7 -w /nonexistent\"\n\
+         snoopers = {{ proc_name = [ {{ comm = \"^sleep$\", cmdline = \"1000.5\" }} ] }}\n",
+        s.base_config(),
+        one.display(),
+        a_sleep.pid(),
+        two_so.display(),
+    );
+    let a = s.start(&cfg);
+    let file = |p: &str| {
+        s.path(&format!("state/snoopers/{p}.conf"))
+            .display()
+            .to_string()
+    };
+    let want_one = (a_sleep.pid().to_string(), file("snoop_one"), 1.0, 0.0);
+    let want_two = ("0".to_owned(), file("snoop_two"), 1.0, 1.0);
+    wait_for(Duration::from_secs(20), "both C probes report", || {
+        let e = a.scrape();
+        (seen(&e, "c_one").contains(&want_one) && seen(&e, "c_two").contains(&want_two))
+            .then_some(())
+    });
+    // Only these series: the user's -F 7 and -w never reached the probes.
+    let e = a.scrape();
+    assert_eq!(seen(&e, "c_one"), [want_one], "{e}");
+    assert_eq!(seen(&e, "c_two"), [want_two], "{e}");
+}
+
+/// An extend probe with `ipc` takes its snoopers in `ipc.snoopers`: both
+/// at once are a config error naming the key.
+#[test]
+fn snoopers_beside_ipc_are_a_config_error_naming_the_key() {
+    let s = Setup::new(&[]);
+    let cfg = s.path("gala-gopher.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[[extend_probes]]\nname = \"proc2x\"\ncommand = \"/bin/true\"\nswitch = \"on\"\n\
+             snoopers = {{ proc_id = [ 1 ] }}\n[extend_probes.ipc]\nprobe_type = \"proc\"\n",
+            s.base_config()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(crate::harness::bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("extend_probes[0].snoopers")
+            && err.contains("`snoopers` and `ipc` are both set")
+            && err.contains("ipc.snoopers"),
+        "{err}"
+    );
+}

@@ -730,6 +730,24 @@ pub struct ExtendProbeConf {
     /// message queue (docs/compat.md).
     #[serde(default)]
     pub ipc: Option<ipc::LegacyIpcConf>,
+    /// The processes the probe watches, given to it at each start in its
+    /// environment (docs/snoopers.md). With an `ipc` block its
+    /// `ipc.snoopers` are the ones: both at once are refused
+    /// ([`ExtendProbeConf::snoopers_conflict`]).
+    #[serde(default)]
+    pub snoopers: Option<ipc::Snoopers>,
+}
+
+impl ExtendProbeConf {
+    /// Why `snoopers` cannot be used with this entry: a 2.x probe binary
+    /// (`ipc`) takes its snoopers in `ipc.snoopers`, over the message queue.
+    pub fn snoopers_conflict(&self) -> Option<String> {
+        (self.snoopers.is_some() && self.ipc.is_some()).then(|| {
+            "`snoopers` and `ipc` are both set: a 2.x probe binary takes its snoopers from \
+             `ipc.snoopers` (sent over its message queue); move them there"
+                .to_owned()
+        })
+    }
 }
 
 impl Config {

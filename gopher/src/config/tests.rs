@@ -201,6 +201,7 @@ fn a_legacy_v1_conf_with_every_section_loads() {
                 start_check: Some("ps -ef | grep postgres | grep -v grep | wc -l".into()),
                 check_type: CheckType::Count,
                 ipc: None,
+                snoopers: None,
             },
             ExtendProbeConf {
                 name: "redis".into(),
@@ -210,6 +211,7 @@ fn a_legacy_v1_conf_with_every_section_loads() {
                 start_check: None,
                 check_type: CheckType::Count,
                 ipc: None,
+                snoopers: None,
             },
         ]
     );

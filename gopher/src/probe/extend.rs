@@ -55,6 +55,7 @@ pub struct ChildProbe {
     guard: Option<PathBuf>,
     ipc: Option<LegacyIpcConf>,
     cgroups: Option<Arc<super::cgroup::ProbeCgroups>>,
+    snoopers: Option<super::snoopers::Feed>,
 }
 
 /// The extend probe of the legacy config: `command param` through the shell.
@@ -77,6 +78,7 @@ impl ChildProbe {
             guard: None,
             ipc: None,
             cgroups: None,
+            snoopers: None,
         }
     }
 
@@ -91,6 +93,7 @@ impl ChildProbe {
             guard: None,
             ipc: None,
             cgroups: None,
+            snoopers: None,
         }
     }
 
@@ -127,6 +130,19 @@ impl ChildProbe {
         self
     }
 
+    /// Gives the child the processes it watches at each start (see
+    /// [`super::snoopers`]): in its param (C probes) or its environment
+    /// (extend probes).
+    pub fn snoopers(mut self, feed: super::snoopers::Feed) -> Self {
+        self.snoopers = Some(feed);
+        self
+    }
+
+    /// How the child is started (before snoopers edit it).
+    pub fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
     /// Runs the child in its own cgroup with the limits of `cgroups`
     /// (see [`super::cgroup`]).
     pub fn cgroups(mut self, cgroups: &Arc<super::cgroup::ProbeCgroups>) -> Self {
@@ -134,13 +150,12 @@ impl ChildProbe {
         self
     }
 
-    fn command(&self) -> (Command, String) {
-        let (program, args, env): (PathBuf, Vec<OsString>, &[(OsString, OsString)]) =
-            match &self.launch {
-                Launch::Shell(line) => ("/bin/sh".into(), vec!["-c".into(), line.into()], &[]),
-                Launch::Exec { program, args, env } => (program.clone(), args.clone(), env),
-            };
-        match (&self.launch, &self.guard) {
+    fn command(&self, launch: &Launch) -> (Command, String) {
+        let (program, args, env): (PathBuf, Vec<OsString>, &[(OsString, OsString)]) = match launch {
+            Launch::Shell(line) => ("/bin/sh".into(), vec!["-c".into(), line.into()], &[]),
+            Launch::Exec { program, args, env } => (program.clone(), args.clone(), env),
+        };
+        match (launch, &self.guard) {
             (Launch::Shell(line), None) => (shell_command(line), line.clone()),
             (_, guard) => {
                 let mut cmd = match guard {
@@ -163,7 +178,7 @@ impl ChildProbe {
                 cmd.envs(env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null());
                 dies_with_parent(&mut cmd);
-                let shown = match &self.launch {
+                let shown = match launch {
                     Launch::Shell(line) => line.clone(),
                     Launch::Exec { .. } => std::iter::once(program.as_os_str())
                         .chain(args.iter().map(OsString::as_os_str))
@@ -371,7 +386,25 @@ impl Probe for ChildProbe {
                 _ => ProbeError::Unsupported(e.to_string()),
             })?;
         }
-        let (mut cmd, line) = self.command();
+        // Snoopers: resolved now, given in the param or the environment.
+        let (launch, snooper_env) = match &self.snoopers {
+            Some(feed) => {
+                let setup = |e: super::snoopers::FeedError| ProbeError::Setup {
+                    probe: self.name.clone(),
+                    source: Box::new(e),
+                };
+                let sel = feed
+                    .prepare(&self.name, std::path::Path::new("/proc"))
+                    .map_err(setup)?;
+                (
+                    feed.launch(&self.launch, &sel).map_err(setup)?,
+                    feed.env(&sel),
+                )
+            }
+            None => (self.launch.clone(), Vec::new()),
+        };
+        let (mut cmd, line) = self.command(&launch);
+        cmd.envs(snooper_env);
         // The child joins its cgroup before it execs.
         let placement = self.cgroups.as_ref().and_then(|c| c.prepare(&self.name));
         if let Some(p) = &placement {

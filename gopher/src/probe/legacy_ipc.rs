@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::config::ipc::{Ere, LegacyIpcConf, LegacyParams, ProcName};
+use crate::config::ipc::{Ere, LegacyIpcConf, LegacyParams, ProcName, Snoopers};
 
 /// The path the 2.x probes key the queue on (hard-coded in them).
 pub const KEY_PATH: &str = "/usr/bin/gala-gopher";
@@ -417,12 +417,13 @@ fn send(q: &Queue, mtype: u32, body: &[u8]) -> Result<(), IpcError> {
     )))
 }
 
-/// Resolves the snoopers of `conf`: live `proc_id`s, the processes whose
-/// comm matches a `proc_name` regex and whose command line holds its
-/// substring, and the containers whose cgroup is found. Sorted, without
-/// duplicates. `quiet` logs unresolved containers at debug level.
-pub fn resolve(conf: &LegacyIpcConf, proc_root: &Path, quiet: bool) -> Vec<Snooper> {
-    let s = &conf.snoopers;
+/// Resolves snoopers `s`: live `proc_id`s, the processes whose comm
+/// matches a `proc_name` regex and whose command line holds its substring,
+/// and the containers whose cgroup is found. Sorted, without duplicates.
+/// `quiet` logs unresolved containers at debug level. Shared by the 2.x
+/// message queue and by the snoopers given to C and extend probes
+/// ([`super::snoopers`]).
+pub fn resolve(s: &Snoopers, proc_root: &Path, quiet: bool) -> Vec<Snooper> {
     let mut out: Vec<Snooper> = s
         .proc_id
         .iter()
@@ -487,27 +488,43 @@ fn pids(proc_root: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// The inode of the cpu cgroup directory of a process whose cgroup path
-/// names container `id` (cgroup v2, or the v1 cpu controller).
-fn container_inode(proc_root: &Path, id: &str) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
+/// The `(controllers, path)` of each line of `/proc/<pid>/cgroup` whose
+/// path names container `id` (ids shorter than 4 characters name none).
+fn cgroups_naming(proc_root: &Path, pid: u32, id: &str) -> Vec<(String, String)> {
     if id.len() < 4 {
-        return None;
+        return Vec::new();
     }
-    for pid in pids(proc_root) {
-        let Ok(text) = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))) else {
-            continue;
-        };
-        for line in text.lines() {
+    let Ok(text) = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (Some(_), Some(controllers), Some(path)) =
                 (parts.next(), parts.next(), parts.next())
             else {
-                continue;
+                return None;
             };
-            if !path.contains(id) {
-                continue;
-            }
+            path.contains(id)
+                .then(|| (controllers.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
+/// The live processes in container `id` (their cgroup path names it).
+pub fn container_pids(proc_root: &Path, id: &str) -> Vec<u32> {
+    pids(proc_root)
+        .into_iter()
+        .filter(|pid| !cgroups_naming(proc_root, *pid, id).is_empty())
+        .collect()
+}
+
+/// The inode of the cpu cgroup directory of a process whose cgroup path
+/// names container `id` (cgroup v2, or the v1 cpu controller).
+fn container_inode(proc_root: &Path, id: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    for pid in pids(proc_root) {
+        for (controllers, path) in cgroups_naming(proc_root, pid, id) {
             let rel = path.trim_start_matches('/');
             let dirs: Vec<PathBuf> = if controllers.is_empty() {
                 vec![Path::new("/sys/fs/cgroup").join(rel)]
@@ -542,7 +559,7 @@ fn send_for(
     };
     let conf = entry.conf.clone();
     let range = conf.range_flags().map_err(IpcError::Config)?;
-    let snoopers = resolve(&conf, Path::new("/proc"), quiet);
+    let snoopers = resolve(&conf.snoopers, Path::new("/proc"), quiet);
     let params = encode_params(&conf.params);
     let Some(q) = st.queue.as_ref() else {
         return Ok(None);
@@ -598,7 +615,7 @@ pub fn rescan(name: &str) -> Result<bool, IpcError> {
     if st.queue.is_none() {
         return Ok(false);
     }
-    let now = resolve(&e.conf, Path::new("/proc"), true);
+    let now = resolve(&e.conf.snoopers, Path::new("/proc"), true);
     if now == e.sent {
         return Ok(false);
     }
@@ -645,7 +662,7 @@ pub fn update(name: &str, conf: &LegacyIpcConf) -> Result<bool, IpcError> {
     if st.queue.is_none() {
         return Ok(false);
     }
-    if resolve(conf, Path::new("/proc"), true) != sent_before {
+    if resolve(&conf.snoopers, Path::new("/proc"), true) != sent_before {
         flag |= FLAG_SNOOPERS_CHANGED;
     }
     if flag == 0 {
@@ -682,7 +699,7 @@ pub fn release() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ipc::{ProbeType, Snoopers};
+    use crate::config::ipc::ProbeType;
 
     fn conf() -> LegacyIpcConf {
         LegacyIpcConf {
@@ -908,7 +925,7 @@ mod tests {
         let me = std::process::id();
         let mut c = conf();
         c.snoopers.proc_id = vec![me, u32::MAX - 1];
-        let got = resolve(&c, Path::new("/proc"), true);
+        let got = resolve(&c.snoopers, Path::new("/proc"), true);
         assert_eq!(got, vec![Snooper::Proc(me)]);
         let mut child = std::process::Command::new("sleep")
             .arg("30.4242")
@@ -929,16 +946,16 @@ mod tests {
             cmdline: "30.4242".into(),
             debugging_dir: crate::config::Ignored,
         }];
-        let got = resolve(&c, Path::new("/proc"), true);
+        let got = resolve(&c.snoopers, Path::new("/proc"), true);
         assert!(got.contains(&Snooper::Proc(pid)), "{got:?}");
         c.snoopers.proc_name[0].cmdline = "30.4243".into();
-        let got = resolve(&c, Path::new("/proc"), true);
+        let got = resolve(&c.snoopers, Path::new("/proc"), true);
         assert!(!got.contains(&Snooper::Proc(pid)), "{got:?}");
         let _ = child.kill();
         let _ = child.wait();
         c.snoopers.container_id = vec!["no-such-container".into()];
         c.snoopers.proc_name.clear();
-        assert!(resolve(&c, Path::new("/proc"), true).is_empty());
+        assert!(resolve(&c.snoopers, Path::new("/proc"), true).is_empty());
     }
 
     #[test]
