@@ -21,7 +21,8 @@
 #     them on the machine that runs this script), with the dynamic loader, at
 #     the paths where `ldd` found them, and the loader's cache listing
 #     libgopher.so.1's directory;
-#   - empty mount points: /proc, /sys, /dev, /tmp, /run.
+#   - empty mount points: /proc, /sys, /dev, /tmp, /run, and /run/gala-gopher
+#     (the control socket's volume).
 # Nothing else: no shell, no package manager. The probes read the host's
 # /proc and /sys, which the container runtime mounts (see deploy/k8s).
 #
@@ -142,7 +143,7 @@ dirname "${libgopher[0]#"$root"}" >"$root/etc/ld.so.conf"
 "$ldconfig" -X -r "$root"
 
 # 4. Mount points that a container runtime fills in.
-for d in proc sys dev run; do
+for d in proc sys dev run run/gala-gopher; do
     install -d -m 0755 "$root/$d"
 done
 install -d -m 1777 "$root/tmp"

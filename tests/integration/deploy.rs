@@ -508,7 +508,7 @@ fn manifests_parse_and_the_daemonset_holds_what_the_agent_needs_and_no_more() {
         "the container runs the agent on the ConfigMap's file"
     );
     let flat = flatten(&config);
-    let written: Vec<String> = [
+    let mut written: Vec<String> = [
         "global.state_dir",
         "logs.metric_dir",
         "logs.event_dir",
@@ -518,6 +518,8 @@ fn manifests_parse_and_the_daemonset_holds_what_the_agent_needs_and_no_more() {
     .iter()
     .map(|k| unquote(&flat[*k]).to_owned())
     .collect();
+    // The control socket of gopher-ctl, always served (gopher/src/rest).
+    written.push("/run/gala-gopher".to_owned());
     for (path, src, ro) in &pod.mounts {
         if !ro {
             assert!(
@@ -1016,6 +1018,7 @@ fn check_image_files(root: &Path) {
         "var/log/gala-gopher",
         "var/lib/gala-gopher",
         "etc/gala-gopher",
+        "run/gala-gopher",
     ] {
         assert!(
             root.join(d).is_dir(),
@@ -1331,6 +1334,11 @@ fn the_image_root_runs_the_agent_with_the_daemonsets_capabilities_and_mounts() {
     assert!(
         logs.join("meta").is_dir(),
         "no table metadata log in the logs hostPath"
+    );
+    let control = &writable["/run/gala-gopher"];
+    assert!(
+        control.join("gopher-ctl.sock").exists(),
+        "no control socket in the /run/gala-gopher hostPath"
     );
 
     // What the resources are measured against: RSS and the eBPF memory.
