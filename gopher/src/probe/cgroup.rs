@@ -599,7 +599,21 @@ impl ProbeCgroups {
         &self.conf
     }
 
+    /// [`Self::setup_parent_in`], removing what it made when it fails
+    /// (e.g. a v2 hierarchy without the cpu and memory controllers), so
+    /// that nothing is left behind in the hierarchy.
     fn setup_parent(&self) -> Result<Parent, Unavailable> {
+        let mut made = Vec::new();
+        let r = self.setup_parent_in(&mut made);
+        if r.is_err() {
+            for d in made.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+        r
+    }
+
+    fn setup_parent_in(&self, made: &mut Vec<PathBuf>) -> Result<Parent, Unavailable> {
         let layout = match &self.hub.layout {
             Some(l) => l.clone(),
             None => {
@@ -624,7 +638,9 @@ impl ProbeCgroups {
         // Another agent that stops may remove it between mkdir and open.
         let mut tries = 0;
         let lock = loop {
-            mkdir(&primary)?;
+            if mkdir(&primary)? {
+                made.push(primary.clone());
+            }
             match File::open(&primary) {
                 Ok(f) => break f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
@@ -657,7 +673,9 @@ impl ProbeCgroups {
                 }
             }
             let dir = h.own.join(&name);
-            mkdir(&dir)?;
+            if mkdir(&dir)? {
+                made.push(dir.clone());
+            }
             if h.version == Version::V2 {
                 enable_controllers(&dir)?;
             }
@@ -806,10 +824,11 @@ fn is_root(dir: &Path) -> bool {
     !dir.join("cgroup.type").exists()
 }
 
-fn mkdir(dir: &Path) -> Result<(), Unavailable> {
+/// Creates a cgroup directory; whether this call made it.
+fn mkdir(dir: &Path) -> Result<bool, Unavailable> {
     match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Unavailable::io(dir, "create the cgroup", &e)),
     }
 }
@@ -1461,6 +1480,7 @@ mod tests {
         )
         .expect("a cgroup2 mount");
         let own = v2.hierarchies[0].own.clone();
+        let had_parent = own.join(PARENT).exists();
         let have = cat(&own.join("cgroup.controllers"));
         let c = ProbeCgroups::with_layout(&CgroupConf::default(), v2);
         let placed = c.prepare(&format!("v2-{}", std::process::id()));
@@ -1484,5 +1504,8 @@ mod tests {
         assert!(!own
             .join(format!("{PARENT}-{}", std::process::id()))
             .exists());
+        if !had_parent {
+            assert!(!own.join(PARENT).exists(), "{PARENT} left in {own:?}");
+        }
     }
 }
