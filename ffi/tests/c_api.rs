@@ -11,37 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn include_dir() -> PathBuf {
-    manifest_dir().join("../include")
-}
+mod common;
+use common::{built_lib, gcc, include_dir, manifest_dir};
 
 fn c_dir() -> PathBuf {
     manifest_dir().join("tests/c")
-}
-
-/// `name` as cargo built it for this test run. The test binary is
-/// `<target>/<profile>/deps/c_api-<hash>`; `cargo test` leaves the library
-/// beside it in `deps/` (`cargo build` also copies it up one level).
-fn built_lib(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe
-        .parent()
-        .expect("test binary lives in <target>/<profile>/deps");
-    let candidates = [deps.join(name), deps.parent().unwrap_or(deps).join(name)];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not found at {}: run `cargo build -p gopher-ffi` first",
-                candidates[1].display()
-            )
-        })
 }
 
 fn staticlib() -> PathBuf {
@@ -84,19 +58,6 @@ impl Mode {
 
 const WARNINGS: &[&str] = &["-std=gnu11", "-Wall", "-Wextra", "-Werror"];
 
-fn run_gcc(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("gcc")
-        .args(args)
-        .output()
-        .expect("gcc runs (install gcc)");
-    assert!(
-        out.status.success(),
-        "gcc {:?} failed:\n{}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Compiles `sources` (relative to tests/c) into one program linked with
 /// libgopher.a. `objects` are extra object files.
 fn build(name: &str, sources: &[&str], objects: &[PathBuf], mode: Mode) -> PathBuf {
@@ -119,7 +80,7 @@ fn build(name: &str, sources: &[&str], objects: &[PathBuf], mode: Mode) -> PathB
     }
     args.push(exe.clone().into());
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    run_gcc(&refs);
+    gcc(&refs);
     exe
 }
 
@@ -176,7 +137,7 @@ fn headers_compile_standalone_in_strict_c_and_cxx() {
     for header in ["gopher.h", "args.h", "nprobe_fprintf.h"] {
         let path = include_dir().join(header);
         for std in ["-std=c99", "-std=c11"] {
-            run_gcc(&[
+            gcc(&[
                 std.as_ref(),
                 "-pedantic".as_ref(),
                 "-Wall".as_ref(),
@@ -307,7 +268,7 @@ fn legacy_v1_probe_compiles_unchanged() {
             "-o".as_ref(),
             obj.as_os_str(),
         ]);
-        run_gcc(&args);
+        gcc(&args);
         let exe = build("v1_demo", &["legacy/v1_driver.c"], &[obj], mode);
         let out = run(&exe, &[("GOPHER_PROBE_PARAM", "-d eth1 -t 3")]);
         assert_eq!(
@@ -328,7 +289,7 @@ fn out_of_tree_probe_uses_libgopher_so() {
     let include = include_dir();
     let src = c_dir().join("oot/probe.c");
     let rpath = format!("-Wl,-rpath,{}", so_dir.display());
-    run_gcc(&[
+    gcc(&[
         "-shared".as_ref(),
         "-fPIC".as_ref(),
         "-Wall".as_ref(),

@@ -12,50 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{built_lib, gcc, include_dir, manifest_dir};
+
 const HEADERS: [&str; 4] = ["common.h", "event.h", "whitelist_config.h", "object.h"];
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn include_dir() -> PathBuf {
-    manifest_dir().join("../include")
-}
 
 fn legacy_dir() -> PathBuf {
     include_dir().join("legacy")
-}
-
-/// `name` as cargo built it for this run (beside the test binary in
-/// `deps/`, or one level up).
-fn built_lib(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe
-        .parent()
-        .expect("test binary lives in <target>/<profile>/deps");
-    let candidates = [deps.join(name), deps.parent().unwrap_or(deps).join(name)];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not found at {}: run `cargo build -p gopher-ffi` first",
-                candidates[1].display()
-            )
-        })
-}
-
-fn gcc(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("gcc")
-        .args(args)
-        .output()
-        .expect("gcc runs (install gcc)");
-    assert!(
-        out.status.success(),
-        "gcc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn run_helpers(sanitized: bool) -> Output {
