@@ -2,10 +2,16 @@
 //! into src/). vmlinux.h is pinned in src/bpf/, not generated here.
 //!
 //! Only the programs of the probes whose cargo feature is on are built: with
-//! `tcp_link` off there is nothing to build, so neither clang nor libbpf is
+//! every eBPF probe off there is nothing to build, so neither clang nor libbpf is
 //! needed and no BPF object is embedded in the crate.
 
-#[cfg(feature = "tcp_link")]
+#[cfg(any(
+    feature = "tcp_link",
+    feature = "nginx_link",
+    feature = "haproxy_link",
+    feature = "ipvs_link",
+    feature = "dnsmasq_link"
+))]
 include!("bpf_build.rs");
 
 /// The eBPF programs of the probes this build holds (each named as its probe
@@ -13,9 +19,23 @@ include!("bpf_build.rs");
 const PROGRAMS: &[&str] = &[
     #[cfg(feature = "tcp_link")]
     "tcp_link",
+    #[cfg(feature = "nginx_link")]
+    "nginx_link",
+    #[cfg(feature = "haproxy_link")]
+    "haproxy_link",
+    #[cfg(feature = "ipvs_link")]
+    "ipvs_link",
+    #[cfg(feature = "dnsmasq_link")]
+    "dnsmasq_link",
 ];
 
-#[cfg(feature = "tcp_link")]
+#[cfg(any(
+    feature = "tcp_link",
+    feature = "nginx_link",
+    feature = "haproxy_link",
+    feature = "ipvs_link",
+    feature = "dnsmasq_link"
+))]
 fn main() -> anyhow::Result<()> {
     use std::path::PathBuf;
 
@@ -43,7 +63,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(not(feature = "tcp_link"))]
+#[cfg(not(any(
+    feature = "tcp_link",
+    feature = "nginx_link",
+    feature = "haproxy_link",
+    feature = "ipvs_link",
+    feature = "dnsmasq_link"
+)))]
 fn main() {
     // No eBPF probe in this build: nothing to compile (and no reason to run
     // again unless this script changes).

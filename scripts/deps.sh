@@ -72,12 +72,28 @@ case "$what" in
         want_rpm
         want_nspawn
         want_ansible
+        # The LB and middleware probes' tests run the Debian servers
+        # themselves (never the packages' services: see policy-rc.d below).
+        want nginx nginx
+        [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need_apt+=(libnginx-mod-stream)
+        want haproxy haproxy
+        want dnsmasq dnsmasq-base
+        want dig bind9-dnsutils
+        want redis-server redis-server
+        want redis-cli redis-tools
+        want rabbitmq-server rabbitmq-server
+        # The topology page's layout library comes from the npm registry.
+        want npm npm
         # The REST API fuzz: schemathesis in a venv (installed below).
         want python3 python3
         python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
         ;;
     bench)
         want promtool prometheus
+        # The nginx_link/haproxy_link cost benchmark: wrk against the servers.
+        want nginx nginx
+        want haproxy haproxy
+        want wrk wrk
         [ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
         # tcp_link benchmark: per-program run time from `bpftool prog show`.
         want bpftool bpftool
@@ -126,6 +142,11 @@ fi
 case "$what" in
     test|bench) "$(dirname "$0")/kafka.sh" ;;
 esac
+
+# gala-spider embeds the topology page's layout library, fetched from the
+# npm registry into spider/web/vendor (pinned by package-lock.json; only if
+# missing). Every build of the spider needs it.
+"$(dirname "$0")/web-vendor.sh"
 
 # The gala-spider tests write to littlegraph, a Neo4j Query API server
 # (installed only if missing).

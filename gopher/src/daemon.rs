@@ -162,7 +162,8 @@ pub fn plan_probes_all(cfg: &Config, meta: &MetaRegistry) -> (Vec<PlannedProbe>,
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for entry in ProbeEntry::of_config(cfg) {
-        // Native probes have no start check: `auto` means `on`.
+        // `auto` is planned as `on`; the start check, if any, runs in the
+        // probe's supervisor.
         if entry.switch() == Switch::Off {
             continue;
         }
@@ -278,6 +279,15 @@ fn plan_native(
     grace: Duration,
 ) -> Result<PlannedProbe, StartError> {
     let file = &cfg.source;
+    // `auto` with a start check waits for it (e.g. the LB probes wait for
+    // their server); `auto` without one is `on`, as legacy configs meant.
+    let start = match (p.switch, &p.start_check) {
+        (Switch::Auto, Some(c)) => StartPolicy::Check {
+            command: c.clone(),
+            recheck: AUTO_RECHECK,
+        },
+        _ => StartPolicy::Always,
+    };
     let params = Params::parse(&p.param).map_err(|e| StartError::Probe {
         file: file.clone(),
         key: format!("{key}.param"),
@@ -325,7 +335,7 @@ fn plan_native(
         return Ok((
             p.name.clone(),
             params,
-            StartPolicy::Always,
+            start,
             c_probe(CSource::Library(lib.clone()))?,
         ));
     }
@@ -376,7 +386,7 @@ fn plan_native(
         }
         None => c_probe(CSource::Builtin(p.name.clone()))?,
     };
-    Ok((p.name.clone(), params, StartPolicy::Always, factory))
+    Ok((p.name.clone(), params, start, factory))
 }
 
 /// The snoopers feed of a C probe (`c_param`: its `param`) or an extend

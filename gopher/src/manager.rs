@@ -55,7 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::config::ipc::{LegacyIpcConf, LegacyParams};
-use crate::config::{ExtendProbeConf, ProbeConf, Switch};
+use crate::config::{CheckType, ExtendProbeConf, ProbeConf, Switch};
 use crate::control::{
     Cmd, ControlError, ProbeChange, ProbeState as ViewState, ProbeView, Snoopers, SnoopersView,
     LEGACY_FEATURES, LEGACY_SUB_PROBES,
@@ -146,6 +146,8 @@ impl ProbeEntry {
             hang_timeout_secs: None,
             interval: None,
             snoopers: None,
+            start_check: None,
+            check_type: CheckType::Count,
         })
     }
 

@@ -9,6 +9,14 @@
 
 pub use gopher_probe_api::{api, params};
 pub mod bpffs;
+#[cfg(feature = "dnsmasq_link")]
+pub mod dnsmasq_link;
+#[cfg(feature = "haproxy_link")]
+pub mod haproxy_link;
+#[cfg(feature = "ipvs_link")]
+pub mod ipvs_link;
+#[cfg(feature = "nginx_link")]
+pub mod nginx_link;
 pub mod privilege;
 pub mod procfs;
 mod pseudofs;
@@ -34,6 +42,14 @@ pub static NATIVE_PROBES: &[ProbeDef] = &[
     procfs::TCP,
     #[cfg(feature = "tcp_link")]
     tcp_link::DEF,
+    #[cfg(feature = "nginx_link")]
+    nginx_link::DEF,
+    #[cfg(feature = "haproxy_link")]
+    haproxy_link::DEF,
+    #[cfg(feature = "ipvs_link")]
+    ipvs_link::DEF,
+    #[cfg(feature = "dnsmasq_link")]
+    dnsmasq_link::DEF,
 ];
 
 /// The name of every native probe of this crate, compiled into this build
@@ -45,6 +61,10 @@ pub static ALL_NATIVE_PROBES: &[&str] = &[
     "system_inode",
     "system_tcp",
     "tcp_link",
+    "nginx_link",
+    "haproxy_link",
+    "ipvs_link",
+    "dnsmasq_link",
 ];
 
 /// Names of the native probes that load eBPF programs (the daemon keeps
@@ -52,6 +72,14 @@ pub static ALL_NATIVE_PROBES: &[&str] = &[
 pub static EBPF_PROBES: &[&str] = &[
     #[cfg(feature = "tcp_link")]
     tcp_link::PROBE,
+    #[cfg(feature = "nginx_link")]
+    nginx_link::PROBE,
+    #[cfg(feature = "haproxy_link")]
+    haproxy_link::PROBE,
+    #[cfg(feature = "ipvs_link")]
+    ipvs_link::PROBE,
+    #[cfg(feature = "dnsmasq_link")]
+    dnsmasq_link::PROBE,
 ];
 
 /// Finds a native probe by its configured name.
@@ -99,7 +127,11 @@ mod tests {
         feature = "system_vmstat",
         feature = "system_inode",
         feature = "system_tcp",
-        feature = "tcp_link"
+        feature = "tcp_link",
+        feature = "nginx_link",
+        feature = "haproxy_link",
+        feature = "ipvs_link",
+        feature = "dnsmasq_link",
     ))]
     #[test]
     fn the_default_build_holds_every_probe() {

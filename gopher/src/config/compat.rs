@@ -15,7 +15,7 @@
 //! when it loads the file, and `check-config` prints them. A key that no
 //! generation had is still an error (every struct denies unknown keys).
 
-use super::{Config, ConfigProblem, OutChannel, ProbeConf, Switch};
+use super::{CheckType, Config, ConfigProblem, OutChannel, ProbeConf, Switch};
 use crate::libconfig::{lookup, Setting, Value, ValueKind};
 
 /// A native probe of a legacy generation that this agent does not have.
@@ -335,6 +335,8 @@ fn legacy_probes(p: &mut Pass<'_>) {
                     hang_timeout_secs: None,
                     interval: None,
                     snoopers: None,
+                    start_check: None,
+                    check_type: CheckType::Count,
                 });
             } else {
                 left_out.push(*eq);

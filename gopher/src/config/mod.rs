@@ -660,7 +660,8 @@ pub enum Switch {
     On,
     /// Do not run it.
     Off,
-    /// Run it when `start_check` prints a number > 0 (extend probes).
+    /// Run it when `start_check` prints a number > 0 (an entry without
+    /// one runs as `on`).
     Auto,
 }
 
@@ -702,6 +703,15 @@ pub struct ProbeConf {
     /// The processes the probe watches (none: every process).
     #[serde(default)]
     pub snoopers: Option<ipc::Snoopers>,
+    /// With `switch = "auto"`: a shell command whose first output line must
+    /// be a number > 0 before the probe starts (e.g. one that counts the
+    /// server processes an LB probe attaches to). Without one, `auto` means
+    /// `on`, as in the legacy configs.
+    #[serde(default, deserialize_with = "legacy::opt_nonempty_string")]
+    pub start_check: Option<String>,
+    /// How `start_check` output is read.
+    #[serde(default)]
+    pub check_type: CheckType,
 }
 
 /// One `[[extend_probes]]` entry: a probe run as a child process.

@@ -48,6 +48,8 @@ fn probe(name: &str, param: &str, switch: Switch) -> ProbeConf {
         hang_timeout_secs: None,
         interval: None,
         snoopers: None,
+        start_check: None,
+        check_type: CheckType::Count,
     }
 }
 

@@ -1,0 +1,1 @@
+//! Tests of issue 15 (placeholder: filled by the work on `middleware`).
