@@ -22,17 +22,17 @@ use serde_json::{json, Value};
 use crate::harness::{bin, free_port, http_get, repo, wait_for, Agent, Setup, Tracefs};
 use crate::kafka::Broker;
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
 }
 
-fn artifacts() -> PathBuf {
+pub(crate) fn artifacts() -> PathBuf {
     let d = target_dir().join("spider-artifacts");
     std::fs::create_dir_all(&d).expect("artifacts dir");
     d
 }
 
-fn spider_bin() -> PathBuf {
+pub(crate) fn spider_bin() -> PathBuf {
     let p = target_dir().join("debug").join("gala-spider");
     assert!(
         p.exists(),
@@ -43,7 +43,7 @@ fn spider_bin() -> PathBuf {
 }
 
 /// A program on PATH or in ~/.cargo/bin.
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
@@ -55,7 +55,7 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     path.into_iter().chain(home).find(|p| p.is_file())
 }
 
-fn littlegraph() -> PathBuf {
+pub(crate) fn littlegraph() -> PathBuf {
     find_tool("littlegraph").unwrap_or_else(|| {
         panic!(
             "littlegraph (the Neo4j Query API server these tests write to) is not on PATH or in \
@@ -64,7 +64,7 @@ fn littlegraph() -> PathBuf {
     })
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -75,7 +75,7 @@ fn now_ms() -> u64 {
 }
 
 /// A plain HTTP/1.1 POST of JSON; returns (status, body).
-fn http_post_json(port: u16, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_post_json(port: u16, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -97,15 +97,15 @@ fn http_post_json(port: u16, path: &str, body: &str) -> std::io::Result<(u16, St
 }
 
 /// littlegraph serving a store directory, killed by PID on drop.
-struct Graph {
-    child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
-    log: PathBuf,
+pub(crate) struct Graph {
+    pub(crate) child: Option<Child>,
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
 }
 
 impl Graph {
-    fn new(dir: &Path, port: u16) -> Self {
+    pub(crate) fn new(dir: &Path, port: u16) -> Self {
         Self {
             child: None,
             dir: dir.to_path_buf(),
@@ -116,7 +116,7 @@ impl Graph {
 
     /// Creates the store if needed and serves it (Bolt on a free port, the
     /// Query API on `port`).
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         if !self.dir.join("neostore").exists() {
             let out = Command::new(littlegraph())
                 .arg("load")
@@ -160,7 +160,7 @@ impl Graph {
     }
 
     /// Kills it by PID and reaps it.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -168,7 +168,7 @@ impl Graph {
     }
 
     /// The rows of a read query, or the error text.
-    fn query(&self, cypher: &str) -> Result<Vec<Vec<Value>>, String> {
+    pub(crate) fn query(&self, cypher: &str) -> Result<Vec<Vec<Value>>, String> {
         let body = json!({ "statement": cypher }).to_string();
         let (status, text) =
             http_post_json(self.port, "/db/self/query/v2", &body).map_err(|e| e.to_string())?;
@@ -186,7 +186,7 @@ impl Graph {
     }
 
     /// Rows as sorted vectors of strings.
-    fn strings(&self, cypher: &str) -> Vec<Vec<String>> {
+    pub(crate) fn strings(&self, cypher: &str) -> Vec<Vec<String>> {
         let mut rows: Vec<Vec<String>> = self
             .query(cypher)
             .unwrap_or_else(|e| panic!("query {cypher}: {e}"))
@@ -211,14 +211,14 @@ impl Drop for Graph {
 const EDGES: &str = "MATCH (a:Process)-[e:TCP_LINK]->(b:Process) RETURN a.name, b.name";
 
 /// A running gala-spider, killed on drop.
-struct Spider {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+pub(crate) struct Spider {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
 }
 
 impl Spider {
-    fn start(dir: &Path, config: &str, port: u16) -> Self {
+    pub(crate) fn start(dir: &Path, config: &str, port: u16) -> Self {
         let cfg = dir.join("gala-spider.toml");
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.join("spider.log");
@@ -243,22 +243,22 @@ impl Spider {
         s
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn get_json(&self, path: &str) -> Value {
+    pub(crate) fn get_json(&self, path: &str) -> Value {
         let (st, body) = http_get(self.port, path).expect("GET");
         assert_eq!(st, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
-    fn metric(&self, series: &str) -> f64 {
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         let (_, body) = http_get(self.port, "/metrics").expect("metrics");
         crate::harness::series_value(&body, &format!("{series} ")).unwrap_or(f64::NAN)
     }
 
-    fn edges(&self) -> Vec<(String, String)> {
+    pub(crate) fn edges(&self) -> Vec<(String, String)> {
         let t = self.get_json("/api/v1/topology");
         let mut v: Vec<(String, String)> = t["edges"]
             .as_array()
@@ -283,7 +283,7 @@ impl Drop for Spider {
     }
 }
 
-fn spider_config(source: &str, graph_port: u16, port: u16) -> String {
+pub(crate) fn spider_config(source: &str, graph_port: u16, port: u16) -> String {
     format!(
         r#"[global]
 data_source = "logfile"
@@ -311,13 +311,13 @@ port = {port}
     )
 }
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(repo().join("tests/data/spider").join(name))
         .expect("fixture")
         .replace("@NOW@", &now_ms().to_string())
 }
 
-fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -326,7 +326,7 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).expect("append");
 }
 
-fn pairs(v: &[(&str, &str)]) -> Vec<Vec<String>> {
+pub(crate) fn pairs(v: &[(&str, &str)]) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = v
         .iter()
         .map(|(a, b)| vec![(*a).to_owned(), (*b).to_owned()])
@@ -337,7 +337,7 @@ fn pairs(v: &[(&str, &str)]) -> Vec<Vec<String>> {
 
 /// Runs headless chromium on `url` (flags per INFRA.md); returns the DOM
 /// after the page's scripts ran, and saves a screenshot to `png`.
-fn chromium(url: &str, png: &Path) -> String {
+pub(crate) fn chromium(url: &str, png: &Path) -> String {
     let browser = ["chromium", "chromium-browser"]
         .iter()
         .find_map(|b| find_tool(b))
@@ -380,7 +380,7 @@ fn chromium(url: &str, png: &Path) -> String {
 }
 
 /// Counts `needle` in `hay`.
-fn count(hay: &str, needle: &str) -> usize {
+pub(crate) fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
 }
 
@@ -656,7 +656,7 @@ fn spider_rejects_a_bad_config_with_file_line_and_key() {
 // ---------------------------------------------------------------------------
 // End to end with the eBPF probe.
 
-fn require_root() {
+pub(crate) fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
@@ -665,7 +665,7 @@ fn require_root() {
     );
 }
 
-fn run(cmd: &str, args: &[&str]) {
+pub(crate) fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().expect(cmd);
     assert!(
         out.status.success(),
@@ -677,15 +677,15 @@ fn run(cmd: &str, args: &[&str]) {
 
 /// Two network namespaces joined by a veth pair, removed on drop:
 /// `srv` at 10.201.N.1/24, `cli` at 10.201.N.2/24.
-struct TwoNs {
-    srv: String,
-    cli: String,
-    srv_ip: String,
-    cli_ip: String,
+pub(crate) struct TwoNs {
+    pub(crate) srv: String,
+    pub(crate) cli: String,
+    pub(crate) srv_ip: String,
+    pub(crate) cli_ip: String,
 }
 
 impl TwoNs {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let id = std::process::id();
         let n = 1 + id % 250;
         let t = Self {
@@ -725,16 +725,16 @@ impl Drop for TwoNs {
 }
 
 /// A helper process of tests/data/spider/node.py inside a namespace.
-type Node = crate::harness::Helper;
+pub(crate) type Node = crate::harness::Helper;
 
-fn node(ns: &str, args: &[&str]) -> Node {
+pub(crate) fn node(ns: &str, args: &[&str]) -> Node {
     Node::python(Some(ns), &repo().join("tests/data/spider/node.py"), args)
 }
 
 /// A gala-gopher agent with hostname `host` (its own UTS namespace), the
 /// tcp_link probe on one process, metrics to Kafka, plus `extra` config.
 /// `tracefs` says what it finds mounted (in a mount namespace of its own).
-fn agent_as(host: &str, s: &Setup, broker: &str, pid: u32, extra: &str, tracefs: Tracefs) -> Agent {
+pub(crate) fn agent_as(host: &str, s: &Setup, broker: &str, pid: u32, extra: &str, tracefs: Tracefs) -> Agent {
     let cfg = format!(
         "{}\n[kafka]\nkafka_broker = \"{broker}\"\nqueue_buffering_max_ms = 5\n\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1 -F {pid}\"\nswitch = \"on\"\n{extra}",
         s.base_config().replace(
