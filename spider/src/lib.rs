@@ -15,3 +15,4 @@ pub mod service;
 pub mod source;
 pub mod stats;
 pub mod topology;
+pub mod web;

@@ -1,7 +1,7 @@
 //! The HTTP server: the web page (its assets are embedded in the binary),
 //! the JSON snapshot, the legacy V0 REST API (docs/compat.md §9) and self-metrics.
 //!
-//! - `GET /` (+ `/topology.js`, `/style.css`): the page; it polls
+//! - `GET /` and its assets ([`crate::web`]): the page; it polls
 //!   `/api/v1/topology` and draws hosts, processes, edges and LB flows.
 //! - `GET /api/v1/topology`: the last snapshot ([`Topology`]) as JSON.
 //! - `GET /gala-spider/api/v1/get_status`: `{code, msg}`.
@@ -20,10 +20,6 @@ use serde_json::{json, Value};
 use crate::service::Shared;
 use crate::topology::Topology;
 
-const INDEX: &str = include_str!("../web/index.html");
-const SCRIPT: &str = include_str!("../web/topology.js");
-const STYLE: &str = include_str!("../web/style.css");
-
 fn body(ct: &'static str, b: impl Into<String>) -> Response {
     ([(header::CONTENT_TYPE, ct)], b.into()).into_response()
 }
@@ -40,13 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let s1 = Arc::clone(&shared);
     let s2 = Arc::clone(&shared);
     let s3 = Arc::clone(&shared);
-    Router::new()
-        .route("/", get(|| async { body("text/html; charset=utf-8", INDEX) }))
-        .route(
-            "/topology.js",
-            get(|| async { body("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route("/style.css", get(|| async { body("text/css; charset=utf-8", STYLE) }))
+    crate::web::routes()
         .route(
             "/api/v1/topology",
             get(move || {

@@ -1,0 +1,32 @@
+//! The topology page: its HTML, script and style, embedded in the binary.
+//! [`routes`] serves them; the data comes from `/api/v1/topology`.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+const INDEX: &str = include_str!("../web/index.html");
+const SCRIPT: &str = include_str!("../web/topology.js");
+const STYLE: &str = include_str!("../web/style.css");
+
+fn asset(ct: &'static str, b: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, ct)], b).into_response()
+}
+
+/// `GET /` and the page's assets.
+pub fn routes() -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/topology.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+}
