@@ -28,6 +28,11 @@ pub const LEGACY_FEATURES: &[(&str, &[&str])] = &[
         ],
     ),
     ("tcp", &["tcp_link"]),
+    // The 2.x load-balancer and DNS probes, one probe of ours each.
+    ("nginx", &["nginx_link"]),
+    ("haproxy", &["haproxy_link"]),
+    ("lvs", &["ipvs_link"]),
+    ("dnsmasq", &["dnsmasq_link"]),
 ];
 
 /// The 2.x sub-probe names (`cmd.probe`) of a legacy feature, and the

@@ -301,3 +301,34 @@ fn sigkill_of_the_agent_leaves_no_orphan() {
         || live_pids(&kids).is_empty().then_some(()),
     );
 }
+
+/// `[[probes]]` with `switch = "auto"`: a native probe starts only when its
+/// start check prints a count above 0 (the LB probes wait for their server
+/// this way); one whose check says 0 waits, and says so in self-metrics.
+#[test]
+fn native_auto_probes_wait_for_their_start_check() {
+    let s = Setup::new(&[]);
+    let cfg = format!(
+        "{}\n[[probes]]\nname = \"system_meminfo\"\nparam = \"-t 1\"\nswitch = \"auto\"\nstart_check = \"echo 0\"\n\
+         [[probes]]\nname = \"system_vmstat\"\nparam = \"-t 1\"\nswitch = \"auto\"\nstart_check = \"echo 2\"\n",
+        s.base_config()
+    );
+    let agent = s.start(&cfg);
+    let expo = wait_for(Duration::from_secs(15), "the checked probe runs", || {
+        let e = agent.scrape();
+        (e.contains("gala_gopher_system_vmstat_nr_free_pages{")
+            && state_is(&e, "system_meminfo", "waiting"))
+        .then_some(e)
+    });
+    assert!(
+        !expo.contains("gala_gopher_system_meminfo_"),
+        "a probe whose start check printed 0 must not run:\n{expo}"
+    );
+    assert!(state_is(&expo, "system_vmstat", "running"), "{expo}");
+}
+
+/// Whether the self-metric says `probe` is in `state`.
+fn state_is(expo: &str, probe: &str, state: &str) -> bool {
+    let head = format!("gala_gopher_self_probe_state{{probe=\"{probe}\",state=\"{state}\",");
+    expo.lines().any(|l| l.starts_with(&head) && l.ends_with(" 1"))
+}

@@ -1267,3 +1267,24 @@ fn tls_files_are_checked_and_errors_name_the_key_and_the_file() {
         ));
     }
 }
+
+#[test]
+fn native_probes_take_auto_with_a_start_check_in_both_formats() {
+    let t = toml_ok(
+        "[[probes]]\nname = \"system_tcp\"\nswitch = \"auto\"\nstart_check = \"grep -slx nginx /proc/[0-9]*/comm | wc -l\"\n",
+    );
+    assert_eq!(t.probes[0].switch, Switch::Auto);
+    assert_eq!(
+        t.probes[0].start_check.as_deref(),
+        Some("grep -slx nginx /proc/[0-9]*/comm | wc -l")
+    );
+    let c = Config::from_libconfig_str(
+        "probes = ( { name = \"system_tcp\"; switch = \"auto\"; start_check = \"echo 1\"; check_type = \"count\"; } );\n",
+        Path::new(CONF),
+    )
+    .expect("a libconfig [[probes]] entry with start_check loads");
+    assert_eq!(c.probes[0].start_check.as_deref(), Some("echo 1"));
+    // Without a start check, auto is on (legacy configs), and not an error.
+    let bare = toml_ok("[[probes]]\nname = \"system_tcp\"\nswitch = \"auto\"\n");
+    assert_eq!(bare.probes[0].start_check, None);
+}
