@@ -376,7 +376,8 @@ fn unknown_keys_and_sections() {
         conf_err("probes = (\n { name = \"system_cpu\"; },\n { name = \"system_net\";\n   swich = \"on\"; }\n);"),
         [
             "/cfg/gala-gopher.conf:4: key `probes[1].swich`: unknown field `swich`, expected one of `name`, \
-             `param`, `switch`, `library`, `hang_timeout_secs`, `interval`, `snoopers`"
+             `param`, `switch`, `library`, `hang_timeout_secs`, `interval`, `snoopers`, `start_check`, \
+             `check_type`"
         ]
     );
     assert_eq!(
