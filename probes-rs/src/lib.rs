@@ -15,6 +15,8 @@ pub mod dnsmasq_link;
 pub mod haproxy_link;
 #[cfg(feature = "ipvs_link")]
 pub mod ipvs_link;
+#[cfg(any(feature = "nginx_link", feature = "haproxy_link"))]
+pub mod lb_common;
 #[cfg(feature = "nginx_link")]
 pub mod nginx_link;
 pub mod privilege;
