@@ -1,5 +1,7 @@
 //! The topology page: its HTML, script and style, embedded in the binary.
-//! [`routes`] serves them; the data comes from `/api/v1/topology`.
+//! [`routes`] serves them; the data comes from `/api/v1/topology`. The
+//! layout library (elkjs) is vendored from the npm registry at build time
+//! (scripts/web-vendor.sh): nothing is fetched at run time.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -9,6 +11,9 @@ use axum::Router;
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/topology.js");
 const STYLE: &str = include_str!("../web/style.css");
+/// elkjs, vendored by scripts/web-vendor.sh (spider/build.rs checks it is there).
+const ELK: &str = include_str!("../web/vendor/elk.bundled.js");
+const ELK_LICENSE: &str = include_str!("../web/vendor/LICENSE.md");
 
 fn asset(ct: &'static str, b: &'static str) -> Response {
     ([(header::CONTENT_TYPE, ct)], b).into_response()
@@ -28,5 +33,13 @@ pub fn routes() -> Router {
         .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/vendor/elk.bundled.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ELK) }),
+        )
+        .route(
+            "/vendor/elkjs-LICENSE.md",
+            get(|| async { asset("text/markdown; charset=utf-8", ELK_LICENSE) }),
         )
 }
