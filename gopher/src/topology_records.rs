@@ -17,6 +17,8 @@ use serde::Deserialize;
 pub const TCP_LINK: &str = "tcp_link";
 /// The load-balancer tables, in docs/compat.md §8 order.
 pub const LB_TABLES: [&str; 3] = ["nginx_link", "ipvs_link", "haproxy_link"];
+/// The DNS table of the dnsmasq probe.
+pub const DNSMASQ_LINK: &str = "dnsmasq_link";
 
 /// One metric record: `{"timestamp":ms,"machine_id":..,"hostname":..,
 /// "entity_name":..,"table_name":..,"<field>":"<value>",...}`.
@@ -260,6 +262,10 @@ pub struct TcpLink<'a> {
     pub lost_packets: u64,
     /// `rtt`, us.
     pub rtt: u64,
+    /// `service`: what service the process is (`unit:<name>`,
+    /// `container:<id>`, `ports:<p>,<p>` or `cmd:<command line>`); `None`
+    /// from agents that predate the field, or when the agent could not tell.
+    pub service: Option<&'a str>,
 }
 
 impl<'a> TcpLink<'a> {
@@ -291,6 +297,53 @@ impl<'a> TcpLink<'a> {
             retran_packets: r.metric("retran_packets")?,
             lost_packets: r.metric("lost_packets")?,
             rtt: r.metric("rtt")?,
+            service: r.get("service").map(str::trim).filter(|v| !v.is_empty()),
+        })
+    }
+}
+
+/// One dnsmasq_link record (docs/compat.md §8): a process asked the local
+/// dnsmasq for names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsLink<'a> {
+    /// `hostname` of the dnsmasq's node.
+    pub hostname: &'a str,
+    /// `client_ip`: the asker's address.
+    pub client_ip: &'a str,
+    /// `virtual_ip`: the address dnsmasq answered on.
+    pub virtual_ip: &'a str,
+    /// `domain`: the name(s) asked (empty when the record has none).
+    pub domain: &'a str,
+    /// `pid`: the asking process on this host (0: remote or unknown).
+    pub pid: u32,
+    /// `process_comm`: its command name (empty when unknown).
+    pub process_comm: &'a str,
+    /// `server_comm`: dnsmasq's command name (`dnsmasq` when absent).
+    pub server_comm: &'a str,
+    /// `link_count`: queries in the period (0 when absent).
+    pub link_count: u64,
+}
+
+impl<'a> DnsLink<'a> {
+    /// The typed view of a `dnsmasq_link` record: `client_ip` and
+    /// `virtual_ip` are required, the rest optional.
+    pub fn from_record(r: &'a MetricRecord<'_>) -> Result<Self, RecordError> {
+        let opt = |f: &str| r.get(f).map(str::trim).unwrap_or("");
+        let pid = match r.get("pid").map(str::trim) {
+            None | Some("") => 0,
+            Some(v) => v.parse().map_err(|_| r.field_err("pid", "a number"))?,
+        };
+        Ok(Self {
+            hostname: &r.hostname,
+            client_ip: r.str_of("client_ip")?,
+            virtual_ip: r.str_of("virtual_ip")?,
+            domain: opt("domain"),
+            pid,
+            process_comm: opt("process_comm"),
+            server_comm: Some(opt("server_comm"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or("dnsmasq"),
+            link_count: r.metric("link_count")?,
         })
     }
 }
@@ -433,6 +486,11 @@ mod tests {
         assert_eq!(r.machine_id, "m-1");
         let t = TcpLink::from_record(&r).expect("view");
         assert_eq!((t.role, t.rtt, t.rx_bytes), (Role::Client, 12, 0));
+        assert_eq!(t.service, None, "an older agent's record has no service");
+        let with = s.replace('}', r#","service":"ports:8080,8081"}"#);
+        let r = MetricRecord::parse(&with).expect("parse");
+        let t = TcpLink::from_record(&r).expect("view");
+        assert_eq!(t.service, Some("ports:8080,8081"));
     }
 
     #[test]
@@ -456,6 +514,33 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "table tcp_link: field \"pid\": expected a number, got Some(\"x\")"
+        );
+    }
+
+    #[test]
+    fn dns_view() {
+        let r = MetricRecord::parse(
+            r#"{"hostname":"dns","table_name":"dnsmasq_link","client_ip":"10.0.0.2","virtual_ip":"10.0.0.1","domain":"a.example","pid":"42","process_comm":"curl","server_comm":"dnsmasq","family":"2","link_count":"3"}"#,
+        )
+        .expect("parse");
+        let d = DnsLink::from_record(&r).expect("valid");
+        assert_eq!(
+            (d.pid, d.process_comm, d.domain, d.link_count),
+            (42, "curl", "a.example", 3)
+        );
+        let r = MetricRecord::parse(
+            r#"{"hostname":"dns","table_name":"dnsmasq_link","client_ip":"10.0.0.2","virtual_ip":"10.0.0.1"}"#,
+        )
+        .expect("parse");
+        let d = DnsLink::from_record(&r).expect("valid");
+        assert_eq!((d.pid, d.server_comm, d.link_count), (0, "dnsmasq", 0));
+        let r = MetricRecord::parse(
+            r#"{"hostname":"dns","table_name":"dnsmasq_link","client_ip":"10.0.0.2","virtual_ip":"10.0.0.1","pid":"x"}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            DnsLink::from_record(&r).expect_err("bad pid").to_string(),
+            "table dnsmasq_link: field \"pid\": expected a number, got Some(\"x\")"
         );
     }
 

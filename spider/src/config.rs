@@ -130,7 +130,8 @@ impl Default for Logfile {
 pub struct TableInfo {
     /// The connection table (tcp_link).
     pub base_table_name: String,
-    /// The load-balancer tables used to stitch flows (a string or a list).
+    /// The load-balancer tables used to stitch flows, and `dnsmasq_link`
+    /// for DNS edges (a string or a list).
     #[serde(deserialize_with = "one_or_many")]
     pub other_table_name: Vec<String>,
 }
@@ -143,6 +144,7 @@ impl Default for TableInfo {
                 "nginx_link".into(),
                 "ipvs_link".into(),
                 "haproxy_link".into(),
+                "dnsmasq_link".into(),
             ],
         }
     }
@@ -429,11 +431,15 @@ impl Config {
             ));
         }
         for t in &self.table_info.other_table_name {
-            if !gala_gopher::topology_records::LB_TABLES.contains(&t.as_str()) {
+            if !gala_gopher::topology_records::LB_TABLES.contains(&t.as_str())
+                && t != gala_gopher::topology_records::DNSMASQ_LINK
+            {
                 p.push((
                     "table_info",
                     "other_table_name",
-                    format!("expected nginx_link, ipvs_link or haproxy_link, got \"{t}\""),
+                    format!(
+                        "expected nginx_link, ipvs_link, haproxy_link or dnsmasq_link, got \"{t}\""
+                    ),
                 ));
             }
         }

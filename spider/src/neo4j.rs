@@ -3,11 +3,15 @@
 //! each period: only nodes and relationships that appeared, changed or went
 //! away are written.
 //!
-//! Schema (docs/compat.md §9): `(:Host {name})`, `(:Process {name, runon, comm})`,
-//! `(:Host)-[:RUNON]->(:Process)`, `(:Process)-[:TCP_LINK {link_count,
-//! tx_bytes, rx_bytes, rtt, retran_packets, lost_packets}]->(:Process)`, and
-//! per LB flow half `(:Process)-[:NGINX_LINK|IPVS_LINK|HAPROXY_LINK
-//! {flow_id, half, link_count}]->(:Process)`.
+//! Schema (docs/compat.md §9): `(:Host {name})`, `(:Process {name, runon,
+//! comm, service})` (one per service: `name` is the node id, the display
+//! name `<host>.<comm>` suffixed where services share a comm; `service` the
+//! identity the agent reported, "" when none), `(:Host)-[:RUNON]->(:Process)`,
+//! `(:Process)-[:TCP_LINK {link_count, tx_bytes, rx_bytes, rtt,
+//! retran_packets, lost_packets}]->(:Process)`, per LB flow half
+//! `(:Process)-[:NGINX_LINK|IPVS_LINK|HAPROXY_LINK {flow_id, half,
+//! link_count}]->(:Process)`, and per DNS edge `(:Process)-[:DNSMASQ_LINK
+//! {link_count, domains}]->(:Process)` (`domains` comma separated).
 //!
 //! The statements stay inside the Cypher subset littlegraph serves (one
 //! write clause each, relationships created only between MATCHed nodes, no
@@ -67,14 +71,16 @@ type LbKey = (String, String, String, String, String);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GraphState {
     hosts: BTreeSet<String>,
-    /// id -> (runon, comm).
-    processes: BTreeMap<String, (String, String)>,
+    /// id -> (runon, comm, service).
+    processes: BTreeMap<String, (String, String, String)>,
     /// RUNON relationships: (host, process id).
     runon: BTreeSet<(String, String)>,
     /// (source, target) -> EDGE_PROPS values.
     tcp: BTreeMap<(String, String), [u64; 6]>,
     /// LB halves -> link_count.
     lb: BTreeMap<LbKey, u64>,
+    /// DNS edges (source, target) -> (link_count, domains).
+    dns: BTreeMap<(String, String), (u64, String)>,
 }
 
 impl GraphState {
@@ -85,7 +91,12 @@ impl GraphState {
             processes: t
                 .processes
                 .iter()
-                .map(|p| (p.id.clone(), (p.host.clone(), p.name.clone())))
+                .map(|p| {
+                    (
+                        p.id.clone(),
+                        (p.host.clone(), p.name.clone(), p.service.clone()),
+                    )
+                })
                 .collect(),
             runon: t
                 .processes
@@ -95,6 +106,7 @@ impl GraphState {
             tcp: t
                 .edges
                 .iter()
+                .filter(|e| e.kind != "dns")
                 .map(|e| {
                     (
                         (e.source.clone(), e.target.clone()),
@@ -125,6 +137,17 @@ impl GraphState {
                     )
                 })
                 .collect(),
+            dns: t
+                .edges
+                .iter()
+                .filter(|e| e.kind == "dns")
+                .map(|e| {
+                    (
+                        (e.source.clone(), e.target.clone()),
+                        (e.link_count, e.domains.join(",")),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -132,7 +155,7 @@ impl GraphState {
     pub fn size(&self) -> (usize, usize) {
         (
             self.hosts.len() + self.processes.len(),
-            self.runon.len() + self.tcp.len() + self.lb.len(),
+            self.runon.len() + self.tcp.len() + self.lb.len() + self.dns.len(),
         )
     }
 }
@@ -176,8 +199,8 @@ fn create_lb(k: &LbKey, link_count: u64) -> Statement {
     )
 }
 
-fn process_props(id: &str, runon: &str, comm: &str) -> Value {
-    json!({"n": id, "r": runon, "c": comm})
+fn process_props(id: &str, (runon, comm, service): &(String, String, String)) -> Value {
+    json!({"n": id, "r": runon, "c": comm, "v": service})
 }
 
 /// The statements that turn `old` into `new`: deletions first
@@ -191,6 +214,12 @@ pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
                 lb_type(&k.0)
             ),
             json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2}),
+        ));
+    }
+    for (s, t) in old.dns.keys().filter(|k| !new.dns.contains_key(*k)) {
+        out.push(stmt(
+            "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) DELETE e",
+            json!({"s": s, "t": t}),
         ));
     }
     for (s, t) in old.tcp.keys().filter(|k| !new.tcp.contains_key(*k)) {
@@ -226,15 +255,15 @@ pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
     for h in new.hosts.difference(&old.hosts) {
         out.push(stmt("MERGE (h:Host {name: $n})", json!({"n": h})));
     }
-    for (id, (runon, comm)) in &new.processes {
+    for (id, props) in &new.processes {
         match old.processes.get(id) {
             None => out.push(stmt(
-                "MERGE (p:Process {name: $n, runon: $r, comm: $c})",
-                process_props(id, runon, comm),
+                "MERGE (p:Process {name: $n, runon: $r, comm: $c, service: $v})",
+                process_props(id, props),
             )),
-            Some(o) if o != &(runon.clone(), comm.clone()) => out.push(stmt(
-                "MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c",
-                process_props(id, runon, comm),
+            Some(o) if o != props => out.push(stmt(
+                "MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c, p.service = $v",
+                process_props(id, props),
             )),
             Some(_) => {}
         }
@@ -279,6 +308,20 @@ pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
             Some(_) => {}
         }
     }
+    for ((s, t), (lc, domains)) in &new.dns {
+        let p = json!({"s": s, "t": t, "lc": lc, "d": domains});
+        match old.dns.get(&(s.clone(), t.clone())) {
+            None => out.push(stmt(
+                "MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:DNSMASQ_LINK {link_count: $lc, domains: $d}]->(b)",
+                p,
+            )),
+            Some(o) if o != &(*lc, domains.clone()) => out.push(stmt(
+                "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) SET e.link_count = $lc, e.domains = $d",
+                p,
+            )),
+            Some(_) => {}
+        }
+    }
     out
 }
 
@@ -310,7 +353,11 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
     for r in part(1) {
         g.processes.insert(
             as_string(col(r, 0)),
-            (as_string(col(r, 1)), as_string(col(r, 2))),
+            (
+                as_string(col(r, 1)),
+                as_string(col(r, 2)),
+                as_string(col(r, 3)),
+            ),
         );
     }
     let mut dup_runon = BTreeSet::new();
@@ -375,18 +422,35 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
             }
         }
     }
+    let mut dup_dns = BTreeSet::new();
+    for r in part(7) {
+        let k = (as_string(col(r, 0)), as_string(col(r, 1)));
+        if dup_dns.contains(&k) {
+            continue;
+        }
+        let v = (r.get(2).map_or(0, as_u64), as_string(col(r, 3)));
+        if g.dns.insert(k.clone(), v).is_some() {
+            g.dns.remove(&k);
+            pre.push(stmt(
+                "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) DELETE e",
+                json!({"s": k.0, "t": k.1}),
+            ));
+            dup_dns.insert(k);
+        }
+    }
     (g, pre)
 }
 
 /// The reads of a reconcile, in the order [`state_from_rows`] expects.
-pub const READS: [&str; 7] = [
+pub const READS: [&str; 8] = [
     "MATCH (h:Host) RETURN h.name",
-    "MATCH (p:Process) RETURN p.name, p.runon, p.comm",
+    "MATCH (p:Process) RETURN p.name, p.runon, p.comm, p.service",
     "MATCH (h:Host)-[:RUNON]->(p:Process) RETURN h.name, p.name",
     "MATCH (a:Process)-[e:TCP_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.tx_bytes, e.rx_bytes, e.rtt, e.retran_packets, e.lost_packets",
     "MATCH (a:Process)-[e:NGINX_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
     "MATCH (a:Process)-[e:IPVS_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
     "MATCH (a:Process)-[e:HAPROXY_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
+    "MATCH (a:Process)-[e:DNSMASQ_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.domains",
 ];
 
 /// Why a request failed.
@@ -641,6 +705,8 @@ mod tests {
                     name: n.into(),
                     host: h.into(),
                     pids: vec![1],
+                    display: (*id).into(),
+                    service: format!("ports:{}", n.len()),
                 }
             })
             .collect();
@@ -651,16 +717,12 @@ mod tests {
             edges: edges
                 .iter()
                 .map(|(s, t, lc)| Edge {
-                    source: (*s).into(),
-                    target: (*t).into(),
                     link_count: *lc,
                     tx_bytes: 1,
                     rx_bytes: 2,
                     rtt: 3,
-                    retran_packets: 0,
-                    lost_packets: 0,
                     server_ports: vec![80],
-                    flows: vec![],
+                    ..Edge::tcp(*s, *t)
                 })
                 .collect(),
             lb_flows: if lb {
@@ -704,7 +766,7 @@ mod tests {
                 r#"MATCH (p:Process {name: $n}) DETACH DELETE p {"n":"c.z"}"#,
                 r#"MATCH (h:Host {name: $n}) DETACH DELETE h {"n":"c"}"#,
                 r#"MERGE (h:Host {name: $n}) {"n":"d"}"#,
-                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c}) {"c":"w","n":"d.w","r":"d"}"#,
+                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c, service: $v}) {"c":"w","n":"d.w","r":"d","v":"ports:1"}"#,
                 r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p) {"n":"d.w","r":"d"}"#,
                 r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) SET e.link_count = $link_count {"link_count":4,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1}"#,
                 r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets}]->(b) {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"d.w","tx_bytes":1}"#,
@@ -719,7 +781,7 @@ mod tests {
         // twice (a duplicate) and nothing else.
         let rows = vec![
             vec![vec![json!("a")]],
-            vec![vec![json!("a.x"), json!("a"), json!("x")]],
+            vec![vec![json!("a.x"), json!("a"), json!("x"), json!("ports:1")]],
             vec![vec![json!("a"), json!("a.x")]],
             vec![
                 vec![
@@ -753,7 +815,7 @@ mod tests {
             [
                 r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e {"s":"a.x","t":"b.y"}"#,
                 r#"MERGE (h:Host {name: $n}) {"n":"b"}"#,
-                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c}) {"c":"y","n":"b.y","r":"b"}"#,
+                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c, service: $v}) {"c":"y","n":"b.y","r":"b","v":"ports:1"}"#,
                 r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p) {"n":"b.y","r":"b"}"#,
                 r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets}]->(b) {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1}"#,
                 r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:NGINX_LINK {flow_id: $f, half: $h, link_count: $lc}]->(b) {"f":"f1","h":"front","lc":1,"s":"a.x","t":"b.y"}"#,
@@ -763,8 +825,8 @@ mod tests {
         let (again, pre) = state_from_rows(&[
             vec![vec![json!("a")], vec![json!("b")]],
             vec![
-                vec![json!("a.x"), json!("a"), json!("x")],
-                vec![json!("b.y"), json!("b"), json!("y")],
+                vec![json!("a.x"), json!("a"), json!("x"), json!("ports:1")],
+                vec![json!("b.y"), json!("b"), json!("y"), json!("ports:1")],
             ],
             vec![
                 vec![json!("a"), json!("a.x")],

@@ -90,10 +90,13 @@ fn item(kind: &str, id: &str) -> Value {
     json!({"type": kind, "id": id})
 }
 
-/// The V0 `get_entities` answer for a snapshot: hosts, processes and TCP
-/// links (and LB flow halves) as entities. A process depends on (calls)
-/// the links it opens and runs on its host; a link calls its server
-/// process. The snapshot is the live one: the `timestamp` asked for is only
+/// The V0 `get_entities` answer for a snapshot: hosts, processes, TCP
+/// links, DNS links (type `dnsmasq_link`, id `<asker>-><dnsmasq>#dns`) and
+/// LB flow halves as entities. A process's entity id is its node id
+/// (`<hostname>.<process_name>`, suffixed where several services of the
+/// host share the name), its `service` and `display` are attrs. A process
+/// depends on (calls) the links it opens and runs on its host; a link calls
+/// its server process. The snapshot is the live one: the `timestamp` asked for is only
 /// checked, and the answer carries the snapshot's own.
 pub fn entities(t: &Topology) -> Value {
     let mut ents: BTreeMap<String, Value> = BTreeMap::new();
@@ -112,7 +115,9 @@ pub fn entities(t: &Topology) -> Value {
                    "dependingitems": {"calls": [], "runOns": [item("host", &p.host)]},
                    "dependeditems": empty(),
                    "attrs": [attr("pids", p.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","), "string"),
-                             attr("runon", &p.host, "string")]}),
+                             attr("runon", &p.host, "string"),
+                             attr("display", &p.display, "string"),
+                             attr("service", &p.service, "string")]}),
         );
         if let Some(h) = ents.get_mut(&p.host) {
             push(h, "dependeditems", "runOns", item("process", &p.id));
@@ -133,7 +138,15 @@ pub fn entities(t: &Topology) -> Value {
             push(d, "dependeditems", "calls", item(kind, &id));
         }
     };
-    for e in &t.edges {
+    for e in t.edges.iter().filter(|e| e.kind == "dns") {
+        let id = format!("{}->{}#dns", e.source, e.target);
+        let attrs = vec![
+            attr("link_count", e.link_count, "int"),
+            attr("domains", e.domains.join(","), "string"),
+        ];
+        link(id, "dnsmasq_link", &e.source, &e.target, attrs);
+    }
+    for e in t.edges.iter().filter(|e| e.kind != "dns") {
         let id = format!("{}->{}", e.source, e.target);
         let attrs = vec![
             attr("link_count", e.link_count, "int"),
@@ -202,23 +215,29 @@ mod tests {
             name: n.into(),
             host: h.into(),
             pids: vec![7],
+            display: id.into(),
+            service: String::new(),
         };
         let t = Topology {
             timestamp_ms: 42,
             hosts: vec!["a".into(), "b".into()],
             processes: vec![p("a.cli", "a", "cli"), p("b.srv", "b", "srv")],
-            edges: vec![Edge {
-                source: "a.cli".into(),
-                target: "b.srv".into(),
-                link_count: 2,
-                tx_bytes: 10,
-                rx_bytes: 20,
-                rtt: 5,
-                retran_packets: 0,
-                lost_packets: 0,
-                server_ports: vec![80],
-                flows: vec![],
-            }],
+            edges: vec![
+                Edge {
+                    link_count: 2,
+                    tx_bytes: 10,
+                    rx_bytes: 20,
+                    rtt: 5,
+                    server_ports: vec![80],
+                    ..Edge::tcp("a.cli", "b.srv")
+                },
+                Edge {
+                    kind: "dns",
+                    link_count: 3,
+                    domains: vec!["x.example".into(), "y.example".into()],
+                    ..Edge::tcp("a.cli", "b.srv")
+                },
+            ],
             ..Topology::default()
         };
         let v = entities(&t);
@@ -226,20 +245,50 @@ mod tests {
         assert_eq!(v["timestamp"], 42);
         assert_eq!(
             v["entityids"],
-            json!(["a", "a.cli", "a.cli->b.srv", "b", "b.srv"])
+            json!([
+                "a",
+                "a.cli",
+                "a.cli->b.srv",
+                "a.cli->b.srv#dns",
+                "b",
+                "b.srv"
+            ])
         );
         let e = &v["entities"];
         assert_eq!(e[1]["type"], "process");
         assert_eq!(
             e[1]["dependingitems"],
-            json!({"calls": [{"type": "tcp_link", "id": "a.cli->b.srv"}], "runOns": [{"type": "host", "id": "a"}]})
+            json!({"calls": [{"type": "dnsmasq_link", "id": "a.cli->b.srv#dns"}, {"type": "tcp_link", "id": "a.cli->b.srv"}], "runOns": [{"type": "host", "id": "a"}]})
         );
+        assert_eq!(e[3]["type"], "dnsmasq_link");
+        assert_eq!(
+            e[3]["attrs"],
+            json!([{"key": "link_count", "value": "3", "vtype": "int"},
+                   {"key": "domains", "value": "x.example,y.example", "vtype": "string"}])
+        );
+        let e = &e
+            .as_array()
+            .expect("entities")
+            .iter()
+            .filter(|x| x["type"] != "dnsmasq_link")
+            .cloned()
+            .collect::<Vec<_>>();
         assert_eq!(e[2]["dependingitems"]["calls"][0]["id"], "b.srv");
         assert_eq!(
             e[2]["attrs"][0],
             json!({"key": "link_count", "value": "2", "vtype": "int"})
         );
-        assert_eq!(e[4]["dependeditems"]["calls"][0]["id"], "a.cli->b.srv");
+        assert_eq!(
+            e[4]["dependeditems"]["calls"],
+            json!([{"type": "dnsmasq_link", "id": "a.cli->b.srv#dns"}, {"type": "tcp_link", "id": "a.cli->b.srv"}])
+        );
+        assert_eq!(
+            e[1]["attrs"].as_array().expect("attrs")[2..],
+            [
+                json!({"key": "display", "value": "a.cli", "vtype": "string"}),
+                json!({"key": "service", "value": "", "vtype": "string"})
+            ]
+        );
         assert_eq!(e[0]["dependeditems"]["runOns"][0]["id"], "a.cli");
     }
 }

@@ -15,6 +15,8 @@ pub struct Stats {
     pub tcp_link: AtomicU64,
     /// LB records folded in.
     pub lb: AtomicU64,
+    /// dnsmasq_link records folded in.
+    pub dns: AtomicU64,
     /// Not a metric record (bad JSON, no table_name or hostname).
     pub bad_json: AtomicU64,
     /// A used table with a missing or malformed field.
@@ -65,6 +67,7 @@ impl Stats {
         inc(match a {
             Applied::TcpLink => &self.tcp_link,
             Applied::Lb => &self.lb,
+            Applied::Dns => &self.dns,
             Applied::UnusedTable => &self.unused_table,
             Applied::BadRecord => &self.bad_record,
             Applied::Excluded => &self.excluded,
@@ -177,6 +180,7 @@ impl Stats {
         for (outcome, c) in [
             ("tcp_link", &self.tcp_link),
             ("lb", &self.lb),
+            ("dns", &self.dns),
             ("bad_json", &self.bad_json),
             ("bad_record", &self.bad_record),
             ("unused_table", &self.unused_table),

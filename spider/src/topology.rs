@@ -4,7 +4,16 @@
 //! is left, in O(observations). No I/O, no clock: the caller passes `now`.
 //!
 //! Rules (docs/compat.md §9, improved):
-//! - A node is `<hostname>.<process_name>` on a host.
+//! - A node is one service of a host: host + process name + the record's
+//!   `service` (its systemd unit, container, listening ports or command
+//!   line, as the agent tells; records of older agents have none and fall
+//!   back to host + process name). Its id and display name is
+//!   `<hostname>.<process_name>`; where several services of one host share
+//!   a process name, each gets a suffix from its service ([`service_suffix`]:
+//!   `:8080,8081` for ports, `@nginx.service` for a unit, `@<12 hex>` for a
+//!   container, `#<6 hex>` (a hash) for a command line), so ids are unique,
+//!   and stable for as long as the services of that name on the host are
+//!   the same.
 //! - A client record (role 1) gives a directed edge client → server. Its
 //!   server is the process whose server record (role 0) has the same
 //!   (client_ip, server_ip, server_port, protocol); failing that, a process
@@ -19,6 +28,12 @@
 //! - An LB record (nginx_link, ipvs_link, haproxy_link) joins the front half
 //!   client → LB node and the back half LB node → server into one flow with
 //!   one flow id; the TCP edges under the halves list that id too.
+//! - A dnsmasq_link record gives a DNS edge (kind `dns`) asker → the dnsmasq
+//!   process of the record's host. The asker is the process of that host
+//!   with the record's pid (or, not seen in tcp_link, a node of its
+//!   process_comm) when pid is not 0; else the one process of another host
+//!   whose tcp_link client records have the record's client_ip; else the
+//!   record is left out and counted (`unresolved_dns`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,7 +43,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
-use gala_gopher::topology_records::{LbKind, LbLink, MetricRecord, Role, TcpLink, TCP_LINK};
+use gala_gopher::topology_records::{
+    DnsLink, LbKind, LbLink, MetricRecord, Role, TcpLink, DNSMASQ_LINK, TCP_LINK,
+};
 use serde::Serialize;
 
 /// Addresses and networks to leave out (`[option] exclude_addr`).
@@ -96,6 +113,8 @@ pub enum Applied {
     TcpLink,
     /// An LB record was folded in.
     Lb,
+    /// A dnsmasq_link record was folded in.
+    Dns,
     /// A table this service does not use.
     UnusedTable,
     /// A used table with a missing or malformed field.
@@ -118,6 +137,8 @@ struct LinkKey {
 #[derive(Debug, Clone)]
 struct LinkObs {
     process_name: Box<str>,
+    /// The record's service ("" when it has none).
+    service: Box<str>,
     link_count: u64,
     rx_bytes: u64,
     tx_bytes: u64,
@@ -146,20 +167,33 @@ struct LbObs {
     seen_ms: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DnsKey {
+    host: Box<str>,
+    client_ip: Box<str>,
+    virtual_ip: Box<str>,
+    domain: Box<str>,
+    pid: u32,
+    process_comm: Box<str>,
+    server_comm: Box<str>,
+}
+
 /// The builder's state: live observations, one per reporting series.
 #[derive(Debug, Clone)]
 pub struct Builder {
     expire_ms: u64,
     exclude: AddrFilter,
     lb_tables: Vec<LbKind>,
+    dns_on: bool,
     links: HashMap<LinkKey, LinkObs>,
     lbs: HashMap<LbKey, LbObs>,
+    dns: HashMap<DnsKey, LbObs>,
 }
 
-/// A process node.
+/// A process node: one service of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessNode {
-    /// `<hostname>.<process_name>`.
+    /// Unique in the snapshot: the display name.
     pub id: String,
     /// The process name.
     pub name: String,
@@ -167,15 +201,24 @@ pub struct ProcessNode {
     pub host: String,
     /// Its pids seen in live records, ascending.
     pub pids: Vec<u32>,
+    /// `<hostname>.<process_name>`, suffixed from the service where
+    /// several services of the host share the process name.
+    pub display: String,
+    /// The service identity the agent reported (`unit:..`, `container:..`,
+    /// `ports:..`, `cmd:..`); empty for records without one.
+    pub service: String,
 }
 
-/// A directed TCP edge client → server with its metrics.
+/// A directed edge with its metrics: a TCP edge client → server, or a DNS
+/// edge asker → dnsmasq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Edge {
     /// The client process's id.
     pub source: String,
     /// The server process's id.
     pub target: String,
+    /// `tcp` (from tcp_link) or `dns` (from dnsmasq_link).
+    pub kind: &'static str,
     /// Connections (client side).
     pub link_count: u64,
     /// Bytes client → server.
@@ -192,6 +235,32 @@ pub struct Edge {
     pub server_ports: Vec<u16>,
     /// The LB flows that pass over this edge, ascending.
     pub flows: Vec<String>,
+    /// DNS edges: the names asked, ascending (at most [`MAX_DOMAINS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+}
+
+/// Names kept per DNS edge.
+pub const MAX_DOMAINS: usize = 32;
+
+impl Edge {
+    /// A TCP edge source → target with no metrics.
+    pub fn tcp(source: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            target: target.into(),
+            kind: "tcp",
+            link_count: 0,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            rtt: 0,
+            retran_packets: 0,
+            lost_packets: 0,
+            server_ports: Vec::new(),
+            flows: Vec::new(),
+            domains: Vec::new(),
+        }
+    }
 }
 
 /// One half of an LB flow.
@@ -224,6 +293,11 @@ pub struct SnapshotStats {
     pub self_links: usize,
     /// LB observations whose client or server was not found.
     pub unresolved_lb: usize,
+    /// Live dnsmasq_link observations.
+    pub dns_records: usize,
+    /// dnsmasq_link observations whose asker was not found (remote, and no
+    /// single process of another host has that address).
+    pub unresolved_dns: usize,
     /// Observations expired by this snapshot.
     pub expired: usize,
 }
@@ -238,7 +312,7 @@ pub struct Topology {
     pub hosts: Vec<String>,
     /// Process nodes, by id.
     pub processes: Vec<ProcessNode>,
-    /// TCP edges, by (source, target).
+    /// Edges, by (source, target, kind).
     pub edges: Vec<Edge>,
     /// LB flow halves, by (flow_id, half).
     pub lb_flows: Vec<LbHalf>,
@@ -252,6 +326,32 @@ fn node_id(host: &str, name: &str) -> String {
     s.push('.');
     s.push_str(name);
     s
+}
+
+/// FNV-1a, 32 bits: a stable hash (the same in every build and run).
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The suffix a node's display name gets when other services of its host
+/// share its process name: `:8080,8081` (`ports:8080,8081`),
+/// `@nginx.service` (`unit:nginx.service`), `@<first 12 hex digits>`
+/// (`container:<id>`), otherwise (`cmd:..`, anything else) `#` and six hex
+/// digits of a stable hash of the service. Empty for no service.
+pub fn service_suffix(service: &str) -> String {
+    if service.is_empty() {
+        return String::new();
+    }
+    match service.split_once(':') {
+        Some(("ports", p)) if !p.is_empty() => format!(":{p}"),
+        Some(("unit", u)) if !u.is_empty() => format!("@{u}"),
+        Some(("container", c)) if !c.is_empty() => {
+            format!("@{}", c.chars().take(12).collect::<String>())
+        }
+        _ => format!("#{:06x}", fnv1a(service) & 0x00ff_ffff),
+    }
 }
 
 fn is_loopback(ip: &str) -> bool {
@@ -283,19 +383,21 @@ impl Builder {
                 .iter()
                 .filter_map(|t| LbKind::from_table(t))
                 .collect(),
+            dns_on: lb_tables.iter().any(|t| t == DNSMASQ_LINK),
             links: HashMap::default(),
             lbs: HashMap::default(),
+            dns: HashMap::default(),
         }
     }
 
-    /// Live observations (tcp_link, LB).
+    /// Live observations (tcp_link, LB and dnsmasq_link).
     pub fn len(&self) -> (usize, usize) {
-        (self.links.len(), self.lbs.len())
+        (self.links.len(), self.lbs.len() + self.dns.len())
     }
 
     /// Whether nothing is live.
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.lbs.is_empty()
+        self.links.is_empty() && self.lbs.is_empty() && self.dns.is_empty()
     }
 
     /// Folds one record in, as seen at `now_ms`.
@@ -318,6 +420,7 @@ impl Builder {
             };
             let obs = LinkObs {
                 process_name: t.process_name.into(),
+                service: t.service.unwrap_or("").into(),
                 link_count: t.link_count,
                 rx_bytes: t.rx_bytes,
                 tx_bytes: t.tx_bytes,
@@ -328,6 +431,34 @@ impl Builder {
             };
             self.links.insert(key, obs);
             return Applied::TcpLink;
+        }
+        if rec.table_name == DNSMASQ_LINK {
+            if !self.dns_on {
+                return Applied::UnusedTable;
+            }
+            let Ok(d) = DnsLink::from_record(rec) else {
+                return Applied::BadRecord;
+            };
+            if self.exclude.contains(d.client_ip) || self.exclude.contains(d.virtual_ip) {
+                return Applied::Excluded;
+            }
+            let key = DnsKey {
+                host: d.hostname.into(),
+                client_ip: d.client_ip.into(),
+                virtual_ip: d.virtual_ip.into(),
+                domain: d.domain.into(),
+                pid: d.pid,
+                process_comm: d.process_comm.into(),
+                server_comm: d.server_comm.into(),
+            };
+            self.dns.insert(
+                key,
+                LbObs {
+                    link_count: d.link_count,
+                    seen_ms: now_ms,
+                },
+            );
+            return Applied::Dns;
         }
         let Some(kind) = LbKind::from_table(&rec.table_name).filter(|k| self.lb_tables.contains(k))
         else {
@@ -368,10 +499,11 @@ impl Builder {
     /// many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let cutoff = now_ms.saturating_sub(self.expire_ms);
-        let before = self.links.len() + self.lbs.len();
+        let before = self.links.len() + self.lbs.len() + self.dns.len();
         self.links.retain(|_, o| o.seen_ms >= cutoff);
         self.lbs.retain(|_, o| o.seen_ms >= cutoff);
-        before - self.links.len() - self.lbs.len()
+        self.dns.retain(|_, o| o.seen_ms >= cutoff);
+        before - self.links.len() - self.lbs.len() - self.dns.len()
     }
 
     /// Expires, then derives the graph of what is live at `now_ms`.
@@ -380,6 +512,7 @@ impl Builder {
         let mut stats = SnapshotStats {
             links: self.links.len(),
             lb_records: self.lbs.len(),
+            dns_records: self.dns.len(),
             expired,
             ..SnapshotStats::default()
         };
@@ -390,7 +523,7 @@ impl Builder {
             .links
             .iter()
             .map(|(k, o)| {
-                let n = nodes.intern(&k.host, &o.process_name);
+                let n = nodes.intern(&k.host, &o.process_name, &o.service);
                 nodes.pids[n].push(k.pid);
                 (k, o, n)
             })
@@ -472,18 +605,29 @@ impl Builder {
         }
 
         // LB flows.
+        let mut used: HashSet<usize> = HashSet::default();
         let mut halves: BTreeMap<(String, &'static str, usize, usize), (&'static str, u64)> =
             BTreeMap::new();
         for (k, o) in &self.lbs {
-            let lb_node = match &k.process_name {
-                Some(p) => nodes.intern(&k.host, p),
-                None => match listen
-                    .get(&(&*k.virtual_ip, k.virtual_port))
-                    .and_then(|v| v.iter().find(|&&s| obs[s].0.host == k.host))
-                {
-                    Some(&s) => obs[s].2,
-                    None => nodes.intern(&k.host, k.kind.default_process()),
-                },
+            // The LB process: the one of the host serving the virtual
+            // address (of the record's process name, when it has one),
+            // else a process of that name on the host.
+            let name = k
+                .process_name
+                .as_deref()
+                .unwrap_or(k.kind.default_process());
+            let serving = listen
+                .get(&(&*k.virtual_ip, k.virtual_port))
+                .and_then(|v| {
+                    v.iter().find(|&&s| {
+                        obs[s].0.host == k.host
+                            && (k.process_name.is_none() || *obs[s].1.process_name == *name)
+                    })
+                })
+                .map(|&s| obs[s].2);
+            let lb_node = match serving {
+                Some(n) => n,
+                None => nodes.by_name(&k.host, name),
             };
             let ends = |v: Option<&Vec<usize>>| -> Vec<usize> {
                 let mut e: Vec<usize> = v
@@ -520,6 +664,8 @@ impl Builder {
                 .map(|&f| ("front", f, lb_node))
                 .chain(backs.iter().map(|&b| ("back", lb_node, b)));
             for (half, a, b) in pairs {
+                used.insert(a);
+                used.insert(b);
                 halves
                     .entry((flow_id.clone(), half, a, b))
                     .or_insert((table, 0))
@@ -530,12 +676,67 @@ impl Builder {
             }
         }
 
+        // DNS edges: asker -> the dnsmasq process of the record's host.
+        let mut by_pid: HashMap<(&str, u32), usize> = HashMap::default();
+        let mut by_client_ip: HashMap<&str, Vec<usize>> = HashMap::default();
+        for (k, _, n) in &obs {
+            by_pid.entry((&k.host, k.pid)).or_insert(*n);
+            if k.role == Role::Client {
+                let v = by_client_ip.entry(&k.client_ip).or_default();
+                if !v.contains(n) {
+                    v.push(*n);
+                }
+            }
+        }
+        let mut dns_edges: BTreeMap<(usize, usize), (u64, BTreeSet<&str>)> = BTreeMap::new();
+        for (k, o) in &self.dns {
+            let asker = if k.pid != 0 {
+                match by_pid.get(&(&*k.host, k.pid)) {
+                    Some(&n) => Some(n),
+                    None if !k.process_comm.is_empty() => {
+                        let n = nodes.by_name(&k.host, &k.process_comm);
+                        nodes.pids[n].push(k.pid);
+                        Some(n)
+                    }
+                    None => None,
+                }
+            } else {
+                by_client_ip
+                    .get(&*k.client_ip)
+                    .map(|v| {
+                        v.iter()
+                            .copied()
+                            .filter(|&n| nodes.keys[n].0 != &*k.host)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|v| v.len() == 1)
+                    .map(|v| v[0])
+            };
+            let Some(asker) = asker else {
+                stats.unresolved_dns += 1;
+                continue;
+            };
+            let server = nodes.by_name(&k.host, &k.server_comm);
+            if server == asker {
+                stats.self_links += 1;
+                continue;
+            }
+            used.insert(asker);
+            used.insert(server);
+            let e = dns_edges.entry((asker, server)).or_default();
+            e.0 += o.link_count;
+            if !k.domain.is_empty() && e.1.len() < MAX_DOMAINS {
+                e.1.insert(&k.domain);
+            }
+        }
+
         // Output, sorted.
+        nodes.name_all();
         let mut processes: Vec<ProcessNode> = Vec::with_capacity(nodes.ids.len());
         let mut hosts: BTreeSet<&str> = BTreeSet::new();
         for (i, id) in nodes.ids.iter().enumerate() {
-            let (host, name) = nodes.keys[i];
-            if nodes.pids[i].is_empty() && !halves.keys().any(|h| h.2 == i || h.3 == i) {
+            let (host, name, service) = nodes.keys[i];
+            if nodes.pids[i].is_empty() && !used.contains(&i) {
                 continue; // an LB node of an unresolved flow
             }
             hosts.insert(host);
@@ -547,6 +748,8 @@ impl Builder {
                 name: name.to_owned(),
                 host: host.to_owned(),
                 pids,
+                display: id.clone(),
+                service: service.to_owned(),
             });
         }
         processes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -554,8 +757,6 @@ impl Builder {
         let mut edges: Vec<Edge> = edges
             .into_iter()
             .map(|((s, t), a)| Edge {
-                source: id(s),
-                target: id(t),
                 link_count: a.link_count,
                 tx_bytes: a.tx_bytes,
                 rx_bytes: a.rx_bytes,
@@ -564,9 +765,22 @@ impl Builder {
                 lost_packets: a.lost_packets,
                 server_ports: a.server_ports.into_iter().collect(),
                 flows: a.flows.into_iter().collect(),
+                ..Edge::tcp(id(s), id(t))
             })
+            .chain(
+                dns_edges
+                    .into_iter()
+                    .map(|((s, t), (link_count, domains))| Edge {
+                        kind: "dns",
+                        link_count,
+                        domains: domains.into_iter().map(str::to_owned).collect(),
+                        ..Edge::tcp(id(s), id(t))
+                    }),
+            )
             .collect();
-        edges.sort_unstable_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
+        edges.sort_unstable_by(|a, b| {
+            (&a.source, &a.target, a.kind).cmp(&(&b.source, &b.target, b.kind))
+        });
         let mut lb_flows: Vec<LbHalf> = halves
             .into_iter()
             .map(|((flow_id, half, s, t), (kind, link_count))| LbHalf {
@@ -593,23 +807,72 @@ impl Builder {
     }
 }
 
-/// Process nodes interned by (host, process name).
+/// Process nodes interned by (host, process name, service); their ids are
+/// given by [`Nodes::name_all`] once every node is known.
 #[derive(Default)]
 struct Nodes<'a> {
-    index: HashMap<(&'a str, &'a str), usize>,
-    keys: Vec<(&'a str, &'a str)>,
+    index: HashMap<(&'a str, &'a str, &'a str), usize>,
+    /// (host, name) -> its nodes, in interning order.
+    by_name: HashMap<(&'a str, &'a str), Vec<usize>>,
+    keys: Vec<(&'a str, &'a str, &'a str)>,
     ids: Vec<String>,
     pids: Vec<Vec<u32>>,
 }
 
 impl<'a> Nodes<'a> {
-    fn intern(&mut self, host: &'a str, name: &'a str) -> usize {
-        *self.index.entry((host, name)).or_insert_with(|| {
-            self.keys.push((host, name));
-            self.ids.push(node_id(host, name));
-            self.pids.push(Vec::new());
-            self.ids.len() - 1
-        })
+    fn intern(&mut self, host: &'a str, name: &'a str, service: &'a str) -> usize {
+        if let Some(&n) = self.index.get(&(host, name, service)) {
+            return n;
+        }
+        let n = self.keys.len();
+        self.index.insert((host, name, service), n);
+        self.by_name.entry((host, name)).or_default().push(n);
+        self.keys.push((host, name, service));
+        self.pids.push(Vec::new());
+        n
+    }
+
+    /// A node of this name on the host: the one there is, or of several
+    /// the first by service (a stable choice); a new node without a
+    /// service when there is none.
+    fn by_name(&mut self, host: &'a str, name: &'a str) -> usize {
+        match self
+            .by_name
+            .get(&(host, name))
+            .and_then(|v| v.iter().copied().min_by_key(|&n| self.keys[n].2))
+        {
+            Some(n) => n,
+            None => self.intern(host, name, ""),
+        }
+    }
+
+    /// Gives every node its id: `<host>.<name>`, plus the suffix of its
+    /// service where the host has several services of that name (a node
+    /// without a service keeps the bare name), plus `#2`, `#3`.. (by
+    /// service) where suffixes still collide.
+    fn name_all(&mut self) {
+        let mut ids = vec![String::new(); self.keys.len()];
+        for (&(host, name), group) in &self.by_name {
+            let base = node_id(host, name);
+            if group.len() == 1 {
+                ids[group[0]] = base;
+                continue;
+            }
+            let mut g = group.clone();
+            g.sort_unstable_by_key(|&n| self.keys[n].2);
+            let mut taken: HashMap<String, u32> = HashMap::default();
+            for n in g {
+                let mut id = base.clone();
+                id.push_str(&service_suffix(self.keys[n].2));
+                let k = taken.entry(id.clone()).or_insert(0);
+                *k += 1;
+                if *k > 1 {
+                    id.push_str(&format!("#{k}"));
+                }
+                ids[n] = id;
+            }
+        }
+        self.ids = ids;
     }
 }
 

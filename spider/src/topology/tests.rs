@@ -11,6 +11,7 @@ fn builder(exclude: &[&str]) -> Builder {
             "nginx_link".into(),
             "ipvs_link".into(),
             "haproxy_link".into(),
+            "dnsmasq_link".into(),
         ],
     )
 }
@@ -173,6 +174,8 @@ fn two_hosts_and_an_lb_exact_nodes_and_edges() {
                 lost_packets: 0,
                 server_ports: vec![8080],
                 flows: vec![flow.clone()],
+                kind: "tcp",
+                domains: vec![],
             },
             Edge {
                 source: "web.curl".into(),
@@ -185,6 +188,8 @@ fn two_hosts_and_an_lb_exact_nodes_and_edges() {
                 lost_packets: 0,
                 server_ports: vec![80],
                 flows: vec![flow.clone()],
+                kind: "tcp",
+                domains: vec![],
             },
         ]
     );
@@ -459,4 +464,438 @@ fn addr_filter_parses_addresses_and_networks() {
     let f = AddrFilter::new(&["10.0.0.0/8".into(), "fe80::/10".into(), "0.0.0.0/0".into()]);
     assert!(f.contains("10.1.2.3") && f.contains("fe80::1") && f.contains("8.8.8.8"));
     assert!(!f.contains("2001:db8::1"));
+}
+
+// ---------------------------------------------------------------------------
+// Service identity (one node per service) and DNS edges.
+
+/// A tcp_link record with a `service` field.
+#[expect(clippy::too_many_arguments, reason = "one record")]
+fn svc_link(
+    host: &str,
+    pid: u32,
+    comm: &str,
+    service: &str,
+    role: u8,
+    cip: &str,
+    sip: &str,
+    port: u16,
+) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&link(
+        host,
+        pid,
+        comm,
+        role,
+        cip,
+        sip,
+        port,
+        [1, 10, 20, 0, 5],
+    ))
+    .expect("json");
+    v["service"] = serde_json::Value::String(service.to_owned());
+    v.to_string()
+}
+
+/// Host `h` (10.0.0.1) runs two python3 services (ports 8080 and 8081);
+/// host `c` (10.0.0.2) runs two python3 clients, one of each.
+fn two_python_services() -> Vec<String> {
+    vec![
+        svc_link(
+            "h",
+            10,
+            "python3",
+            "ports:8080",
+            0,
+            "10.0.0.2",
+            "10.0.0.1",
+            8080,
+        ),
+        svc_link(
+            "h",
+            20,
+            "python3",
+            "ports:8081",
+            0,
+            "10.0.0.2",
+            "10.0.0.1",
+            8081,
+        ),
+        svc_link(
+            "c",
+            30,
+            "python3",
+            "cmd:python3 a.py",
+            1,
+            "10.0.0.2",
+            "10.0.0.1",
+            8080,
+        ),
+        svc_link(
+            "c",
+            40,
+            "python3",
+            "cmd:python3 b.py",
+            1,
+            "10.0.0.2",
+            "10.0.0.1",
+            8081,
+        ),
+    ]
+}
+
+#[test]
+fn service_suffixes_are_stable_and_readable() {
+    assert_eq!(service_suffix(""), "");
+    assert_eq!(service_suffix("ports:8080,8081"), ":8080,8081");
+    assert_eq!(service_suffix("unit:nginx.service"), "@nginx.service");
+    assert_eq!(
+        service_suffix(
+            "container:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        ),
+        "@0123456789ab"
+    );
+    let a = service_suffix("cmd:python3 a.py");
+    assert_eq!(a, service_suffix("cmd:python3 a.py"), "stable");
+    assert_ne!(a, service_suffix("cmd:python3 b.py"));
+    assert!(a.starts_with('#') && a.len() == 7, "{a}");
+    assert_eq!(fnv1a("a"), 0xe40c_292c, "FNV-1a 32 reference value");
+    assert!(service_suffix("odd").starts_with('#'));
+    assert!(service_suffix("ports:").starts_with('#'));
+}
+
+#[test]
+fn two_services_with_one_comm_are_two_nodes_with_their_own_edges() {
+    let mut b = builder(&[]);
+    apply_all(&mut b, &two_python_services(), 1000);
+    let t = b.snapshot(2000);
+    let a = format!("c.python3{}", service_suffix("cmd:python3 a.py"));
+    let bb = format!("c.python3{}", service_suffix("cmd:python3 b.py"));
+    let mut want_ids = vec![a.as_str(), bb.as_str(), "h.python3:8080", "h.python3:8081"];
+    want_ids.sort_unstable();
+    assert_eq!(ids(&t), want_ids);
+    let mut want = vec![
+        (a.as_str(), "h.python3:8080"),
+        (bb.as_str(), "h.python3:8081"),
+    ];
+    want.sort_unstable();
+    assert_eq!(pairs(&t), want);
+    let p = t
+        .processes
+        .iter()
+        .find(|p| p.id == "h.python3:8081")
+        .expect("node");
+    assert_eq!(
+        (p.name.as_str(), p.host.as_str(), p.display.as_str()),
+        ("python3", "h", "h.python3:8081")
+    );
+    assert_eq!(
+        (p.service.as_str(), p.pids.as_slice()),
+        ("ports:8081", &[20][..])
+    );
+    // The ids do not depend on the order the records came in, and stay
+    // across periods.
+    let mut b2 = builder(&[]);
+    let mut rev = two_python_services();
+    rev.reverse();
+    apply_all(&mut b2, &rev, 1000);
+    assert_eq!(ids(&b2.snapshot(2000)), want_ids);
+    apply_all(&mut b, &two_python_services(), 3000);
+    assert_eq!(ids(&b.snapshot(4000)), want_ids);
+}
+
+#[test]
+fn a_unique_comm_keeps_the_bare_name_whatever_its_service() {
+    let mut b = builder(&[]);
+    apply_all(
+        &mut b,
+        &[
+            svc_link(
+                "h",
+                10,
+                "nginx",
+                "unit:nginx.service",
+                0,
+                "10.0.0.2",
+                "10.0.0.1",
+                80,
+            ),
+            svc_link(
+                "h",
+                11,
+                "nginx",
+                "unit:nginx.service",
+                0,
+                "10.0.0.3",
+                "10.0.0.1",
+                80,
+            ),
+            svc_link("c", 30, "curl", "cmd:curl x", 1, "10.0.0.2", "10.0.0.1", 80),
+        ],
+        1000,
+    );
+    let t = b.snapshot(2000);
+    assert_eq!(
+        ids(&t),
+        ["c.curl", "h.nginx"],
+        "workers of one unit: one node"
+    );
+    assert_eq!(t.processes[1].pids, [10, 11]);
+    assert_eq!(t.processes[1].service, "unit:nginx.service");
+    assert_eq!(pairs(&t), [("c.curl", "h.nginx")]);
+}
+
+#[test]
+fn records_without_a_service_fall_back_to_host_and_comm() {
+    // An older agent: no service field. Two python3 processes are one node,
+    // as before.
+    let mut b = builder(&[]);
+    apply_all(
+        &mut b,
+        &[
+            link(
+                "h",
+                10,
+                "python3",
+                0,
+                "10.0.0.2",
+                "10.0.0.1",
+                8080,
+                [1, 1, 1, 0, 1],
+            ),
+            link(
+                "h",
+                20,
+                "python3",
+                0,
+                "10.0.0.2",
+                "10.0.0.1",
+                8081,
+                [1, 1, 1, 0, 1],
+            ),
+            link(
+                "c",
+                30,
+                "curl",
+                1,
+                "10.0.0.2",
+                "10.0.0.1",
+                8080,
+                [1, 1, 1, 0, 1],
+            ),
+        ],
+        1000,
+    );
+    let t = b.snapshot(2000);
+    assert_eq!(ids(&t), ["c.curl", "h.python3"]);
+    assert_eq!(t.processes[1].pids, [10, 20]);
+    assert_eq!(t.processes[1].service, "");
+    // Beside a newer agent's service of the same comm, the one without a
+    // service keeps the bare name, the other is suffixed.
+    apply_all(
+        &mut b,
+        &[svc_link(
+            "h",
+            50,
+            "python3",
+            "ports:9000",
+            0,
+            "10.0.0.2",
+            "10.0.0.1",
+            9000,
+        )],
+        2500,
+    );
+    assert_eq!(
+        ids(&b.snapshot(3000)),
+        ["c.curl", "h.python3", "h.python3:9000"]
+    );
+}
+
+#[test]
+fn colliding_suffixes_get_a_counter_by_service_order() {
+    // Two services whose suffixes are equal (a container id prefix shared
+    // by two ids) still get distinct, stable ids.
+    let c1 = format!("container:abcdefabcdef{}", "1".repeat(52));
+    let c2 = format!("container:abcdefabcdef{}", "2".repeat(52));
+    let mut b = builder(&[]);
+    apply_all(
+        &mut b,
+        &[
+            svc_link("h", 20, "java", &c2, 0, "10.0.0.2", "10.0.0.1", 8081),
+            svc_link("h", 10, "java", &c1, 0, "10.0.0.2", "10.0.0.1", 8080),
+        ],
+        1000,
+    );
+    let t = b.snapshot(2000);
+    assert_eq!(ids(&t), ["h.java@abcdefabcdef", "h.java@abcdefabcdef#2"]);
+    assert_eq!(t.processes[0].service, c1);
+    assert_eq!(t.processes[1].service, c2);
+}
+
+#[test]
+fn lb_node_is_the_service_serving_the_virtual_address() {
+    // Two nginx services on the lb host (ports 80 and 81); the nginx_link
+    // record of port 81 attaches to the second.
+    let mut lines = vec![
+        svc_link(
+            "lb", 200, "nginx", "ports:80", 0, "10.0.0.1", "10.0.0.2", 80,
+        ),
+        svc_link(
+            "lb", 210, "nginx", "ports:81", 0, "10.0.0.1", "10.0.0.2", 81,
+        ),
+        svc_link(
+            "lb", 211, "nginx", "ports:81", 1, "10.0.0.2", "10.0.0.3", 8080,
+        ),
+        svc_link(
+            "web", 100, "curl", "cmd:curl", 1, "10.0.0.1", "10.0.0.2", 81,
+        ),
+        svc_link(
+            "app",
+            300,
+            "java",
+            "ports:8080",
+            0,
+            "10.0.0.2",
+            "10.0.0.3",
+            8080,
+        ),
+    ];
+    lines.push(nginx("lb", "10.0.0.1", "10.0.0.2", 81, "10.0.0.3", 8080));
+    let mut b = builder(&[]);
+    apply_all(&mut b, &lines, 1000);
+    let t = b.snapshot(2000);
+    let halves: Vec<(&str, &str, &str)> = t
+        .lb_flows
+        .iter()
+        .map(|h| (h.half, h.source.as_str(), h.target.as_str()))
+        .collect();
+    assert_eq!(
+        halves,
+        [
+            ("back", "lb.nginx:81", "app.java"),
+            ("front", "web.curl", "lb.nginx:81")
+        ]
+    );
+}
+
+fn dns(host: &str, cip: &str, pid: u32, comm: &str, domain: &str, n: u64) -> String {
+    let (pid, n) = (pid.to_string(), n.to_string());
+    json(
+        host,
+        "dnsmasq_link",
+        &[
+            ("client_ip", cip),
+            ("virtual_ip", "10.0.0.1"),
+            ("domain", domain),
+            ("pid", &pid),
+            ("process_comm", comm),
+            ("server_comm", "dnsmasq"),
+            ("family", "2"),
+            ("link_count", &n),
+        ],
+    )
+}
+
+#[test]
+fn dns_edges_from_local_and_remote_askers() {
+    let mut b = builder(&[]);
+    let mut lines = two_python_services();
+    // On h itself: pid 10 (the python3 on 8080) asks twice, a dig (no
+    // tcp_link records) once.
+    lines.push(dns("h", "127.0.0.1", 10, "python3", "db.example", 2));
+    lines.push(dns("h", "127.0.0.1", 10, "python3", "api.example", 1));
+    lines.push(dns("h", "127.0.0.1", 77, "dig", "x.example", 1));
+    // From c (10.0.0.2): two processes there have that address: ambiguous.
+    lines.push(dns("h", "10.0.0.2", 0, "", "y.example", 4));
+    // From 10.0.0.9: unknown.
+    lines.push(dns("h", "10.0.0.9", 0, "", "z.example", 1));
+    let applied = apply_all(&mut b, &lines, 1000);
+    assert_eq!(applied[4..], [Applied::Dns; 5]);
+    let t = b.snapshot(2000);
+    let d: Vec<(&str, &str, u64, Vec<&str>)> = t
+        .edges
+        .iter()
+        .filter(|e| e.kind == "dns")
+        .map(|e| {
+            (
+                e.source.as_str(),
+                e.target.as_str(),
+                e.link_count,
+                e.domains.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        d,
+        [
+            ("h.dig", "h.dnsmasq", 1, vec!["x.example"]),
+            (
+                "h.python3:8080",
+                "h.dnsmasq",
+                3,
+                vec!["api.example", "db.example"]
+            ),
+        ]
+    );
+    assert_eq!(t.stats.unresolved_dns, 2);
+    assert_eq!(t.stats.dns_records, 5);
+    let dig = t.processes.iter().find(|p| p.id == "h.dig").expect("dig");
+    assert_eq!((dig.pids.as_slice(), dig.service.as_str()), (&[77][..], ""));
+    assert!(t.processes.iter().any(|p| p.id == "h.dnsmasq"));
+
+    // A remote asker with one process on its address is found.
+    let mut b = builder(&[]);
+    apply_all(
+        &mut b,
+        &[
+            svc_link("c", 30, "curl", "cmd:curl", 1, "10.0.0.2", "10.0.0.1", 8080),
+            svc_link(
+                "h",
+                10,
+                "python3",
+                "ports:8080",
+                0,
+                "10.0.0.2",
+                "10.0.0.1",
+                8080,
+            ),
+            dns("h", "10.0.0.2", 0, "", "h.example", 2),
+        ],
+        1000,
+    );
+    let t = b.snapshot(2000);
+    let e: Vec<(&str, &str, &str)> = t
+        .edges
+        .iter()
+        .map(|e| (e.source.as_str(), e.target.as_str(), e.kind))
+        .collect();
+    assert_eq!(
+        e,
+        [
+            ("c.curl", "h.dnsmasq", "dns"),
+            ("c.curl", "h.python3", "tcp")
+        ]
+    );
+    // JSON: kind is always there, domains only on DNS edges.
+    let v = serde_json::to_value(&t).expect("json");
+    assert_eq!(v["edges"][0]["kind"], "dns");
+    assert_eq!(v["edges"][0]["domains"], serde_json::json!(["h.example"]));
+    assert_eq!(v["edges"][1]["kind"], "tcp");
+    assert!(v["edges"][1].get("domains").is_none());
+}
+
+#[test]
+fn dns_records_are_unused_unless_the_table_is_configured() {
+    let mut b = Builder::new(WINDOW, AddrFilter::default(), &["nginx_link".into()]);
+    let r = dns("h", "127.0.0.1", 1, "a", "x", 1);
+    assert_eq!(
+        b.apply(&MetricRecord::parse(&r).expect("json"), 1000),
+        Applied::UnusedTable
+    );
+    let mut b = builder(&[]);
+    let bad = json("h", "dnsmasq_link", &[("client_ip", "1.1.1.1")]);
+    assert_eq!(
+        b.apply(&MetricRecord::parse(&bad).expect("json"), 1000),
+        Applied::BadRecord
+    );
 }
