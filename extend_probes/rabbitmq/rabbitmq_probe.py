@@ -266,6 +266,27 @@ def log(msg):
     sys.stderr.flush()
 
 
+class Errors:
+    """Error lines per target: a new error is logged at once, the same one
+    again at most every REPEAT seconds, and the recovery once."""
+
+    REPEAT = 60.0
+
+    def __init__(self):
+        self.last = {}
+
+    def failed(self, target, msg):
+        now = time.monotonic()
+        prev = self.last.get(target)
+        if prev is None or prev[0] != msg or now - prev[1] >= self.REPEAT:
+            log(msg)
+            self.last[target] = (msg, now)
+
+    def ok(self, target):
+        if self.last.pop(target, None) is not None:
+            log("%s: answering again" % target)
+
+
 def main():
     ap = argparse.ArgumentParser(description="gala-gopher extend probe: RabbitMQ nodes, clients and queues")
     ap.add_argument("-t", "--period", type=float, default=5.0, help="seconds between collections (default 5)")
@@ -286,17 +307,19 @@ def main():
     if not apis:
         ap.error("--url is empty")
 
+    errors = Errors()
     while True:
         started = time.monotonic()
         lines = []
         for api in apis:
             try:
                 lines += collect(api)
+                errors.ok(api.url)
             except ProbeError as e:
-                log(str(e))
+                errors.failed(api.url, str(e))
                 lines.append(down_record(api))
             except Exception as e:  # never die on an API's answer
-                log("%s: unexpected answer (%s: %s)" % (api.url, type(e).__name__, e))
+                errors.failed(api.url, "%s: unexpected answer (%s: %s)" % (api.url, type(e).__name__, e))
                 lines.append(down_record(api))
         try:
             sys.stdout.write("\n".join(lines) + "\n")

@@ -421,6 +421,27 @@ def log(msg):
     sys.stderr.flush()
 
 
+class Errors:
+    """Error lines per target: a new error is logged at once, the same one
+    again at most every REPEAT seconds, and the recovery once."""
+
+    REPEAT = 60.0
+
+    def __init__(self):
+        self.last = {}
+
+    def failed(self, target, msg):
+        now = time.monotonic()
+        prev = self.last.get(target)
+        if prev is None or prev[0] != msg or now - prev[1] >= self.REPEAT:
+            log(msg)
+            self.last[target] = (msg, now)
+
+    def ok(self, target):
+        if self.last.pop(target, None) is not None:
+            log("%s: answering again" % target)
+
+
 def main():
     ap = argparse.ArgumentParser(description="gala-gopher extend probe: redis servers and their clients")
     ap.add_argument("-t", "--period", type=float, default=5.0, help="seconds between collections (default 5)")
@@ -437,24 +458,23 @@ def main():
     except ValueError as e:
         ap.error(str(e))
 
-    last_errors = {}
+    errors = Errors()
     while True:
         started = time.monotonic()
         servers = fixed or discover()
-        if not servers and last_errors.get("discover") is None:
-            log("no redis-server listening on a TCP port was found in /proc (give -s host:port)")
-            last_errors["discover"] = True
-        elif servers:
-            last_errors.pop("discover", None)
+        if not servers:
+            errors.failed("discovery", "no redis-server listening on a TCP port was found in /proc (give -s host:port)")
         lines = []
         for host, port in servers:
+            target = "redis at %s:%d" % (host, port)
             try:
                 lines += collect(host, port, args.user, password)
+                errors.ok(target)
             except ProbeError as e:
-                log(str(e))
+                errors.failed(target, str(e))
                 lines.append(down_record(host, port))
             except Exception as e:  # never die on a server's answer
-                log("redis at %s:%d: unexpected %s: %s" % (host, port, type(e).__name__, e))
+                errors.failed(target, "%s: unexpected %s: %s" % (target, type(e).__name__, e))
                 lines.append(down_record(host, port))
         if lines:
             try:

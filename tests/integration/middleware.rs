@@ -73,6 +73,33 @@ fn only(expo: &str, prefix: &str) -> String {
         .collect()
 }
 
+/// The probes ran all along: never restarted, running now.
+fn assert_never_restarted(agent: &Agent, probes: &[&str]) {
+    let expo = agent.scrape();
+    for p in probes {
+        assert_eq!(
+            value(
+                &expo,
+                "gala_gopher_self_probe_restarts_total",
+                &[("probe", p)]
+            ),
+            Some(0.0),
+            "probe {p} was restarted; log:\n{}",
+            agent.log_text()
+        );
+        assert_eq!(
+            value(
+                &expo,
+                "gala_gopher_self_probe_state",
+                &[("probe", p), ("state", "running")]
+            ),
+            Some(1.0),
+            "probe {p} is not running; log:\n{}",
+            agent.log_text()
+        );
+    }
+}
+
 fn probe_path(rel: &str) -> PathBuf {
     let p = repo().join("extend_probes").join(rel);
     assert!(p.exists(), "{} is missing", p.display());
@@ -157,6 +184,25 @@ fn not_redis() -> u16 {
         for s in l.incoming().flatten() {
             let mut s = s;
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// An HTTP server that answers every request 200 with a body that is not JSON.
+fn not_json() -> u16 {
+    use std::io::Read as _;
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 9\r\nConnection: close\r\n\r\n<html>hi!",
+            );
         }
     });
     port
@@ -314,6 +360,7 @@ switch = \"on\"
         !agent.log_text().contains("Traceback"),
         "a traceback in the log"
     );
+    assert_never_restarted(&agent, &["redis", "redis_bad"]);
     drop(agent);
 }
 
@@ -443,6 +490,7 @@ fn rabbitmq_probe_reports_clients_queues_and_node_health() {
     client.expect("ready");
 
     let closed = free_port();
+    let html = not_json();
     let s = Setup::new(&[]);
     let probe = probe_path("rabbitmq/rabbitmq_probe.py");
     let cfg = format!(
@@ -457,7 +505,7 @@ start_check = \"pgrep -c -f '[b]eam.smp.* rabbit'\"
 [[extend_probes]]
 name = \"rabbitmq_down\"
 command = \"python3 {probe}\"
-param = \"-t 1 -u http://127.0.0.1:{closed}\"
+param = \"-t 1 -u http://127.0.0.1:{closed},http://127.0.0.1:{html}\"
 switch = \"on\"
 ",
         base = s.base_config(),
@@ -587,6 +635,20 @@ switch = \"on\"
         .then_some(log)
     });
     assert!(!log.contains("Traceback"), "a traceback in the log:\n{log}");
+    wait_value(
+        &agent,
+        "gala_gopher_rabbitmq_server_up",
+        &[("server_port", html.to_string().as_str())],
+        0.0,
+    );
+    wait_for(Duration::from_secs(10), "the not-JSON error", || {
+        agent
+            .log_text()
+            .contains(&format!(
+                "rabbitmq_probe: http://127.0.0.1:{html}/api/overview answered something that is not JSON"
+            ))
+            .then_some(())
+    });
 
     // The broker goes away: the probe says so and goes on, the agent too.
     drop(client);
@@ -599,5 +661,6 @@ switch = \"on\"
         "no error for the stopped broker:\n{}",
         agent.log_text()
     );
-    agent.scrape();
+    assert!(!agent.log_text().contains("Traceback"));
+    assert_never_restarted(&agent, &["rabbitmq", "rabbitmq_down"]);
 }
