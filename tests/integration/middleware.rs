@@ -243,7 +243,7 @@ name = \"redis\"
 command = \"python3 {probe}\"
 param = \"-t 1 -s 127.0.0.1:{port}\"
 switch = \"auto\"
-start_check = \"pgrep -c -x redis-server\"
+start_check = \"grep -slx redis-server /proc/[0-9]*/comm | wc -l\"
 
 [[extend_probes]]
 name = \"redis_bad\"
