@@ -313,13 +313,19 @@ async function render(topo) {
   const flowsList = document.getElementById("flows");
   flowsList.replaceChildren();
   const shown = [...new Set(v.flows.map(f => f.flow_id))].sort();
+  const name = id => label(byId.get(id) || { id, host: "" });
   for (const id of shown) {
-    const f = v.flows.find(x => x.flow_id === id);
+    const halves = v.flows.filter(x => x.flow_id === id);
+    const f = halves[0];
+    const lb = f.half === "front" ? f.target : f.source;
+    const ends = h => [...new Set(halves.filter(x => x.half === h).map(x => name(h === "front" ? x.source : x.target)))];
     const li = html("li", undefined, flowsList, "flow");
     li.dataset.flow = id;
+    li.title = id;
     const sw = html("span", undefined, li, "swatch");
     sw.style.background = colour.get(id);
-    li.appendChild(document.createTextNode(`${f.kind}: ${id}`));
+    li.appendChild(document.createTextNode(`${ends("front").join(", ") || "?"} → ${lb} → ${ends("back").join(", ") || "?"}`));
+    html("span", `${f.kind} · ${halves.reduce((n, x) => n + (x.half === "back" ? x.link_count : 0), 0)} links`, li, "flow-kind");
     li.addEventListener("mouseenter", () => highlight(id, true));
     li.addEventListener("mouseleave", () => highlight(id, false));
   }
