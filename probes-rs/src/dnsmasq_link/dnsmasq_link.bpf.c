@@ -169,6 +169,7 @@ static __always_inline void record_client(int fd)
 	struct sock *sk = lb_sock_of_fd(fd);
 	struct dl_client_key key = {};
 	struct dl_client_val val = {};
+	struct task_struct *task, *leader;
 	__u64 id;
 
 	if (!is_dgram(sk))
@@ -180,7 +181,12 @@ static __always_inline void record_client(int fd)
 	val.pid = id >> 32;
 	val.tid = (__u32)id;
 	val.ts = bpf_ktime_get_ns();
-	bpf_get_current_comm(val.comm, sizeof(val.comm));
+	/* The process's name (its main thread's): resolvers often send from
+	 * a worker thread with a name of its own. */
+	task = (struct task_struct *)bpf_get_current_task();
+	leader = BPF_CORE_READ(task, group_leader);
+	if (!leader || bpf_core_read_str(val.comm, sizeof(val.comm), &leader->comm) < 0)
+		bpf_get_current_comm(val.comm, sizeof(val.comm));
 	if (bpf_map_update_elem(&clients, &key, &val, BPF_ANY) == 0)
 		count(DL_STAT_CLIENTS);
 }
