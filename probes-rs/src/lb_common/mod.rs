@@ -7,7 +7,7 @@
 //! - [`find_binaries`]`(proc_root, comm)`: the running processes whose
 //!   `comm` is `comm`, grouped by the binary they run ([`Binary`]: device
 //!   and inode of `/proc/<pid>/exe`, a path that opens it, even inside a
-//!   container, and the pids). One [`Binary`] per inode: uprobes are set on
+//!   container, the path to attach by, and the pids). One [`Binary`] per inode: uprobes are set on
 //!   an inode, so workers forked later or after a reload (same binary) are
 //!   covered without doing anything.
 //! - [`Binary::read`] then [`elf::Elf::parse`]: the file's bytes and
@@ -16,7 +16,8 @@
 //!   `.symtab` with the file offset a uprobe takes; [`elf::Elf::defines`]
 //!   whether a build flag's symbol is there.
 //! - [`attach_uprobe`]: a uprobe or uretprobe on a binary at an offset,
-//!   for every process (pid -1).
+//!   for every process (pid -1); [`attach_uprobe_cookie`] with a BPF
+//!   cookie (e.g. which offsets table entry the binary takes).
 //! - [`Attachments`]: the links per binary; [`Attachments::sync`] attaches
 //!   the binaries seen for the first time (a closure does the probe's own
 //!   checks and attaches), remembers refusals so each is reported once, and
@@ -43,6 +44,10 @@ pub struct Binary {
     /// The path the process sees (the exe link's target, inside its mount
     /// namespace), for messages.
     pub shown_path: PathBuf,
+    /// The path to attach uprobes by: the first of `shown_path` (in our
+    /// mount namespace) and `<proc_root>/<pid>/root/<shown_path>` (inside a
+    /// container) that is this very file, else `open_path`.
+    pub attach_path: PathBuf,
     /// The processes running it, ascending.
     pub pids: Vec<u32>,
 }
@@ -90,11 +95,23 @@ pub fn find_binaries(proc_root: &Path, comm: &str) -> Vec<Binary> {
         let shown = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
         by_id
             .entry(id)
-            .or_insert_with(|| Binary {
-                id,
-                open_path: exe,
-                shown_path: shown,
-                pids: Vec::new(),
+            .or_insert_with(|| {
+                let in_root = proc_root
+                    .join(pid.to_string())
+                    .join("root")
+                    .join(shown.strip_prefix("/").unwrap_or(&shown));
+                let same = |p: &Path| std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == id);
+                let attach_path = [shown.clone(), in_root]
+                    .into_iter()
+                    .find(|p| same(p))
+                    .unwrap_or_else(|| exe.clone());
+                Binary {
+                    id,
+                    open_path: exe,
+                    shown_path: shown,
+                    attach_path,
+                    pids: Vec::new(),
+                }
             })
             .pids
             .push(pid);
@@ -112,14 +129,62 @@ pub fn attach_uprobe(
     path: &Path,
     file_offset: u64,
 ) -> Result<libbpf_rs::Link, String> {
+    attach_uprobe_cookie(prog, retprobe, path, file_offset, 0)
+}
+
+/// [`attach_uprobe`] with a BPF cookie the program reads with
+/// `bpf_get_attach_cookie()` (5.15+), e.g. the index of the binary's
+/// struct offsets in a map, so one loaded program serves binaries of
+/// several versions.
+pub fn attach_uprobe_cookie(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    retprobe: bool,
+    path: &Path,
+    file_offset: u64,
+    cookie: u64,
+) -> Result<libbpf_rs::Link, String> {
     let off = usize::try_from(file_offset).map_err(|e| e.to_string())?;
-    prog.attach_uprobe(retprobe, -1, path, off).map_err(|e| {
-        format!(
-            "cannot attach the {} at offset {file_offset:#x} of {}: {e}",
-            if retprobe { "uretprobe" } else { "uprobe" },
-            path.display()
-        )
-    })
+    let opts = libbpf_rs::UprobeOpts {
+        cookie,
+        retprobe,
+        ..Default::default()
+    };
+    prog.attach_uprobe_with_opts(-1, path, off, opts)
+        .map_err(|e| {
+            format!(
+                "cannot attach the {} at offset {file_offset:#x} of {}: {e}",
+                if retprobe { "uretprobe" } else { "uprobe" },
+                path.display()
+            )
+        })
+}
+
+/// Like [`attach_uprobe_cookie`], as a uprobe_multi link (6.6+;
+/// `SEC("uprobe.multi")` programs): a BPF link rather than a perf event,
+/// so it needs only CAP_BPF and CAP_PERFMON where classic uprobes may ask
+/// for CAP_SYS_ADMIN.
+pub fn attach_uprobe_multi(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    retprobe: bool,
+    path: &Path,
+    file_offset: u64,
+    cookie: u64,
+) -> Result<libbpf_rs::Link, String> {
+    let off = usize::try_from(file_offset).map_err(|e| e.to_string())?;
+    let opts = libbpf_rs::UprobeMultiOpts {
+        offsets: vec![off],
+        cookies: vec![cookie],
+        retprobe,
+        ..Default::default()
+    };
+    prog.attach_uprobe_multi_with_opts(-1, path, "", opts)
+        .map_err(|e| {
+            format!(
+                "cannot attach the {} (uprobe_multi) at offset {file_offset:#x} of {}: {e}",
+                if retprobe { "uretprobe" } else { "uprobe" },
+                path.display()
+            )
+        })
 }
 
 /// What became of one binary.

@@ -12,7 +12,8 @@
  *                             log context (its connection first)
  *   that connection's fd      the client socket
  * Only these pointers and two fds are read from nginx's memory, at offsets
- * user space sets per nginx version; the addresses come from the kernel's
+ * user space sets per binary (by nginx version and build flags, passed as
+ * the uprobe's cookie, 5.15+); the addresses come from the kernel's
  * sockets (lb_sock.h).
  */
 #include "vmlinux.h"
@@ -23,11 +24,14 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Offsets in nginx's structs, set by user space before load. */
-const volatile __u32 off_pc_log = 112;   /* ngx_peer_connection_t.log */
-const volatile __u32 off_log_data = 40;  /* ngx_log_t.data */
-const volatile __u32 off_conn_fd = 24;   /* ngx_connection_t.fd */
-const volatile __u32 off_strm_conn = 8;  /* ngx_stream_session_t.connection */
+/* The offsets of each attached binary (user space fills the entry and
+ * passes its index as the uprobe's cookie). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NL_MAX_BINARIES);
+	__type(key, __u32);
+	__type(value, struct nl_offsets);
+} offsets SEC(".maps");
 
 #define NGX_OK 0
 #define NGX_AGAIN -2
@@ -70,8 +74,7 @@ static __always_inline int read_ptr(__u64 *out, __u64 addr)
 	return bpf_probe_read_user(out, sizeof(*out), (const void *)addr);
 }
 
-SEC("uprobe")
-int BPF_UPROBE(nginx_connect_peer_enter, void *pc)
+static __always_inline int on_enter(void *pc)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 v = (__u64)pc;
@@ -81,8 +84,7 @@ int BPF_UPROBE(nginx_connect_peer_enter, void *pc)
 	return 0;
 }
 
-SEC("uretprobe")
-int BPF_URETPROBE(nginx_connect_peer_exit, long rc)
+static __always_inline int on_exit(void *ctx, long rc)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 *pcp = bpf_map_lookup_elem(&calls, &id);
@@ -91,20 +93,27 @@ int BPF_URETPROBE(nginx_connect_peer_exit, long rc)
 	int up_fd = -1, cl_fd = -1;
 	struct lb_sock_addr cl, up;
 	struct nl_link_key key;
+	struct nl_offsets *o;
+	__u32 idx = (__u32)bpf_get_attach_cookie(ctx);
 
 	if (!pcp)
 		return 0;
 	pc = *pcp;
 	bpf_map_delete_elem(&calls, &id);
 	stat(NL_STAT_CALLS);
+	o = bpf_map_lookup_elem(&offsets, &idx);
+	if (!o || !o->conn_fd) {
+		stat(NL_STAT_NO_OFFSETS);
+		return 0;
+	}
 	if (rc != NGX_OK && rc != NGX_AGAIN && rc != NGX_DONE) {
 		stat(NL_STAT_FAILED_RC);
 		return 0;
 	}
 	if (read_ptr(&up_conn, pc) || !up_conn ||
-	    bpf_probe_read_user(&up_fd, sizeof(up_fd), (const void *)(up_conn + off_conn_fd)) ||
-	    read_ptr(&log, pc + off_pc_log) || !log ||
-	    read_ptr(&data, log + off_log_data) || !data ||
+	    bpf_probe_read_user(&up_fd, sizeof(up_fd), (const void *)(up_conn + o->conn_fd)) ||
+	    read_ptr(&log, pc + o->pc_log) || !log ||
+	    read_ptr(&data, log + o->log_data) || !data ||
 	    bpf_probe_read_user(&sig, sizeof(sig), (const void *)data)) {
 		stat(NL_STAT_READ_FAIL);
 		return 0;
@@ -112,19 +121,19 @@ int BPF_URETPROBE(nginx_connect_peer_exit, long rc)
 	__builtin_memset(&key, 0, sizeof(key));
 	if (sig == NGX_STREAM_SIGNATURE) {
 		key.is_l7 = 0;
-		if (read_ptr(&cl_conn, data + off_strm_conn)) {
+		if (read_ptr(&cl_conn, data + o->strm_conn)) {
 			stat(NL_STAT_READ_FAIL);
 			return 0;
 		}
 	} else {
 		key.is_l7 = 1;
-		if (read_ptr(&cl_conn, data)) {
+		if (read_ptr(&cl_conn, data + o->http_conn)) {
 			stat(NL_STAT_READ_FAIL);
 			return 0;
 		}
 	}
 	if (!cl_conn ||
-	    bpf_probe_read_user(&cl_fd, sizeof(cl_fd), (const void *)(cl_conn + off_conn_fd))) {
+	    bpf_probe_read_user(&cl_fd, sizeof(cl_fd), (const void *)(cl_conn + o->conn_fd))) {
 		stat(NL_STAT_READ_FAIL);
 		return 0;
 	}
@@ -135,7 +144,6 @@ int BPF_URETPROBE(nginx_connect_peer_exit, long rc)
 	__builtin_memcpy(key.client_ip, cl.raddr, 16);
 	__builtin_memcpy(key.virtual_ip, cl.laddr, 16);
 	__builtin_memcpy(key.server_ip, up.raddr, 16);
-	__builtin_memcpy(key.local_ip, up.laddr, 16);
 	key.family = cl.family;
 	key.server_family = up.family;
 	key.virtual_port = cl.lport;
@@ -155,4 +163,33 @@ int BPF_URETPROBE(nginx_connect_peer_exit, long rc)
 	}
 	stat(NL_STAT_LINKS);
 	return 0;
+}
+
+/*
+ * Two attach types, the same code: uprobe.multi links (6.6+) need only
+ * CAP_BPF and CAP_PERFMON; a classic uprobe is a perf event, which some
+ * kernels allow only with CAP_SYS_ADMIN. User space loads one pair.
+ */
+SEC("uprobe.multi")
+int BPF_UPROBE(nginx_connect_peer_enter_multi, void *pc)
+{
+	return on_enter(pc);
+}
+
+SEC("uretprobe.multi")
+int BPF_URETPROBE(nginx_connect_peer_exit_multi, long rc)
+{
+	return on_exit(ctx, rc);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(nginx_connect_peer_enter, void *pc)
+{
+	return on_enter(pc);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(nginx_connect_peer_exit, long rc)
+{
+	return on_exit(ctx, rc);
 }
