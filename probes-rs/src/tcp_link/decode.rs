@@ -523,7 +523,9 @@ pub struct Aggregator {
     prev: HashMap<LinkKey, Prev>,
 }
 
-/// The `tcp_link` fields, in meta order.
+/// The `tcp_link` fields, in meta order. [`Aggregator::period`] gives all
+/// but the last (`service`), which the probe appends
+/// ([`super::service`]).
 pub const FIELDS: &[&str] = &[
     "pid",
     "process_name",
@@ -540,6 +542,7 @@ pub const FIELDS: &[&str] = &[
     "retran_packets",
     "lost_packets",
     "rtt",
+    "service",
 ];
 
 impl Aggregator {

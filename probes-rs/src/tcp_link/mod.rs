@@ -60,6 +60,7 @@ use crate::tracefs;
 
 pub mod decode;
 pub mod procscan;
+pub mod service;
 pub mod watch;
 
 pub use watch::{NameRule, Selection, SelectionError, Watch};
@@ -719,6 +720,8 @@ struct State {
     idle: HashMap<LinkKey, (u64, u32)>,
     /// Socket inodes already looked for in /proc.
     tried: HashSet<u64>,
+    /// The `service` field of each process, cached.
+    services: service::Services,
 }
 
 impl Probe for TcpLinkProbe {
@@ -819,6 +822,7 @@ impl Probe for TcpLinkProbe {
             agg: Aggregator::default(),
             idle: HashMap::new(),
             tried: HashSet::new(),
+            services: service::Services::new(&self.proc_root),
         };
         loop {
             if cx.shutdown.wait(opts.period) {
@@ -875,9 +879,15 @@ impl TcpLinkProbe {
             .filter(|(k, _)| shown(k.pid))
             .copied()
             .collect();
-        for rec in st.agg.period(&shown_conns, &shown_links, opts.filter_pid) {
+        let now = Instant::now();
+        for mut rec in st.agg.period(&shown_conns, &shown_links, opts.filter_pid) {
+            // Appended after the legacy fields: the service of the process.
+            let pid = rec[0].parse().unwrap_or(0);
+            let service = st.services.of(pid, &rec[1], now).to_owned();
+            rec.push(service);
             r.emitter.record(TABLE, rec);
         }
+        st.services.end_period(now);
         // Forget aggregates of processes that are gone and quiet.
         let live: HashSet<LinkKey> = links.iter().map(|(k, _)| *k).collect();
         st.idle.retain(|k, _| live.contains(k));
