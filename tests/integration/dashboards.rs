@@ -428,17 +428,17 @@ fn start_agent() -> (Setup, Agent) {
     let stats_fields = crate::harness::field_count(&meta, "tcp_link_probe_stats");
     assert_eq!(
         crate::harness::field_count(&meta, "tcp_link"),
-        15,
+        16,
         "tcp_link's fields changed"
     );
     // tcp_link: pid, process_name, role, client_ip, server_ip, server_port,
     // protocol, link_count, rx_bytes, tx_bytes, packets_in, packets_out,
-    // retran_packets, lost_packets, rtt; a pid no real process has.
+    // retran_packets, lost_packets, rtt, service; a pid no real process has.
     let script = s.script(
         "dashboards.sh",
         &format!(
             "n=0\nwhile true; do\n  n=$((n + 1000))\n  \
-             echo \"|tcp_link|4000000|dashboards|1|192.0.2.1|192.0.2.2|443|2|1|$n|$n|$n|$n|0|0|250|\"\n  \
+             echo \"|tcp_link|4000000|dashboards|1|192.0.2.1|192.0.2.2|443|2|1|$n|$n|$n|$n|0|0|250|cmd:dashboards|\"\n  \
              echo '|tcp_link_probe_stats|dashboards{}|'\n  \
              echo 'not a record'\n  sleep 1\ndone",
             "|1".repeat(stats_fields - 1)
