@@ -4,8 +4,11 @@
  * which name.
  *
  * dnsmasq is stripped and exports nothing worth a uprobe, so everything here
- * hangs off the raw syscall tracepoints (raw_syscalls:sys_enter/sys_exit),
- * which attach by name: no tracefs to mount, no kprobe.
+ * hangs off the kernel's socket calls, in one of two plans that do the same
+ * work: fexit on __sys_recvmsg, __sys_recvfrom, __sys_connect, __sys_sendto,
+ * __sys_sendmsg and __sys_sendmmsg (5.5+, the default; only those calls
+ * pay), or the raw syscall tracepoints raw_syscalls:sys_enter/sys_exit (the
+ * fallback). Both attach by name: no tracefs to mount, no kprobe.
  *
  * Server side: a process whose comm is `server_comm` receiving with
  * recvmsg() or recvfrom(): at the exit of the call the sender's address, the
@@ -367,5 +370,102 @@ int dnsmasq_link_exit(struct bpf_raw_tracepoint_args *ctx)
 		emit_query(c, ret);
 	}
 	bpf_map_delete_elem(&calls, &tid);
+	return 0;
+}
+
+/*
+ * The fexit plan (5.5+, the default): the same work on the kernel's own
+ * socket-call functions, which fexit sees with their arguments and return
+ * value at once. Only those calls pay; the raw syscall tracepoints above
+ * (the fallback) put every system call of the host on the kernel's slow
+ * syscall path.
+ */
+
+/* A send (or connect) that returned: `uaddr` is its explicit destination
+ * (NULL: a connected socket). */
+static __always_inline void client_done(int fd, const void *uaddr)
+{
+	if (uaddr) {
+		if (user_dport(uaddr) == dns_port)
+			record_client(fd);
+		return;
+	}
+	struct sock *sk = lb_sock_of_fd(fd);
+	if (is_dgram(sk) && bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) == dns_port)
+		record_client(fd);
+}
+
+SEC("fexit/__sys_recvmsg")
+int BPF_PROG(dnsmasq_link_recvmsg, int fd, struct user_msghdr *msg, unsigned int flags,
+	     bool forbid_cmsg_compat, long ret)
+{
+	if (ret > 0 && is_server()) {
+		struct call c = { .kind = CALL_RECVMSG, .fd = fd, .buf = (__u64)msg };
+		emit_query(&c, ret);
+	}
+	return 0;
+}
+
+SEC("fexit/__sys_recvfrom")
+int BPF_PROG(dnsmasq_link_recvfrom, int fd, void *ubuf, size_t size, unsigned int flags,
+	     struct sockaddr *addr, int *addr_len, int ret)
+{
+	if (ret > 0 && is_server()) {
+		struct call c = {
+			.kind = CALL_RECVFROM,
+			.fd = fd,
+			.buf = (__u64)ubuf,
+			.size = size,
+			.addr = (__u64)addr,
+			.addrlen = (__u64)addr_len,
+		};
+		emit_query(&c, ret);
+	}
+	return 0;
+}
+
+SEC("fexit/__sys_connect")
+int BPF_PROG(dnsmasq_link_connect, int fd, struct sockaddr *uaddr, int addrlen, int ret)
+{
+	if (ret == 0 && uaddr)
+		client_done(fd, uaddr);
+	return 0;
+}
+
+SEC("fexit/__sys_sendto")
+int BPF_PROG(dnsmasq_link_sendto, int fd, void *buf, size_t len, unsigned int flags,
+	     struct sockaddr *addr, int addr_len, int ret)
+{
+	if (ret >= 0)
+		client_done(fd, addr);
+	return 0;
+}
+
+/* A struct mmsghdr starts with its struct user_msghdr: sendmsg and
+ * sendmmsg read the (first) destination the same way. */
+static __always_inline void client_msg_done(int fd, struct user_msghdr *m)
+{
+	void *name = NULL;
+
+	if (!m || bpf_probe_read_user(&name, sizeof(name), &m->msg_name))
+		return;
+	client_done(fd, name);
+}
+
+SEC("fexit/__sys_sendmsg")
+int BPF_PROG(dnsmasq_link_sendmsg, int fd, struct user_msghdr *msg, unsigned int flags,
+	     bool forbid_cmsg_compat, long ret)
+{
+	if (ret >= 0)
+		client_msg_done(fd, msg);
+	return 0;
+}
+
+SEC("fexit/__sys_sendmmsg")
+int BPF_PROG(dnsmasq_link_sendmmsg, int fd, struct mmsghdr *mmsg, unsigned int vlen,
+	     unsigned int flags, bool forbid_cmsg_compat, int ret)
+{
+	if (ret > 0)
+		client_msg_done(fd, (struct user_msghdr *)mmsg);
 	return 0;
 }

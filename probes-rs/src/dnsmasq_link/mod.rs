@@ -3,8 +3,12 @@
 //! (meta/dnsmasq_link.meta).
 //!
 //! How (details in `dnsmasq_link.bpf.c`): dnsmasq is stripped, so the probe
-//! uses the raw syscall tracepoints (`raw_syscalls:sys_enter`/`sys_exit`,
-//! attached by name: no tracefs, no kprobe, no uprobe).
+//! hooks the kernel's socket calls rather than dnsmasq: fexit on
+//! `__sys_recvmsg`, `__sys_recvfrom`, `__sys_connect`, `__sys_sendto`,
+//! `__sys_sendmsg` and `__sys_sendmmsg` (5.5+; only those calls pay), or, where
+//! fexit is refused, the raw syscall tracepoints `sys_enter`/`sys_exit` (which
+//! put every system call of the host on the slow path). Both attach by name:
+//! no tracefs, no kprobe, no uprobe.
 //! - dnsmasq's side: each `recvmsg()`/`recvfrom()` of a process named
 //!   `dnsmasq` on an inet socket sends the sender's address, the ancillary
 //!   data (`IP_PKTINFO`: the address asked) and the first 512 bytes of the
@@ -88,14 +92,53 @@ fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
     }
 }
 
-/// Opens and loads the object, for processes named `server_comm`.
+/// Which hooks the probe uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// fexit on the kernel's socket-call functions (5.5+, BTF trampolines).
+    Fexit,
+    /// The raw syscall tracepoints.
+    RawTp,
+}
+
+impl Plan {
+    /// Its name in logs and in [`PLAN_ENV`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Plan::Fexit => "fexit",
+            Plan::RawTp => "raw_tp",
+        }
+    }
+}
+
+/// Set to `raw_tp`, the probe takes the fallback plan on a kernel that
+/// would take fexit (tests, comparisons); nothing else reads it.
+pub const PLAN_ENV: &str = "GALA_GOPHER_DNSMASQ_LINK_PLAN";
+
+/// Opens and loads the object with the programs of `plan`, for processes
+/// named `server_comm`.
 fn load<'o>(
     storage: &'o mut MaybeUninit<OpenObject>,
     server_comm: &str,
+    plan: Plan,
 ) -> Result<DnsmasqLinkSkel<'o>, ProbeError> {
     let mut open = DnsmasqLinkSkelBuilder::default()
         .open(storage)
         .map_err(|e| unsupported(format!("cannot open the eBPF object: {e}")))?;
+    let p = &mut open.progs;
+    let fexit = plan == Plan::Fexit;
+    for prog in [
+        &mut p.dnsmasq_link_recvmsg,
+        &mut p.dnsmasq_link_recvfrom,
+        &mut p.dnsmasq_link_connect,
+        &mut p.dnsmasq_link_sendto,
+        &mut p.dnsmasq_link_sendmsg,
+        &mut p.dnsmasq_link_sendmmsg,
+    ] {
+        prog.set_autoload(fexit);
+    }
+    p.dnsmasq_link_enter.set_autoload(!fexit);
+    p.dnsmasq_link_exit.set_autoload(!fexit);
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         let mut comm = [0i8; decode::COMM_LEN];
         for (d, s) in comm
@@ -108,9 +151,65 @@ fn load<'o>(
     }
     open.load().map_err(|e| {
         unsupported(format!(
-            "the kernel refused the eBPF programs: {e} (needs BPF CO-RE with BTF, ring buffers: 5.8+)"
+            "the kernel refused the eBPF programs ({}): {e} (needs BPF CO-RE with BTF, ring buffers: 5.8+)",
+            plan.name()
         ))
     })
+}
+
+/// Everything attached; dropping it detaches.
+struct Attached {
+    _links: Vec<libbpf_rs::Link>,
+}
+
+fn attach(skel: &DnsmasqLinkSkel<'_>, plan: Plan) -> Result<Attached, ProbeError> {
+    let p = &skel.progs;
+    let progs: Vec<(&str, &libbpf_rs::ProgramMut<'_>)> = match plan {
+        Plan::Fexit => vec![
+            ("fexit __sys_recvmsg", &p.dnsmasq_link_recvmsg),
+            ("fexit __sys_recvfrom", &p.dnsmasq_link_recvfrom),
+            ("fexit __sys_connect", &p.dnsmasq_link_connect),
+            ("fexit __sys_sendto", &p.dnsmasq_link_sendto),
+            ("fexit __sys_sendmsg", &p.dnsmasq_link_sendmsg),
+            ("fexit __sys_sendmmsg", &p.dnsmasq_link_sendmmsg),
+        ],
+        Plan::RawTp => vec![
+            ("the raw tracepoint sys_enter", &p.dnsmasq_link_enter),
+            ("the raw tracepoint sys_exit", &p.dnsmasq_link_exit),
+        ],
+    };
+    let mut links = Vec::new();
+    for (what, prog) in progs {
+        links.push(
+            prog.attach()
+                .map_err(|e| unsupported(format!("cannot attach {what}: {e}")))?,
+        );
+    }
+    Ok(Attached { _links: links })
+}
+
+/// Loads and attaches: fexit first, unless [`PLAN_ENV`] says `raw_tp`; the
+/// raw tracepoints when the kernel refuses fexit.
+fn start<'o>(
+    storage: &'o mut MaybeUninit<OpenObject>,
+    fallback: &'o mut MaybeUninit<OpenObject>,
+    server_comm: &str,
+) -> Result<(DnsmasqLinkSkel<'o>, Attached, Plan), ProbeError> {
+    let forced = std::env::var(PLAN_ENV).is_ok_and(|v| v == Plan::RawTp.name());
+    if !forced {
+        match load(storage, server_comm, Plan::Fexit)
+            .and_then(|s| attach(&s, Plan::Fexit).map(|a| (s, a)))
+        {
+            Ok((s, a)) => return Ok((s, a, Plan::Fexit)),
+            Err(e) => tracing::info!(
+                probe = PROBE,
+                "fexit was refused ({e}); using the raw syscall tracepoints"
+            ),
+        }
+    }
+    let s = load(fallback, server_comm, Plan::RawTp)?;
+    let a = attach(&s, Plan::RawTp)?;
+    Ok((s, a, Plan::RawTp))
 }
 
 /// Per-period counters of the probe itself.
@@ -220,15 +319,8 @@ impl Probe for DnsmasqLinkProbe {
         }
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
         let mut storage = MaybeUninit::<OpenObject>::uninit();
-        let skel = load(&mut storage, SERVER_COMM)?;
-        let enter =
-            skel.progs.dnsmasq_link_enter.attach().map_err(|e| {
-                unsupported(format!("cannot attach the raw tracepoint sys_enter: {e}"))
-            })?;
-        let exit =
-            skel.progs.dnsmasq_link_exit.attach().map_err(|e| {
-                unsupported(format!("cannot attach the raw tracepoint sys_exit: {e}"))
-            })?;
+        let mut fallback = MaybeUninit::<OpenObject>::uninit();
+        let (skel, attached, plan) = start(&mut storage, &mut fallback, SERVER_COMM)?;
         let joiner = Rc::new(RefCell::new(Joiner::default()));
         let mut rb = RingBufferBuilder::new();
         let sink = Rc::clone(&joiner);
@@ -246,6 +338,7 @@ impl Probe for DnsmasqLinkProbe {
         tracing::info!(
             probe = PROBE,
             server_comm = SERVER_COMM,
+            plan = plan.name(),
             "eBPF programs attached"
         );
         let period = cx.params.period();
@@ -287,7 +380,7 @@ impl Probe for DnsmasqLinkProbe {
                 ],
             );
         }
-        drop((enter, exit));
+        drop(attached);
         Ok(())
     }
 }
