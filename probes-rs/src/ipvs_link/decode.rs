@@ -137,11 +137,12 @@ impl FlowKey {
         })
     }
 
-    /// `family` as the table reports it: 4 or 6, of the client side.
-    pub fn family(&self) -> u8 {
+    /// `family` as the table reports it, as haproxy_link does: the client
+    /// side's address family, 2 (AF_INET) or 10 (AF_INET6).
+    pub fn family(&self) -> u16 {
         match self.client {
-            IpAddr::V4(_) => 4,
-            IpAddr::V6(_) => 6,
+            IpAddr::V4(_) => AF_INET,
+            IpAddr::V6(_) => AF_INET6,
         }
     }
 

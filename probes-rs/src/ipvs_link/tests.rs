@@ -1,6 +1,11 @@
 //! The start checks over fake host trees, and (as root) the object loading
 //! on this kernel, which has no IPVS.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails on the first unexpected value"
+)]
+
 use super::*;
 
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
