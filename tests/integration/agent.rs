@@ -330,5 +330,6 @@ fn native_auto_probes_wait_for_their_start_check() {
 /// Whether the self-metric says `probe` is in `state`.
 fn state_is(expo: &str, probe: &str, state: &str) -> bool {
     let head = format!("gala_gopher_self_probe_state{{probe=\"{probe}\",state=\"{state}\",");
-    expo.lines().any(|l| l.starts_with(&head) && l.ends_with(" 1"))
+    expo.lines()
+        .any(|l| l.starts_with(&head) && l.ends_with(" 1"))
 }

@@ -69,8 +69,14 @@ fn the_shipped_configs_load_and_agree() {
         }
     );
 
-    // The shipped TOML is the defaults plus the four system probes, reading
-    // the meta files of the source tree.
+    // The shipped TOML is the defaults plus the four system probes and
+    // tcp_link, then the LB and DNS probes switched auto, each with a start
+    // check that counts its server's processes, reading the meta files of
+    // the source tree.
+    let auto = |name: &str, check: &str| ProbeConf {
+        start_check: Some(check.into()),
+        ..probe(name, "-t 5", Switch::Auto)
+    };
     let want = Config {
         source: repo().join("config/gala-gopher.toml"),
         global: Global {
@@ -86,11 +92,44 @@ fn the_shipped_configs_load_and_agree() {
         ]
         .iter()
         .map(|n| probe(n, "-t 5", Switch::On))
+        .chain([
+            auto("nginx_link", "grep -slx nginx /proc/[0-9]*/comm | wc -l"),
+            auto(
+                "haproxy_link",
+                "grep -slx haproxy /proc/[0-9]*/comm | wc -l",
+            ),
+            auto(
+                "ipvs_link",
+                "grep -c . /proc/net/ip_vs 2>/dev/null || echo 0",
+            ),
+            auto(
+                "dnsmasq_link",
+                "grep -slx dnsmasq /proc/[0-9]*/comm | wc -l",
+            ),
+        ])
         .collect(),
+        extend_probes: ["redis", "rabbitmq"]
+            .iter()
+            .map(|n| {
+                let (param, comm) = match *n {
+                    "redis" => ("-t 5", "redis-server"),
+                    _ => ("-t 5 -u http://127.0.0.1:15672", "beam.smp"),
+                };
+                ExtendProbeConf {
+                    name: (*n).into(),
+                    command: format!("/usr/libexec/gala-gopher/extend_probes/{n}_probe.py"),
+                    param: param.into(),
+                    switch: Switch::Auto,
+                    start_check: Some(format!("grep -slx {comm} /proc/[0-9]*/comm | wc -l")),
+                    check_type: CheckType::Count,
+                    ipc: None,
+                    snoopers: None,
+                }
+            })
+            .collect(),
         ..Config::default()
     };
     assert_eq!(toml, want);
-    assert!(toml.extend_probes.is_empty());
     assert_eq!(toml.metric.out_channel, OutChannel::WebServer);
     assert_eq!(toml.event.out_channel, OutChannel::Logs);
     assert_eq!(toml.meta.out_channel, OutChannel::Logs);
