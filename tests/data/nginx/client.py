@@ -1,15 +1,16 @@
-"""nginx_link test client: python3 client.py NAME
+"""nginx_link test client: python3 client.py NAME RESULT_FILE
 
 Names its process NAME (its comm), prints "waiting", then for each line
 "get HOST PORT N" on stdin makes N requests, each on a new TCP connection
-(HTTP/1.0 GET, read to the close), and prints
-"done OK BACKEND=COUNT BACKEND=COUNT.." (by the body each answer carries).
+(HTTP/1.0 GET, read to the close), writes "OK BACKEND=COUNT BACKEND=COUNT.."
+(by the body each answer carries) to RESULT_FILE and prints "done".
 Exits when stdin closes.
 """
+import os
 import socket
 import sys
 
-name = sys.argv[1]
+name, result = sys.argv[1], sys.argv[2]
 with open("/proc/self/comm", "w") as f:
     f.write(name)
 print("waiting", flush=True)
@@ -39,4 +40,7 @@ for line in sys.stdin:
             ok += 1
             who = body.decode(errors="replace").strip()
             by[who] = by.get(who, 0) + 1
-    print("done %d %s" % (ok, " ".join("%s=%d" % kv for kv in sorted(by.items()))), flush=True)
+    with open(result + ".tmp", "w") as f:
+        f.write("%d %s\n" % (ok, " ".join("%s=%d" % kv for kv in sorted(by.items()))))
+    os.rename(result + ".tmp", result)
+    print("done", flush=True)
