@@ -33,9 +33,37 @@ fn data(name: &str) -> PathBuf {
     repo().join("tests/data/dnsmasq").join(name)
 }
 
-/// dnsmasq in `ns`, answering `example.test` names with 10.9.9.9, logging
-/// its queries to `dir/dnsmasq.log`.
-fn start_dnsmasq(ns: &str, ip: &str, dir: &Path) -> Killed {
+/// Gives the veth end in `ns` the IPv6 address `ip`/64 (no duplicate
+/// address detection: usable at once).
+fn add_v6(ns: &str, ip: &str) {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "type", "veth"])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dev = text
+        .split(": ")
+        .nth(1)
+        .and_then(|d| d.split('@').next())
+        .unwrap_or_else(|| panic!("no veth in {ns}: {text}"));
+    crate::harness::run_ok(
+        "ip",
+        &[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ],
+    );
+}
+
+/// dnsmasq in `ns`, on `ip` and `ip6`, answering `example.test` names with
+/// 10.9.9.9, logging its queries to `dir/dnsmasq.log`.
+fn start_dnsmasq(ns: &str, ip: &str, ip6: &str, dir: &Path) -> Killed {
     let conf = dir.join("dnsmasq.conf");
     std::fs::write(&conf, "# empty: everything is on the command line\n").unwrap();
     let log = dir.join("dnsmasq.log");
@@ -43,6 +71,7 @@ fn start_dnsmasq(ns: &str, ip: &str, dir: &Path) -> Killed {
         .args(["netns", "exec", ns, "dnsmasq", "-k"])
         .arg(format!("--conf-file={}", conf.display()))
         .args(["--port=53", &format!("--listen-address={ip}")])
+        .arg(format!("--listen-address={ip6}"))
         .args([
             "--no-resolv",
             "--no-hosts",
@@ -147,21 +176,39 @@ fn dnsmasq_link_names_the_asking_process_and_counts_its_queries() {
         )
     );
     let mut agent = s.start(&cfg);
-    wait_for(Duration::from_secs(20), "dnsmasq_link attached", || {
+    let _ = wait_for(Duration::from_secs(20), "dnsmasq_link attached", || {
         let log = agent.log_text();
         assert!(
             !log.contains("will not be restarted"),
             "dnsmasq_link failed:\n{log}"
         );
         log.lines()
-            .any(|l| l.contains("dnsmasq_link") && l.contains("eBPF programs attached"))
-            .then_some(())
+            .find(|l| l.contains("dnsmasq_link") && l.contains("eBPF programs attached"))
+            .map(str::to_owned)
     });
+    let attached = agent
+        .log_text()
+        .lines()
+        .find(|l| l.contains("dnsmasq_link") && l.contains("eBPF programs attached"))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(
+        attached.contains("plan=\"fexit\"") || attached.contains("plan=\"raw_tp\""),
+        "{attached}"
+    );
+    eprintln!("{attached}");
 
     // dnsmasq starts after the probe: it is found by its name.
     let net = TwoHosts::new("dm", 203);
+    let third = net.server_ip.split('.').nth(2).unwrap();
+    let (srv6, cli6) = (
+        format!("fd00:203:{third}::1"),
+        format!("fd00:203:{third}::2"),
+    );
+    add_v6(&net.server, &srv6);
+    add_v6(&net.client, &cli6);
     let dir = tempfile::tempdir().unwrap();
-    let _dnsmasq = start_dnsmasq(&net.server, &net.server_ip, dir.path());
+    let _dnsmasq = start_dnsmasq(&net.server, &net.server_ip, &srv6, dir.path());
 
     // python3 through glibc's resolver, 5 names resolved.
     let resolv = dir.path().join("resolv.conf");
@@ -173,27 +220,25 @@ fn dnsmasq_link_names_the_asking_process_and_counts_its_queries() {
         ),
     )
     .unwrap();
-    let mut py = Command::new("ip");
-    py.args([
-        "netns",
-        "exec",
-        &net.client,
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-    ])
-    .args([
-        "sh",
-        "-c",
-        "mount --bind \"$1\" /etc/resolv.conf && exec python3 \"$2\" py.example.test 5",
-        "sh",
-    ])
-    .arg(&resolv)
-    .arg(data("resolve.py"));
-    let (py_pid, out) = run_child(py);
-    assert!(out.contains(&format!("pid {py_pid}")), "{out}");
+    let resolve = |args: &[&str]| {
+        let mut py = Command::new("ip");
+        py.args(["netns", "exec", &net.client])
+            .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+            .arg("r=$1; shift; mount --bind \"$r\" /etc/resolv.conf && exec python3 \"$@\"")
+            .arg("sh")
+            .arg(&resolv)
+            .arg(data("resolve.py"))
+            .args(args);
+        let (pid, out) = run_child(py);
+        assert!(out.contains(&format!("pid {pid}")), "{out}");
+        (pid, out)
+    };
+    // 5 A queries, each connect() + send().
+    let (py_pid, out) = resolve(&["py.example.test", "5"]);
     assert_eq!(out.matches("answer 10.9.9.9").count(), 5, "{out}");
+    // 2 calls of A + AAAA, each pair in one sendmmsg().
+    let (any_pid, out) = resolve(&["any.example.test", "2", "any"]);
+    assert_eq!(out.matches("answer 10.9.9.9").count(), 2, "{out}");
 
     // dig, three processes, one query each.
     let mut dig_pids = Vec::new();
@@ -206,6 +251,17 @@ fn dnsmasq_link_names_the_asking_process_and_counts_its_queries() {
         assert_eq!(out.trim(), "10.9.9.9");
         dig_pids.push(pid);
     }
+    // dig over IPv6, twice.
+    let mut dig6_pids = Vec::new();
+    for _ in 0..2 {
+        let mut dig = Command::new("ip");
+        dig.args(["netns", "exec", &net.client, "dig", "-6"])
+            .arg(format!("@{srv6}"))
+            .args(["+retry=0", "+time=3", "+short", "v6.example.test"]);
+        let (pid, out) = run_child(dig);
+        assert_eq!(out.trim(), "10.9.9.9");
+        dig6_pids.push(pid);
+    }
 
     // Garbage: counted as malformed, not as queries.
     let mut g = Command::new("ip");
@@ -215,21 +271,26 @@ fn dnsmasq_link_names_the_asking_process_and_counts_its_queries() {
     run_child(g);
 
     let (cli, srv) = (net.client_ip.clone(), net.server_ip.clone());
-    let key = |domain: &str, pid: u32, comm: &str| {
+    let key6 = |c: &str, s: &str, domain: &str, pid: u32, comm: &str, family: &str| {
         [
-            cli.clone(),
-            srv.clone(),
+            c.to_owned(),
+            s.to_owned(),
             domain.to_owned(),
             pid.to_string(),
             comm.to_owned(),
             "dnsmasq".to_owned(),
-            "4".to_owned(),
+            family.to_owned(),
         ]
     };
+    let key = |domain: &str, pid: u32, comm: &str| key6(&cli, &srv, domain, pid, comm, "4");
     let mut want: Sums = HashMap::new();
     want.insert(key("py.example.test", py_pid, "python3"), 5);
+    want.insert(key("any.example.test", any_pid, "python3"), 4);
     for pid in &dig_pids {
         want.insert(key("dig.example.test", *pid, "dig"), 1);
+    }
+    for pid in &dig6_pids {
+        want.insert(key6(&cli6, &srv6, "v6.example.test", *pid, "dig", "6"), 1);
     }
     let got = wait_for(
         Duration::from_secs(15),
@@ -246,8 +307,8 @@ fn dnsmasq_link_names_the_asking_process_and_counts_its_queries() {
         got,
         "counts changed with no more queries"
     );
-    assert_eq!(stat_sum(s.dir.path(), "queries"), 8);
-    assert_eq!(stat_sum(s.dir.path(), "local_queries"), 8);
+    assert_eq!(stat_sum(s.dir.path(), "queries"), 14);
+    assert_eq!(stat_sum(s.dir.path(), "local_queries"), 14);
     assert_eq!(stat_sum(s.dir.path(), "malformed"), 4);
     assert_eq!(stat_sum(s.dir.path(), "lost"), 0);
 
@@ -259,6 +320,14 @@ fn dnsmasq_link_names_the_asking_process_and_counts_its_queries() {
         "{dlog}"
     );
     assert_eq!(dlog.matches("query[A] dig.example.test from").count(), 3);
+    assert_eq!(dlog.matches("query[A] any.example.test from").count(), 2);
+    assert_eq!(dlog.matches("query[AAAA] any.example.test from").count(), 2);
+    assert_eq!(
+        dlog.matches(&format!("query[A] v6.example.test from {cli6}"))
+            .count(),
+        2,
+        "{dlog}"
+    );
 
     // The agent lived through the garbage and stops cleanly.
     assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
