@@ -140,6 +140,10 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = dir.path().join("redis.log");
@@ -155,6 +159,7 @@ impl Redis {
             .arg("--dir")
             .arg(dir.path())
             .args(["--bind", "127.0.0.1", "--daemonize", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(Stdio::inherit())
@@ -362,6 +367,77 @@ switch = \"on\"
     );
     assert_never_restarted(&agent, &["redis", "redis_bad"]);
     drop(agent);
+}
+
+#[test]
+fn redis_probe_authenticates_from_the_environment_or_a_file() {
+    const PASSWORD: &str = "s3cret-pw-of-the-test";
+    let redis = Redis::start_with(&["--requirepass", PASSWORD]);
+    let port = redis.port.to_string();
+    let s = Setup::new(&[]);
+    let wrong = s.path("wrong.pw");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let right = s.path("right.pw");
+    std::fs::write(&right, format!("{PASSWORD}\n")).unwrap();
+    let probe = probe_path("redis/redis_probe.py");
+    let cfg = format!(
+        "{base}
+[[extend_probes]]
+name = \"redis_env\"
+command = \"python3 {probe}\"
+param = \"-t 1 -s 127.0.0.1:{port}\"
+switch = \"on\"
+
+[[extend_probes]]
+name = \"redis_file\"
+command = \"python3 {probe}\"
+param = \"-t 1 -s localhost:{port} --password-file {right}\"
+switch = \"on\"
+
+[[extend_probes]]
+name = \"redis_wrong\"
+command = \"python3 {probe}\"
+param = \"-t 1 -s [::ffff:127.0.0.1]:{port} --password-file {wrong}\"
+switch = \"on\"
+",
+        base = s.base_config(),
+        probe = probe.display(),
+        right = right.display(),
+        wrong = wrong.display(),
+    );
+    // The password reaches the first probe through the agent's environment
+    // (as from a unit's EnvironmentFile=), the others through their files.
+    let agent = s.start_with_env(&cfg, &[("REDIS_PASSWORD", PASSWORD)]);
+    let up = |host: &'static str| [("server_ip", host), ("server_port", port.as_str())];
+    wait_value(&agent, "gala_gopher_redis_server_up", &up("127.0.0.1"), 1.0);
+    wait_value(&agent, "gala_gopher_redis_server_up", &up("localhost"), 1.0);
+    wait_value(
+        &agent,
+        "gala_gopher_redis_server_up",
+        &up("::ffff:127.0.0.1"),
+        0.0,
+    );
+    // Two probes connected at once at most: the server sees them.
+    let expo = agent.scrape();
+    let n = value(
+        &expo,
+        "gala_gopher_redis_server_connected_clients",
+        &up("127.0.0.1"),
+    )
+    .unwrap();
+    assert!((1.0..=3.0).contains(&n), "connected_clients {n}");
+    let log = wait_for(Duration::from_secs(10), "the WRONGPASS error", || {
+        let log = agent.log_text();
+        log.contains(&format!(
+            "redis_probe: redis at ::ffff:127.0.0.1:{port} answered AUTH with an error: WRONGPASS"
+        ))
+        .then_some(log)
+    });
+    assert!(
+        !log.contains(PASSWORD),
+        "the password is in the agent's log:\n{log}"
+    );
+    assert_never_restarted(&agent, &["redis_env", "redis_file", "redis_wrong"]);
 }
 
 // --------------------------------------------------------------- rabbitmq --
