@@ -207,6 +207,12 @@ fn start<'o>(
             ),
         }
     }
+    if !cfg!(target_arch = "x86_64") {
+        return Err(unsupported(format!(
+            "fexit is refused by this kernel and the raw tracepoint plan knows the syscall numbers of x86-64 only (this is {})",
+            std::env::consts::ARCH
+        )));
+    }
     let s = load(fallback, server_comm, Plan::RawTp)?;
     let a = attach(&s, Plan::RawTp)?;
     Ok((s, a, Plan::RawTp))
