@@ -147,7 +147,7 @@ impl Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = dir.path().join("redis.log");
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -165,12 +165,13 @@ impl Redis {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server is required (Debian package redis-server; scripts/deps.sh)");
-        wait_port(port, "redis-server to listen", &mut child, &log);
-        Self {
+        let mut r = Self {
             child,
             port,
             _dir: dir,
-        }
+        };
+        wait_port(port, "redis-server to listen", &mut r.child, &log);
+        r
     }
 }
 
@@ -442,11 +443,21 @@ switch = \"on\"
 
 // --------------------------------------------------------------- rabbitmq --
 
+/// A child killed (by PID) and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// epmd and rabbitmq-server of the test, everything under a temp dir; both
 /// stopped by PID on drop.
 struct Rabbit {
-    epmd: Child,
     server: Child,
+    _epmd: Killed,
     amqp_port: u16,
     api_port: u16,
     _dir: tempfile::TempDir,
@@ -473,14 +484,15 @@ impl Rabbit {
         )
         .expect("conf");
         let epmd_log = d.join("epmd.log");
-        let mut epmd = Command::new("epmd")
+        let epmd = Command::new("epmd")
             .args(["-port", &epmd_port.to_string()])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&epmd_log).expect("log"))
             .stderr(std::fs::File::create(d.join("epmd.err")).expect("log"))
             .spawn()
             .expect("epmd is required (Debian package erlang-base, with rabbitmq-server)");
-        wait_port(epmd_port, "epmd to listen", &mut epmd, &epmd_log);
+        let mut epmd = Killed(epmd);
+        wait_port(epmd_port, "epmd to listen", &mut epmd.0, &epmd_log);
         let log = d.join("rabbitmq.out");
         let server = {
             use std::os::unix::process::CommandExt as _;
@@ -506,7 +518,7 @@ impl Rabbit {
             )
         };
         let mut r = Self {
-            epmd,
+            _epmd: epmd,
             server,
             amqp_port,
             api_port,
@@ -547,8 +559,7 @@ impl Drop for Rabbit {
         // Whatever is left of the server's process group.
         kill(-group, libc::SIGKILL);
         let _ = self.server.wait();
-        let _ = self.epmd.kill();
-        let _ = self.epmd.wait();
+        // epmd goes after the node (field order of the drop).
     }
 }
 
