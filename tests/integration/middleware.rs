@@ -227,7 +227,8 @@ fn redis_probe_reports_clients_and_info_and_survives_bad_servers() {
     );
     clients.expect("ready");
 
-    // Discovery from /proc finds this server without -s.
+    // Discovery from /proc finds this server and a second one without -s.
+    let second = Redis::start();
     let out = Command::new("python3")
         .arg(probe_path("redis/redis_probe.py"))
         .arg("--once")
@@ -235,10 +236,13 @@ fn redis_probe_reports_clients_and_info_and_survives_bad_servers() {
         .expect("python3");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("|redis_server|127.0.0.1|{port}|")),
-        "discovery did not find redis on {port}: {text}\n{}",
+        text.contains(&format!("|redis_server|127.0.0.1|{port}|"))
+            && text.contains(&format!("|redis_server|127.0.0.1|{}|", second.port)),
+        "discovery did not find redis on {port} and {}: {text}\n{}",
+        second.port,
         String::from_utf8_lossy(&out.stderr)
     );
+    drop(second);
 
     let s = Setup::new(&[]);
     let probe = probe_path("redis/redis_probe.py");
