@@ -445,6 +445,10 @@ type RecKey = (IpAddr, IpAddr, String, u32);
 /// The labels: process_comm, server_comm.
 type RecLabels = (String, String);
 
+/// Distinct records kept per period at most: a flood of random names does
+/// not grow the agent without bound.
+pub const MAX_RECORDS: usize = 16384;
+
 /// Queries counted over one period.
 #[derive(Debug, Default)]
 pub struct Period {
@@ -453,13 +457,20 @@ pub struct Period {
 
 impl Period {
     /// Counts one query, asked by `asker` (`None`: remote or unknown).
-    pub fn add(&mut self, q: &Query, asker: Option<&ClientVal>) {
+    /// Returns false when it would be a new record beyond [`MAX_RECORDS`]
+    /// (not counted).
+    pub fn add(&mut self, q: &Query, asker: Option<&ClientVal>) -> bool {
         let (pid, comm) = asker.map_or((0, String::new()), |a| (a.pid, a.comm.clone()));
+        let key = (q.client, q.server, q.domain.clone(), pid);
+        if self.counts.len() >= MAX_RECORDS && !self.counts.contains_key(&key) {
+            return false;
+        }
         let e = self
             .counts
-            .entry((q.client, q.server, q.domain.clone(), pid))
+            .entry(key)
             .or_insert(((comm, q.server_comm.clone()), 0));
         e.1 += 1;
+        true
     }
 
     /// The records of the period, in meta/dnsmasq_link.meta order

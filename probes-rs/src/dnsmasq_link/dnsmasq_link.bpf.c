@@ -81,8 +81,9 @@ struct call {
 	__u64 size;    /* recvfrom: the buffer's size */
 };
 
+/* LRU: an entry of a thread that died inside its call is not left for ever. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct call);

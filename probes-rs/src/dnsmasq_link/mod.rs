@@ -235,6 +235,8 @@ struct Joiner {
     period: Period,
     counters: Counters,
     malformed_logged: u32,
+    /// The record cap was reported in this period.
+    full_warned: bool,
 }
 
 impl Joiner {
@@ -276,7 +278,14 @@ impl Joiner {
             if asker.is_some() {
                 self.counters.local += 1;
             }
-            self.period.add(&q, asker.as_ref());
+            if !self.period.add(&q, asker.as_ref()) && !self.full_warned {
+                self.full_warned = true;
+                tracing::warn!(
+                    probe = PROBE,
+                    max = decode::MAX_RECORDS,
+                    "more distinct (client, name, process) records than kept in one period: the rest of this period's new ones are not reported"
+                );
+            }
         }
     }
 }
@@ -374,6 +383,7 @@ impl Probe for DnsmasqLinkProbe {
             let lost = stats[0].saturating_sub(prev_stats[0]);
             prev_stats = stats;
             let c = std::mem::take(&mut j.counters);
+            j.full_warned = false;
             cx.emitter.record(
                 STATS_TABLE,
                 vec![

@@ -437,4 +437,13 @@ fn a_period_counts_per_asker_and_name() {
         ]
     );
     assert!(p.take().is_empty(), "a period starts empty");
+    // A flood of distinct names stops at MAX_RECORDS; known ones still count.
+    for i in 0..MAX_RECORDS {
+        assert!(p.add(&q("10.0.0.3", &format!("n{i}.test")), None));
+    }
+    assert!(!p.add(&q("10.0.0.3", "one-more.test"), None));
+    assert!(p.add(&q("10.0.0.3", "n0.test"), None));
+    let r = p.take();
+    assert_eq!(r.len(), MAX_RECORDS);
+    assert!(r.iter().any(|r| r[2] == "n0.test" && r[7] == "2"));
 }
