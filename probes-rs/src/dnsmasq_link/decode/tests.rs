@@ -447,3 +447,61 @@ fn a_period_counts_per_asker_and_name() {
     assert_eq!(r.len(), MAX_RECORDS);
     assert!(r.iter().any(|r| r[2] == "n0.test" && r[7] == "2"));
 }
+
+/// The field names of `table` in a meta file, in order.
+fn meta_fields(meta: &str, table: &str) -> Vec<String> {
+    let start = meta
+        .find(&format!("table_name: \"{table}\""))
+        .expect("table in meta");
+    let body = &meta[start..];
+    let end = body[1..].find("table_name:").map_or(body.len(), |e| e + 1);
+    body[..end]
+        .split("name: \"")
+        .skip(3) // the text before table_name, table_name, entity_name
+        .filter_map(|s| s.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+/// The records follow meta/dnsmasq_link.meta (the contract with gala-spider:
+/// client_ip, virtual_ip, domain, pid, process_comm, server_comm, family,
+/// link_count), and the probe's stats record its second table.
+#[test]
+fn the_records_follow_the_meta_file() {
+    let meta = include_str!("../../../../meta/dnsmasq_link.meta");
+    assert_eq!(
+        meta_fields(meta, "dnsmasq_link"),
+        [
+            "client_ip",
+            "virtual_ip",
+            "domain",
+            "pid",
+            "process_comm",
+            "server_comm",
+            "family",
+            "link_count"
+        ]
+    );
+    let mut p = Period::default();
+    p.add(
+        &Query {
+            client: "10.0.0.2".parse().unwrap(),
+            client_port: 1,
+            server: "10.0.0.1".parse().unwrap(),
+            domain: "a.test".into(),
+            server_comm: "dnsmasq".into(),
+        },
+        None,
+    );
+    assert_eq!(p.take()[0].len(), 8);
+    assert_eq!(
+        meta_fields(meta, "dnsmasq_link_probe_stats"),
+        [
+            "probe",
+            "queries",
+            "local_queries",
+            "ignored",
+            "malformed",
+            "lost"
+        ]
+    );
+}

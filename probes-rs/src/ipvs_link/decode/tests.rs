@@ -6,6 +6,7 @@
     reason = "a test fails on the first unexpected value"
 )]
 
+use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 
 use super::*;
@@ -250,4 +251,58 @@ fn values_decode_and_periods_count_live_and_closed_connections() {
     let (r, idle) = p.period(&[(k, v3)], 3);
     assert!(r.is_empty());
     assert_eq!(idle, vec![k]);
+}
+
+/// The field names of `table` in a meta file, in order.
+fn meta_fields(meta: &str, table: &str) -> Vec<String> {
+    let start = meta
+        .find(&format!("table_name: \"{table}\""))
+        .expect("table in meta");
+    let body = &meta[start..];
+    let end = body[1..].find("table_name:").map_or(body.len(), |e| e + 1);
+    body[..end]
+        .split("name: \"")
+        .skip(3) // the text before table_name, table_name, entity_name
+        .filter_map(|s| s.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+/// The record matches meta/ipvs_link.meta field for field, and carries
+/// what gala-spider's LbLink::from_record reads (gopher/src/topology_records.rs):
+/// client_ip, virtual_ip, server_ip (non-empty), virtual_port, server_port
+/// (numbers), local_ip and process_name (optional), link_count (a number).
+#[test]
+fn the_record_follows_the_meta_file_and_what_the_spider_reads() {
+    let names = meta_fields(include_str!("../../../../meta/ipvs_link.meta"), "ipvs_link");
+    assert_eq!(
+        names,
+        [
+            "process_name",
+            "client_ip",
+            "virtual_ip",
+            "local_ip",
+            "server_ip",
+            "server_port",
+            "virtual_port",
+            "protocol",
+            "family",
+            "link_count"
+        ]
+    );
+    let k = FlowKey::decode(&bytes(&key_v4())).unwrap();
+    let rec = k.record(5);
+    assert_eq!(rec.len(), names.len());
+    let f: HashMap<&str, &str> = names
+        .iter()
+        .map(String::as_str)
+        .zip(rec.iter().map(String::as_str))
+        .collect();
+    for ip in ["client_ip", "virtual_ip", "local_ip", "server_ip"] {
+        assert!(f[ip].parse::<IpAddr>().is_ok(), "{ip}: {}", f[ip]);
+    }
+    for port in ["virtual_port", "server_port"] {
+        assert!(f[port].parse::<u16>().is_ok(), "{port}: {}", f[port]);
+    }
+    assert_eq!(f["link_count"].parse::<u64>(), Ok(5));
+    assert_eq!(f["process_name"], "ipvs");
 }
