@@ -371,6 +371,22 @@ pub struct ClientVal {
     pub pid: u32,
     /// Its comm.
     pub comm: String,
+    /// When it last sent to the DNS port (CLOCK_MONOTONIC, ns).
+    pub ts: u64,
+}
+
+/// A socket that has not sent to the DNS port for this long is not taken
+/// as a query's sender: its entry may be from an earlier process, and an
+/// unbound socket's entry (address 0) would otherwise claim a remote
+/// client that happens to use the same port.
+pub const CLIENT_FRESH_NS: u64 = 60_000_000_000;
+
+impl ClientVal {
+    /// Whether it sent to the DNS port within [`CLIENT_FRESH_NS`] of
+    /// `now_ns` (CLOCK_MONOTONIC).
+    pub fn fresh(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.ts) <= CLIENT_FRESH_NS
+    }
 }
 
 impl ClientVal {
@@ -379,9 +395,12 @@ impl ClientVal {
         if b.len() < CLIENT_VAL_SIZE {
             return Err(short("struct dl_client_val", b.len(), CLIENT_VAL_SIZE));
         }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&b[8..16]);
         Ok(Self {
             pid: u32_ne(b, 0),
             comm: comm(&b[16..16 + COMM_LEN]),
+            ts: u64::from_ne_bytes(ts),
         })
     }
 }

@@ -82,6 +82,11 @@ fn senders_recorded(skel: &DnsmasqLinkSkel<'_>) {
     for port in [pa, pb] {
         let v = lookup(skel, port).unwrap_or_else(|| panic!("port {port} not recorded"));
         assert_eq!(v.pid, me);
+        assert!(
+            v.fresh(monotonic_ns()),
+            "stamped with bpf_ktime_get_ns: {}",
+            v.ts
+        );
         assert!(!v.comm.is_empty());
     }
     assert_eq!(lookup(skel, pc), None);

@@ -263,6 +263,7 @@ impl Joiner {
             .drain(..)
             .partition(|(t, _)| now.duration_since(*t) >= delay);
         self.waiting = rest;
+        let now_ns = monotonic_ns();
         for (_, q) in ready {
             let asker = decode::client_keys(q.client, q.client_port)
                 .iter()
@@ -273,6 +274,7 @@ impl Joiner {
                         .ok()
                         .flatten()
                         .and_then(|v| ClientVal::decode(&v).ok())
+                        .filter(|v| v.fresh(now_ns))
                 });
             self.counters.queries += 1;
             if asker.is_some() {
@@ -288,6 +290,17 @@ impl Joiner {
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// The per-CPU `stats` array, summed, by slot.

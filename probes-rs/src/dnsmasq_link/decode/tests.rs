@@ -375,9 +375,15 @@ fn client_keys_and_values_match_the_kernel_layout() {
         ClientVal::decode(&bytes(&v)),
         Ok(ClientVal {
             pid: 77,
-            comm: "python3".into()
+            comm: "python3".into(),
+            ts: 1
         })
     );
+    // Freshness: a minute at most since the socket's last send.
+    let v = ClientVal::decode(&bytes(&v)).unwrap();
+    assert!(v.fresh(1 + CLIENT_FRESH_NS));
+    assert!(!v.fresh(2 + CLIENT_FRESH_NS));
+    assert!(v.fresh(0), "a send stamped just after the query arrived");
     assert!(ClientVal::decode(&[0; 31]).is_err());
 }
 
@@ -393,6 +399,7 @@ fn a_period_counts_per_asker_and_name() {
     let py = ClientVal {
         pid: 10,
         comm: "python3".into(),
+        ts: 0,
     };
     let mut p = Period::default();
     for _ in 0..3 {
