@@ -61,13 +61,11 @@ git ls-files -z --cached --others --exclude-standard |
     done >"$list"
 # The topology page's layout library is not tracked (.gitignore) but the
 # offline build embeds it: scripts/deps.sh above ran scripts/web-vendor.sh.
-for f in spider/web/vendor/elk.bundled.js spider/web/vendor/LICENSE.md spider/web/vendor/.lock-sha256; do
-    if [ ! -s "$f" ]; then
-        echo "rpm: $f is missing: run scripts/web-vendor.sh" >&2
-        exit 1
-    fi
-    printf '%s\0' "$f"
-done >>"$list"
+if [ ! -s spider/web/vendor/.lock-sha256 ]; then
+    echo "rpm: spider/web/vendor is missing: run scripts/web-vendor.sh" >&2
+    exit 1
+fi
+find spider/web/vendor -type f -print0 >>"$list"
 epoch=$(git log -1 --format=%ct 2>/dev/null || echo 0)
 src=$top/SOURCES/$name.tar.gz
 tar --null -T "$list" --transform "flags=rh;s,^,$name/," --sort=name \

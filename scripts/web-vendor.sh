@@ -12,7 +12,7 @@
 set -euo pipefail
 web=$(cd "$(dirname "$0")/../spider/web" && pwd)
 vendor=$web/vendor
-files=(elkjs/lib/elk.bundled.js elkjs/LICENSE.md)
+files=(elkjs/lib/elk-api.js elkjs/lib/elk-worker.min.js elkjs/LICENSE.md)
 
 want=$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)
 have=$(cat "$vendor/.lock-sha256" 2>/dev/null || true)

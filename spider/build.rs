@@ -1,7 +1,11 @@
 //! Checks that the topology page's layout library was vendored
 //! (scripts/web-vendor.sh) before `src/web.rs` embeds it.
 
-const VENDORED: [&str; 2] = ["web/vendor/elk.bundled.js", "web/vendor/LICENSE.md"];
+const VENDORED: [&str; 3] = [
+    "web/vendor/elk-api.js",
+    "web/vendor/elk-worker.min.js",
+    "web/vendor/LICENSE.md",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

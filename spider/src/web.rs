@@ -11,8 +11,10 @@ use axum::Router;
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/topology.js");
 const STYLE: &str = include_str!("../web/style.css");
-/// elkjs, vendored by scripts/web-vendor.sh (spider/build.rs checks it is there).
-const ELK: &str = include_str!("../web/vendor/elk.bundled.js");
+/// elkjs, vendored by scripts/web-vendor.sh (spider/build.rs checks it is
+/// there): its API, and the layout engine the page runs in a web worker.
+const ELK_API: &str = include_str!("../web/vendor/elk-api.js");
+const ELK_WORKER: &str = include_str!("../web/vendor/elk-worker.min.js");
 const ELK_LICENSE: &str = include_str!("../web/vendor/LICENSE.md");
 
 fn asset(ct: &'static str, b: &'static str) -> Response {
@@ -35,8 +37,12 @@ pub fn routes() -> Router {
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
         .route(
-            "/vendor/elk.bundled.js",
-            get(|| async { asset("text/javascript; charset=utf-8", ELK) }),
+            "/vendor/elk-api.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ELK_API) }),
+        )
+        .route(
+            "/vendor/elk-worker.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ELK_WORKER) }),
         )
         .route(
             "/vendor/elkjs-LICENSE.md",

@@ -1,7 +1,7 @@
 // gala-spider's page: polls /api/v1/topology and draws it in SVG.
 //
 // Layout: elkjs (Eclipse ELK, the layered algorithm; vendored, served from
-// /vendor/elk.bundled.js). Processes are grouped by host and role: each
+// /vendor/, run in a web worker so that a long layout never blocks the page). Processes are grouped by host and role: each
 // (host, role) pair is a compound node in one of four partitions, left to
 // right: clients, load balancers, services, databases. ELK orders the groups
 // and the processes inside them to keep crossings low, routes the edges and
@@ -34,9 +34,19 @@ const state = {
   selected: null,      // { kind: "node"|"edge", id }
   view: { k: 1, x: 0, y: 0 },
   fitted: false,
-  seq: 0,
+  shape: "",           // the structure the layout was made for
+  laid: null,          // that layout (ELK's output)
+  laidEdges: null,     // ELK edge id -> edge key
 };
-const elk = typeof ELK === "function" ? new ELK() : null;
+// The layout runs in the page (elk-worker.min.js loaded as a script, its
+// in-page worker): a real web worker overflows its smaller stack on graphs
+// of a few hundred processes, and a page captured once its scripts are idle
+// (headless chromium's --dump-dom) would not wait for a worker. A layout is
+// made again only when the graph's structure changes; new metrics repaint.
+const elk = (() => {
+  const InPage = typeof module === "object" && module.exports && module.exports.Worker;
+  return typeof ELK === "function" && InPage ? new ELK({ workerFactory: () => new InPage() }) : null;
+})();
 
 function el(name, attrs, parent) {
   const e = document.createElementNS(SVG, name);
@@ -68,12 +78,15 @@ function label(p) {
   return d.startsWith(p.host + ".") && d.length > p.host.length + 1 ? d.slice(p.host.length + 1) : d;
 }
 
-// The width of `text` in the class `cls`, measured in the page.
+// The width of `text` in the class `cls` (fonts as in style.css), measured
+// on a canvas: measuring SVG text would make the browser lay the drawing out
+// again for every label.
+const FONTS = { "node-label": "12px system-ui, sans-serif", "edge-label": "10px system-ui, sans-serif",
+  "host-label": "bold 12px system-ui, sans-serif" };
+const measureCtx = document.createElement("canvas").getContext("2d");
 function measure(text, cls) {
-  const m = document.getElementById("measure");
-  m.setAttribute("class", cls);
-  m.textContent = text;
-  return Math.ceil(m.getComputedTextLength());
+  measureCtx.font = FONTS[cls] || FONTS["node-label"];
+  return Math.ceil(measureCtx.measureText(text).width) + 2;
 }
 
 // Each process's role, from the whole graph (not the filtered view).
@@ -168,7 +181,8 @@ function elkGraph(v, role) {
       "elk.spacing.edgeLabel": "3",
       "elk.edgeLabels.placement": "CENTER",
       "elk.layered.crossingMinimization.strategy": "LAYER_SWEEP",
-      "elk.layered.nodePlacement.strategy": "NETWORK_SIMPLEX",
+      // (not NETWORK_SIMPLEX: it recurses past the stack on a few hundred processes)
+      "elk.layered.nodePlacement.strategy": "BRANDES_KOEPF",
       "elk.padding": "[top=34,left=20,bottom=20,right=20]",
     },
     children,
@@ -197,15 +211,26 @@ function overlaps(a, b) {
 }
 
 async function render(topo) {
-  const seq = ++state.seq;
   const role = roles(topo);
   const v = filtered(topo);
-  const key = JSON.stringify([v, document.getElementById("filter-host").value]);
+  const host = document.getElementById("filter-host").value;
+  const key = JSON.stringify([v, host]);
+  status(topo, v);
   if (key === state.key) return;
-  if (!elk) throw new Error("the layout library (/vendor/elk.bundled.js) did not load");
-  document.getElementById("status").dataset.layout = "pending";
-  const laid = await elk.layout(elkGraph(v, role));
-  if (seq !== state.seq) return; // a newer render started
+  const st = document.getElementById("status");
+  const shape = JSON.stringify([host, v.procs.map(p => [p.id, p.host, label(p), role.get(p.id)]), v.edges.map(edgeKey),
+    v.flows.map(f => [f.flow_id, f.half, f.source, f.target])]);
+  if (shape !== state.shape || !state.laid) {
+    if (!elk) throw new Error("the layout library (/vendor/elk-api.js, /vendor/elk-worker.min.js) did not load");
+    st.dataset.layout = "pending";
+    st.textContent += ` · laying out ${v.procs.length} processes…`;
+    const t0 = performance.now();
+    state.laid = await elk.layout(elkGraph(v, role));
+    state.laidEdges = new Map(v.edges.map((e, i) => ["e" + i, edgeKey(e)]));
+    state.shape = shape;
+    st.dataset.layoutMs = Math.round(performance.now() - t0);
+  }
+  const laid = state.laid;
   state.key = key;
   state.drawn = { ...v, role };
 
@@ -250,10 +275,10 @@ async function render(topo) {
 
   // Edges and their labels.
   const paths = new Map();
-  const laidEdges = new Map((laid.edges || []).map(le => [le.id, le]));
+  const laidEdges = new Map((laid.edges || []).map(le => [state.laidEdges.get(le.id), le]));
   const labelCandidates = [];
-  v.edges.forEach((e, i) => {
-    const le = laidEdges.get("e" + i);
+  v.edges.forEach(e => {
+    const le = laidEdges.get(edgeKey(e));
     if (!le) return;
     const d = edgePath(le, off);
     paths.set(edgeKey(e), d);
@@ -269,8 +294,10 @@ async function render(topo) {
     g.addEventListener("click", ev => { ev.stopPropagation(); select({ kind: "edge", id: edgeKey(e) }); });
     const ll = (le.labels || [])[0];
     if (ll) {
+      // Centred where ELK put it, as wide as the text is now.
       const o = off.get(le.container || "root") || { x: 0, y: 0 };
-      labelCandidates.push({ g, e, box: { x: ll.x + o.x, y: ll.y + o.y, w: ll.width, h: ll.height } });
+      const w = measure(edgeText(e), "edge-label") + 6;
+      labelCandidates.push({ g, e, box: { x: ll.x + o.x + ll.width / 2 - w / 2, y: ll.y + o.y, w, h: ll.height } });
     }
   });
   // Labels: the ones that would touch a box or a label already placed are
@@ -324,7 +351,7 @@ async function render(topo) {
     li.title = id;
     const sw = html("span", undefined, li, "swatch");
     sw.style.background = colour.get(id);
-    li.appendChild(document.createTextNode(`${ends("front").join(", ") || "?"} → ${lb} → ${ends("back").join(", ") || "?"}`));
+    li.appendChild(document.createTextNode(`${ends("front").join(", ") || "?"} → ${name(lb)} → ${ends("back").join(", ") || "?"}`));
     html("span", `${f.kind} · ${halves.reduce((n, x) => n + (x.half === "back" ? x.link_count : 0), 0)} links`, li, "flow-kind");
     li.addEventListener("mouseenter", () => highlight(id, true));
     li.addEventListener("mouseleave", () => highlight(id, false));
@@ -346,17 +373,22 @@ async function render(topo) {
   if (!state.fitted) { fit(); state.fitted = true; } else applyView();
   if (state.selected) select(state.selected);
 
+  report();
+  st.dataset.layout = "done";
+}
+
+// The status line: counts of the whole graph and of what is shown.
+function status(topo, v) {
   const st = document.getElementById("status");
+  const flows = new Set(topo.lb_flows.map(f => f.flow_id)).size;
   st.textContent = `${topo.hosts.length} hosts · ${topo.processes.length} processes · ${topo.edges.length} edges · ` +
-    `${flowIds.length} LB flows · ${new Date(topo.timestamp_ms).toLocaleTimeString()}` +
+    `${flows} LB flows · ${new Date(topo.timestamp_ms).toLocaleTimeString()}` +
     (v.procs.length < topo.processes.length ? ` · showing ${v.procs.length}` : "");
   st.dataset.hosts = topo.hosts.length;
   st.dataset.processes = topo.processes.length;
   st.dataset.edges = topo.edges.length;
-  st.dataset.flows = flowIds.length;
+  st.dataset.flows = flows;
   st.dataset.shown = v.procs.length;
-  report();
-  st.dataset.layout = "done";
 }
 
 // The on-screen boxes of what is drawn, for tests and tools: JSON in
@@ -507,7 +539,7 @@ function setupInteraction() {
   document.getElementById("zoom-in").addEventListener("click", () => zoomAt(1.25, ...centre()));
   document.getElementById("zoom-out").addEventListener("click", () => zoomAt(0.8, ...centre()));
   document.getElementById("zoom-fit").addEventListener("click", fit);
-  const refilter = () => { state.fitted = false; if (state.topo) draw(state.topo); };
+  const refilter = () => { state.fitted = false; if (state.topo) draw(); };
   document.getElementById("filter-host").addEventListener("change", refilter);
   document.getElementById("filter-text").addEventListener("input", refilter);
   const legend = document.getElementById("legend");
@@ -529,13 +561,25 @@ function hostOptions(topo) {
   sel.value = topo.hosts.includes(cur) ? cur : "";
 }
 
-async function draw(topo) {
+// One layout at a time: a snapshot or a filter change that comes while one
+// runs is drawn (the latest only) when it is done.
+const drawing = { busy: false, again: false };
+async function draw() {
+  if (drawing.busy) { drawing.again = true; return; }
+  drawing.busy = true;
   try {
-    await render(topo);
+    do {
+      drawing.again = false;
+      await render(state.topo);
+    } while (drawing.again);
   } catch (e) {
     const st = document.getElementById("status");
     st.textContent = `cannot draw the topology: ${e.message}`;
     st.dataset.layout = "error";
+    state.key = "";
+    state.shape = "";
+  } finally {
+    drawing.busy = false;
   }
 }
 
@@ -546,7 +590,7 @@ async function poll() {
     const topo = await r.json();
     state.topo = topo;
     hostOptions(topo);
-    await draw(topo);
+    await draw();
   } catch (e) {
     document.getElementById("status").textContent = `cannot load the topology: ${e.message}`;
   }

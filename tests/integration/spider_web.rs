@@ -179,13 +179,18 @@ fn spider_web_lays_out_by_role_without_overlaps() {
 
     // The layout library is served from the binary, and the page loads
     // nothing from elsewhere.
-    let (st, elk) = http_get(port, "/vendor/elk.bundled.js").expect("GET the layout library");
-    assert_eq!(st, 200);
-    assert!(
-        elk.len() > 500_000 && elk.contains("ELK"),
-        "/vendor/elk.bundled.js is elkjs ({} bytes)",
-        elk.len()
-    );
+    for (path, min) in [
+        ("/vendor/elk-api.js", 5_000),
+        ("/vendor/elk-worker.min.js", 500_000),
+    ] {
+        let (st, body) = http_get(port, path).expect("GET the layout library");
+        assert_eq!(st, 200, "GET {path}");
+        assert!(
+            body.len() > min && body.contains("ELK"),
+            "{path} is elkjs ({} bytes)",
+            body.len()
+        );
+    }
     let (_, index) = http_get(port, "/").expect("GET /");
     for bad in ["http://", "https://", "//cdn"] {
         assert!(
