@@ -14,7 +14,7 @@
 //! two clock reads to each run, so the rounds above run without them) and
 //! prints the program's run time per request: run_time_ns / requests wrk
 //! completed, and runs per request (one stream per request in HTTP mode).
-//! `kernel.bpf_stats_enabled` is put back as it was.
+//! `kernel.bpf_stats_enabled` is put back as it was (on errors too).
 
 use std::io::Write as _;
 use std::net::TcpStream;
@@ -218,6 +218,15 @@ fn prog_stats(ids: &[u32]) -> (u64, u64) {
         .fold((0, 0), |(t, n), p| (t + p.run_time_ns, n + p.run_cnt))
 }
 
+/// Writes its value back to `kernel.bpf_stats_enabled` when dropped.
+struct RestoreStats(String);
+
+impl Drop for RestoreStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.0);
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -234,6 +243,12 @@ fn main() -> Result<()> {
         .trim()
         .to_owned();
     std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
+    // Put back as it was on every way out, errors included.
+    let _restore = RestoreStats(if stats_before.is_empty() {
+        "0".to_owned()
+    } else {
+        stats_before
+    });
     // Warm up haproxy and nginx.
     wrk(p_front, 1, a.conns)?;
 
@@ -278,14 +293,7 @@ fn main() -> Result<()> {
         let (t1, n1) = prog_stats(&ids);
         Ok((t1 - t0, n1 - n0, reqs))
     })();
-    std::fs::write(
-        BPF_STATS,
-        if stats_before.is_empty() {
-            "0"
-        } else {
-            &stats_before
-        },
-    )?;
+    std::fs::write(BPF_STATS, "0")?;
     let (ns, runs, reqs) = cost?;
     if runs == 0 || reqs == 0 {
         bail!("the program did not run ({runs} runs, {reqs} requests)");
