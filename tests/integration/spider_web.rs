@@ -60,13 +60,18 @@ struct Scenario {
     topo: Value,
 }
 
-/// The spider (and littlegraph) with the scenario's records applied.
+/// The spider (and littlegraph) with the big scenario's records applied.
 fn scenario() -> Scenario {
+    scenario_of("web_topology.jsonl", ROLES.len(), 25, 18)
+}
+
+/// The spider (and littlegraph) with the records of `name` applied, once
+/// the topology has that many processes, edges and flow halves.
+fn scenario_of(name: &str, procs: usize, n_edges: usize, halves: usize) -> Scenario {
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics = dir.path().join("metrics");
     std::fs::create_dir_all(&metrics).expect("metrics dir");
-    std::fs::write(metrics.join("metrics.log"), fixture("web_topology.jsonl"))
-        .expect("write the records");
+    std::fs::write(metrics.join("metrics.log"), fixture(name)).expect("write the records");
     let mut graph = Graph::new(&dir.path().join("graph"), free_port());
     graph.start();
     let port = free_port();
@@ -80,9 +85,9 @@ fn scenario() -> Scenario {
         "the scenario in the spider",
         || {
             let t = spider.get_json("/api/v1/topology");
-            (t["processes"].as_array().map_or(0, Vec::len) == ROLES.len()
-                && t["edges"].as_array().map_or(0, Vec::len) == 25
-                && t["lb_flows"].as_array().map_or(0, Vec::len) == 18)
+            (t["processes"].as_array().map_or(0, Vec::len) == procs
+                && t["edges"].as_array().map_or(0, Vec::len) == n_edges
+                && t["lb_flows"].as_array().map_or(0, Vec::len) == halves)
                 .then_some(t)
         },
     );
@@ -788,5 +793,78 @@ fn spider_web_click_hover_zoom_pan_and_filter() {
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
         "the interaction screenshot {}",
         shot.display()
+    );
+}
+
+/// The case: one host whose few processes all talk to each other
+/// (the old page stacked them in one column, labels over labels).
+#[test]
+fn spider_web_one_busy_host_without_overlaps() {
+    let s = scenario_of("web_one_host.jsonl", 6, 8, 4);
+    let art = artifacts();
+    let dom = chromium(
+        &format!("http://127.0.0.1:{}/", s.spider.port),
+        &art.join("topology-one-host.png"),
+    );
+    assert!(
+        dom.contains("data-layout=\"done\""),
+        "the layout finished:\n{dom}"
+    );
+    let b = layout_boxes(&dom);
+    let items = |k: &str, name: &dyn Fn(&Value) -> String| -> Vec<(String, Rect)> {
+        b[k].as_array()
+            .unwrap_or_else(|| panic!("no {k} in {b}"))
+            .iter()
+            .map(|v| (name(v), Rect::of(v)))
+            .collect()
+    };
+    let nodes = items("nodes", &|v| {
+        format!("{} {}", str_of(v, "id"), str_of(v, "role"))
+    });
+    let mut got: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            "solo.curl client",
+            "solo.gunicorn service",
+            "solo.nginx lb",
+            "solo.node service",
+            "solo.postgres database",
+            "solo.redis-server database"
+        ]
+    );
+    assert_eq!(
+        overlapping(&nodes),
+        Vec::<(String, String)>::new(),
+        "overlapping process boxes"
+    );
+    let labels = items("labels", &|v| {
+        format!("{} {}", str_of(v, "kind"), str_of(v, "id"))
+    });
+    assert_eq!(
+        overlapping(&labels),
+        Vec::<(String, String)>::new(),
+        "overlapping labels"
+    );
+    let edge_labels = labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("edge "))
+        .count();
+    assert_eq!(edge_labels, 8, "every edge label fits: {labels:?}");
+    assert_eq!(b["edges"].as_array().map_or(0, Vec::len), 8);
+    let flows = b["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 4, "{flows:?}");
+    let mut by_flow: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for f in flows {
+        by_flow
+            .entry(str_of(f, "flow"))
+            .or_default()
+            .insert(str_of(f, "stroke"));
+    }
+    assert_eq!(by_flow.len(), 2, "{by_flow:?}");
+    assert!(
+        by_flow.values().all(|c| c.len() == 1),
+        "one colour per flow: {by_flow:?}"
     );
 }
