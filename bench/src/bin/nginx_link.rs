@@ -255,28 +255,32 @@ fn main() -> Result<()> {
 fn run(a: &Args, dir: &Path, front: u16) -> Result<()> {
     // Warm up nginx and the page cache.
     wrk(front, 1, a.conns)?;
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut on, mut off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..a.rounds {
-        // Alternate which goes first.
+        // Alternate which goes first; each round's pair gives one ratio,
+        // so a drift of the machine's load between rounds cancels out.
+        let (mut ron, mut roff) = (0.0, 0.0);
         for attached in [r % 2 == 0, r % 2 != 0] {
             if attached {
                 let _agent = agent(&a.gopher, dir)?;
-                let rps = wrk(front, a.secs, a.conns)?;
-                println!("round {r}: attached   {rps:>10.0} requests/s");
-                on.push(rps);
+                ron = wrk(front, a.secs, a.conns)?;
+                println!("round {r}: attached   {ron:>10.0} requests/s");
+                on.push(ron);
             } else {
-                let rps = wrk(front, a.secs, a.conns)?;
-                println!("round {r}: detached   {rps:>10.0} requests/s");
-                off.push(rps);
+                roff = wrk(front, a.secs, a.conns)?;
+                println!("round {r}: detached   {roff:>10.0} requests/s");
+                off.push(roff);
             }
         }
+        ratios.push(ron / roff);
     }
     let (mon, moff) = (median(on), median(off));
     println!(
-        "nginx_link: proxied requests/s, median of {} windows of {} s (wrk -t1 -c{}, nginx 1 worker, no upstream keepalive): detached {moff:.0}, attached {mon:.0}, ratio attached/detached {:.3}",
+        "nginx_link: proxied requests/s, median of {} windows of {} s (wrk -t1 -c{}, nginx 1 worker, no upstream keepalive): detached {moff:.0}, attached {mon:.0}; ratio attached/detached: median of the rounds' ratios {:.3} (ratio of medians {:.3})",
         a.rounds,
         a.secs,
         a.conns,
+        median(ratios),
         mon / moff
     );
     println!(

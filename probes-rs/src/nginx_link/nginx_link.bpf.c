@@ -38,9 +38,10 @@ struct {
 #define NGX_DONE -4
 #define NGX_STREAM_SIGNATURE 0x4d525453 /* "STRM" */
 
-/* The argument of the calls in progress, by thread. */
+/* The argument of the calls in progress, by thread (LRU: the entry of a
+ * thread killed inside the call is recycled). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, __u64);
