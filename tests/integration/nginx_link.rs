@@ -454,11 +454,13 @@ fn nginx_link_end_to_end_http_and_stream_through_a_reload() {
         &nginx_conf(&ndir, &net.server_ip),
     );
 
-    // The agent: tcp_link (every process) and nginx_link, records to
+    // The agent: tcp_link (the test's processes, by snoopers: the rest of
+    // the machine would only add nodes) and nginx_link, records to
     // metrics.log, which the spider follows.
     let s = Setup::new(&[]);
     let cfg = format!(
-        "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1\"\nswitch = \"on\"\n\n\
+        "{}\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1\"\nswitch = \"on\"\n\
+         snoopers = {{ proc_name = [ {{ comm = \"^(nginx|ngx-client|ngx-back[12])$\", cmdline = \"\" }} ] }}\n\n\
          [[probes]]\nname = \"nginx_link\"\nparam = \"-t {PERIOD}\"\nswitch = \"on\"\n",
         s.base_config().replace(
             "[metric]\nout_channel = \"web_server\"",
