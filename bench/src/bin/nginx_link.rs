@@ -209,13 +209,15 @@ fn prog_ids(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// (name, run_time_ns, run_cnt) of the programs with these ids.
+/// (name#id, run_time_ns, run_cnt) of the programs with these ids (the
+/// kernel cuts names to 15 characters: the id tells them apart; the entry
+/// program is loaded first).
 fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
     libbpf_rs::query::ProgInfoIter::default()
         .filter(|p| ids.contains(&p.id))
         .map(|p| {
             (
-                p.name.to_string_lossy().into_owned(),
+                format!("{}#{}", p.name.to_string_lossy(), p.id),
                 p.run_time_ns,
                 p.run_cnt,
             )
@@ -235,21 +237,33 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&ndir)?;
     let (front, back) = (free_port()?, free_port()?);
     let _nginx = nginx(&ndir, front, back)?;
-    let stats_before = std::fs::read_to_string(BPF_STATS)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
-    let result = run(&a, dir.path(), front);
-    let _ = std::fs::write(
-        BPF_STATS,
-        if stats_before.is_empty() {
-            "0"
+    let _stats = StatsGuard::off()?;
+    run(&a, dir.path(), front)
+}
+
+/// Sets `kernel.bpf_stats_enabled` off and puts the value found back when
+/// dropped (on every way out, a panic included).
+struct StatsGuard(String);
+
+impl StatsGuard {
+    fn off() -> Result<Self> {
+        let before = std::fs::read_to_string(BPF_STATS)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
+        Ok(Self(if before.is_empty() {
+            "0".into()
         } else {
-            &stats_before
-        },
-    );
-    result
+            before
+        }))
+    }
+}
+
+impl Drop for StatsGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.0);
+    }
 }
 
 fn run(a: &Args, dir: &Path, front: u16) -> Result<()> {
