@@ -51,6 +51,7 @@ test:
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:
+	scripts/web-vendor.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -734,7 +734,14 @@ pub(crate) fn node(ns: &str, args: &[&str]) -> Node {
 /// A gala-gopher agent with hostname `host` (its own UTS namespace), the
 /// tcp_link probe on one process, metrics to Kafka, plus `extra` config.
 /// `tracefs` says what it finds mounted (in a mount namespace of its own).
-pub(crate) fn agent_as(host: &str, s: &Setup, broker: &str, pid: u32, extra: &str, tracefs: Tracefs) -> Agent {
+pub(crate) fn agent_as(
+    host: &str,
+    s: &Setup,
+    broker: &str,
+    pid: u32,
+    extra: &str,
+    tracefs: Tracefs,
+) -> Agent {
     let cfg = format!(
         "{}\n[kafka]\nkafka_broker = \"{broker}\"\nqueue_buffering_max_ms = 5\n\n[[probes]]\nname = \"tcp_link\"\nparam = \"-t 1 -F {pid}\"\nswitch = \"on\"\n{extra}",
         s.base_config().replace(
