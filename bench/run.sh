@@ -40,3 +40,9 @@ echo "== eBPF tcp_link: loopback workload with the probe attached and detached (
 
 echo "== gala-spider: topology from 200k tcp_link records over 10k processes"
 "$target/spider" | tee "$out/spider.txt"
+
+echo "== eBPF nginx_link: wrk through the stock nginx, the probe attached and detached (root)"
+"$target/nginx_link" --gopher "$target/gala-gopher" --secs 4 --rounds 5 | tee "$out/nginx_link.txt"
+
+echo "== eBPF haproxy_link: wrk through the stock haproxy, the probe attached and detached (root)"
+"$target/haproxy_link" --secs 3 --rounds 7 | tee "$out/haproxy_link.txt"
