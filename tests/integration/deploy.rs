@@ -545,7 +545,7 @@ fn manifests_parse_and_the_daemonset_holds_what_the_agent_needs_and_no_more() {
 }
 
 #[test]
-fn configmap_config_passes_check_config_and_differs_from_the_default_only_in_bind_addr() {
+fn configmap_config_passes_check_config_and_differs_from_the_default_only_where_kubernetes_needs() {
     let docs = documents();
     let (name, config) = configmap_config(&docs);
     assert_eq!(name, "gala-gopher.toml");
@@ -569,7 +569,18 @@ fn configmap_config_passes_check_config_and_differs_from_the_default_only_in_bin
     let default =
         flatten(&std::fs::read_to_string(repo().join("config/gala-gopher.toml")).unwrap());
     let ours = flatten(&config);
-    let changed: BTreeMap<&str, &str> = BTreeMap::from([("web_server.bind_addr", "\"0.0.0.0\"")]);
+    // The image has no shell or Python (deploy/image/build-root.sh): the
+    // probes switched "auto" by the default cannot run their start check
+    // there, so the ConfigMap switches them on or off.
+    let changed: BTreeMap<&str, &str> = BTreeMap::from([
+        ("web_server.bind_addr", "\"0.0.0.0\""),
+        ("probes#5.switch", "\"on\""),
+        ("probes#6.switch", "\"on\""),
+        ("probes#7.switch", "\"off\""),
+        ("probes#8.switch", "\"off\""),
+        ("extend_probes#0.switch", "\"off\""),
+        ("extend_probes#1.switch", "\"off\""),
+    ]);
     for (k, v) in &default {
         let want = changed.get(k.as_str()).copied().unwrap_or(v.as_str());
         assert_eq!(
@@ -1234,11 +1245,22 @@ fn the_image_root_runs_the_agent_with_the_daemonsets_capabilities_and_mounts() {
 
     // The default tables, tcp_link included: its server-side record of the
     // scrapes themselves, under the agent's own PID on the host (hostPID).
-    let want_probes: Vec<String> = flatten(&configmap_config(&docs).1)
+    // Every probe the ConfigMap switches on runs (nginx_link and haproxy_link
+    // with no server on the node too: they wait for one).
+    let flat = flatten(&configmap_config(&docs).1);
+    let want_probes: Vec<String> = flat
         .iter()
         .filter(|(k, _)| k.starts_with("probes#") && k.ends_with(".name"))
+        .filter(|(k, _)| {
+            let switch = k.replace(".name", ".switch");
+            flat.get(&switch).map(|v| unquote(v)) != Some("off")
+        })
         .map(|(_, v)| unquote(v).to_owned())
         .collect();
+    assert!(
+        want_probes.iter().any(|p| p == "nginx_link"),
+        "the ConfigMap runs nginx_link: {want_probes:?}"
+    );
     let tcp_link_own = format!(
         "gala_gopher_tcp_link_link_count{{pid=\"{pid}\",process_name=\"gala-gopher\",role=\"0\""
     );

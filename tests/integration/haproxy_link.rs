@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    bin, free_port, http_get, repo, wait_for, Agent, Helper, Setup, Tracefs, TwoHosts,
+    free_port, http_get, repo, wait_for, Agent, Helper, Setup, Tracefs, TwoHosts,
 };
-use crate::spider::{require_root, spider_config, Graph, Spider};
+use crate::spider::{agent_named, require_root, spider_config, Graph, Spider};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const HTTP_PORT: u16 = 8180;
@@ -133,38 +133,7 @@ fn agent(s: &Setup, host: &str, probes: &str, env: &[(&str, &str)]) -> Agent {
             "[metric]\nout_channel = \"logs\""
         )
     );
-    let path = s.path("gala-gopher.toml");
-    std::fs::write(&path, cfg).expect("write config");
-    let log = s.path("agent.log");
-    let child = Tracefs::Absent
-        .command(&["--uts"], &format!("hostname {host}"), &bin())
-        .envs(env.iter().copied())
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("unshare (util-linux) runs the agent");
-    let mut a = Agent {
-        child,
-        port: s.port,
-        log,
-    };
-    wait_for(Duration::from_secs(30), "haproxy_link attached", || {
-        if let Ok(Some(st)) = a.child.try_wait() {
-            panic!("agent exited ({st}):\n{}", a.log_text());
-        }
-        let log = a.log_text();
-        assert!(
-            !log.contains("will not be restarted"),
-            "a probe failed:\n{log}"
-        );
-        log.lines()
-            .any(|l| l.contains("eBPF programs attached") && l.contains("probe=\"haproxy_link\""))
-            .then_some(())
-    });
-    a
+    agent_named(host, s, &cfg, env, Tracefs::Absent, "haproxy_link")
 }
 
 /// The haproxy_link records the agent wrote so far (its metrics log).

@@ -749,11 +749,27 @@ pub(crate) fn agent_as(
             "[metric]\nout_channel = \"kafka\""
         )
     );
+    agent_named(host, s, &cfg, &[], tracefs, "tcp_link")
+}
+
+/// A gala-gopher agent with hostname `host` (its own UTS namespace) on the
+/// config text `cfg`, with `env`, seeing what `tracefs` says mounted; returns
+/// once the eBPF probe `probe` logged that its programs are attached (and
+/// fails at once if the agent exits or a probe is given up on).
+pub(crate) fn agent_named(
+    host: &str,
+    s: &Setup,
+    cfg: &str,
+    env: &[(&str, &str)],
+    tracefs: Tracefs,
+    probe: &str,
+) -> Agent {
     let path = s.path("gala-gopher.toml");
     std::fs::write(&path, cfg).expect("write config");
     let log = s.path("agent.log");
     let child = tracefs
         .command(&["--uts"], &format!("hostname {host}"), &bin())
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(&path)
         .stdin(Stdio::null())
@@ -766,17 +782,24 @@ pub(crate) fn agent_as(
         port: s.port,
         log,
     };
-    wait_for(Duration::from_secs(30), "tcp_link attached", || {
-        if let Ok(Some(st)) = a.child.try_wait() {
-            panic!("agent {host} exited ({st}):\n{}", a.log_text());
-        }
-        let log = a.log_text();
-        assert!(
-            !log.contains("will not be restarted"),
-            "tcp_link failed on {host}:\n{log}"
-        );
-        log.contains("eBPF programs attached").then_some(())
-    });
+    let attached = format!("probe=\"{probe}\"");
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{probe} attached"),
+        || {
+            if let Ok(Some(st)) = a.child.try_wait() {
+                panic!("agent {host} exited ({st}):\n{}", a.log_text());
+            }
+            let log = a.log_text();
+            assert!(
+                !log.contains("will not be restarted"),
+                "a probe failed on {host}:\n{log}"
+            );
+            log.lines()
+                .any(|l| l.contains("eBPF programs attached") && l.contains(&attached))
+                .then_some(())
+        },
+    );
     a
 }
 

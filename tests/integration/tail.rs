@@ -24,12 +24,12 @@ use crate::harness::{self, free_port, http_get, wait_for};
 
 /// The tail.conf of the trimmed build, as the legacy build wrote them (its
 /// example probe and NULL placeholder included).
-const TAIL_CONF: &str = "# leave out the eBPF probe and Kafka\n\
-                         PROBES=\"example.probe|src/probes/tcp_link.probe\"\n\
+const TAIL_CONF: &str = "# leave out the eBPF probes and Kafka\n\
+                         PROBES=\"example.probe|src/probes/tcp_link.probe|nginx_link|haproxy_link|ipvs_link|dnsmasq_link\"\n\
                          EXTEND_PROBES=\"NULL\"\n\
                          FEATURES=\"kafka\"\n";
 
-/// What TAIL_CONF leaves in: every probe but tcp_link, no kafka.
+/// What TAIL_CONF leaves in: every probe but the eBPF ones, no kafka.
 const KEPT: &str = "probe-system_meminfo,probe-system_vmstat,probe-system_inode,probe-system_tcp,\
                     probe-system_cpu,probe-system_net";
 
@@ -58,7 +58,8 @@ fn tail_features(dir: &Path, content: &str, args: &[&str]) -> Output {
 fn tail_conf_names_what_to_leave_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let all = "kafka,probe-system_meminfo,probe-system_vmstat,probe-system_inode,probe-system_tcp,\
-               probe-tcp_link,probe-system_cpu,probe-system_net";
+               probe-tcp_link,probe-nginx_link,probe-haproxy_link,probe-ipvs_link,probe-dnsmasq_link,\
+               probe-system_cpu,probe-system_net";
 
     // The sample leaves everything in.
     let o = run(Command::new(script()).arg(harness::repo().join("config/tail.conf")));
@@ -84,13 +85,15 @@ fn tail_conf_names_what_to_leave_out() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(
         text(&o.stdout).trim(),
-        "kafka,probe-system_meminfo,probe-system_vmstat,probe-system_inode,probe-system_tcp,probe-system_cpu"
+        "kafka,probe-system_meminfo,probe-system_vmstat,probe-system_inode,probe-system_tcp,\
+         probe-nginx_link,probe-haproxy_link,probe-ipvs_link,probe-dnsmasq_link,probe-system_cpu"
     );
 
     // Everything left out.
     let o = tail_features(
         dir.path(),
-        "PROBES=\"system_meminfo|system_vmstat|system_inode|system_tcp|tcp_link|system_cpu|system_net\"\n\
+        "PROBES=\"system_meminfo|system_vmstat|system_inode|system_tcp|tcp_link|nginx_link|haproxy_link|\
+         ipvs_link|dnsmasq_link|system_cpu|system_net\"\n\
          FEATURES=\"kafka\"\n",
         &[],
     );
@@ -130,7 +133,15 @@ fn tail_conf_names_what_to_leave_out() {
         let line = entry.lines().find(|l| l.starts_with("switch")).unwrap();
         line.to_string()
     };
-    assert!(switch_of("tcp_link").starts_with("switch = \"off\""));
+    for p in [
+        "tcp_link",
+        "nginx_link",
+        "haproxy_link",
+        "ipvs_link",
+        "dnsmasq_link",
+    ] {
+        assert!(switch_of(p).starts_with("switch = \"off\""), "{p}");
+    }
     assert_eq!(switch_of("system_meminfo"), "switch = \"on\"");
 }
 
