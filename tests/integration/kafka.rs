@@ -544,9 +544,26 @@ fn outage(kafka_extra: &str) -> (BTreeSet<u64>, BTreeSet<u64>, u64) {
     let lost = dropped(&agent.scrape(), "kafka_metric");
     let log_text = agent.log_text();
     let errors: Vec<&str> = log_text.lines().filter(|l| l.contains("ERROR")).collect();
+    // One error for the outage itself. A restarted tansu may refuse its
+    // first produce requests ("Unknown broker error") before it serves
+    // again: those records are dropped and counted like the rest (the
+    // callers check the counter against the loss), and each refusal is one
+    // line after the recovery, never a flood.
+    let recovered_at = log_text
+        .lines()
+        .position(|l| l.contains("the broker acknowledges records again"))
+        .unwrap_or(usize::MAX);
+    let late_refusals = log_text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| l.contains("ERROR") && *i > recovered_at && l.contains("delivery failed"))
+        .count();
     assert!(
-        errors.len() == 1 && errors[0].contains("cannot reach any broker"),
-        "one error for the outage burst:\n{log_text}"
+        !errors.is_empty()
+            && errors[0].contains("cannot reach any broker")
+            && errors.len() == 1 + late_refusals
+            && late_refusals <= 3,
+        "one error for the outage burst (and at most 3 refused deliveries while the broker restarts):\n{log_text}"
     );
     assert!(
         log_text.contains("the broker acknowledges records again"),
