@@ -44,3 +44,41 @@ debug_dir = "{d}/logs/debug"
 "#
     )
 }
+
+/// The median of `v` (the upper one of an even count); NaN when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `kernel.bpf_stats_enabled`: the kernel counts each eBPF program's run
+/// time and runs while it is 1.
+pub const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Sets `kernel.bpf_stats_enabled` to 0 and puts the value found back when
+/// dropped (on every way out, a panic included), so a benchmark leaves the
+/// machine's setting as it was.
+#[derive(Debug)]
+pub struct BpfStatsGuard(String);
+
+impl BpfStatsGuard {
+    /// Turns the statistics off for now (needs root).
+    pub fn off() -> anyhow::Result<Self> {
+        let before = std::fs::read_to_string(BPF_STATS)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
+        Ok(Self(if before.is_empty() {
+            "0".into()
+        } else {
+            before
+        }))
+    }
+}
+
+impl Drop for BpfStatsGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.0);
+    }
+}

@@ -23,9 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port};
+use gopher_bench::{base_config, free_port, median, BpfStatsGuard, BPF_STATS};
 
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The program's name as the kernel keeps it (15 characters).
 const PROG_PREFIX: &str = "haproxy_link_rd";
 
@@ -218,37 +217,14 @@ fn prog_stats(ids: &[u32]) -> (u64, u64) {
         .fold((0, 0), |(t, n), p| (t + p.run_time_ns, n + p.run_cnt))
 }
 
-/// Writes its value back to `kernel.bpf_stats_enabled` when dropped.
-struct RestoreStats(String);
-
-impl Drop for RestoreStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write(BPF_STATS, &self.0);
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let (p_back, p_front) = (free_port()?, free_port()?);
     let _nginx = nginx(dir.path(), p_back)?;
     let _haproxy = haproxy(dir.path(), p_front, p_back)?;
-    let stats_before = std::fs::read_to_string(BPF_STATS)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
-    // Put back as it was on every way out, errors included.
-    let _restore = RestoreStats(if stats_before.is_empty() {
-        "0".to_owned()
-    } else {
-        stats_before
-    });
+    // Off for now, and put back as it was on every way out.
+    let _restore = BpfStatsGuard::off()?;
     // Warm up haproxy and nginx.
     wrk(p_front, 1, a.conns)?;
 

@@ -6,6 +6,7 @@
 //! Usage: `ingest [--secs S] [--reps N] [--series K]` (defaults 3, 3, 1000).
 //! Exits non-zero when a record fed is not accepted.
 
+use gopher_bench::median;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -278,11 +279,6 @@ fn decode_only(lines: &[Vec<u8>], secs: f64, clk: f64) -> f64 {
         lines.len() as u64
     });
     1e9 / r.cpu_rate().unwrap_or_else(|| r.rate())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn run() -> anyhow::Result<bool> {

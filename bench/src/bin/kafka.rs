@@ -10,6 +10,7 @@
 //! (defaults 1000000, 3, 1000; `--only` runs one side, for profiling). Needs `tansu` on PATH or in ~/.cargo/bin (scripts/kafka.sh).
 //! Exits non-zero when a record is not delivered.
 
+use gopher_bench::median;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -350,11 +351,6 @@ fn peer(tansu: &Path, msgs: &[(String, String)], n: usize) -> anyhow::Result<Run
         rate: n as f64 / secs,
         cpu_us: cpu_used.as_secs_f64() * 1e6 / n as f64,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> ExitCode {

@@ -26,10 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port};
+use gopher_bench::{base_config, free_port, median, BpfStatsGuard, BPF_STATS};
 
 const NGINX: &str = "/usr/sbin/nginx";
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 struct Args {
     gopher: PathBuf,
@@ -225,11 +224,6 @@ fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
@@ -237,33 +231,8 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&ndir)?;
     let (front, back) = (free_port()?, free_port()?);
     let _nginx = nginx(&ndir, front, back)?;
-    let _stats = StatsGuard::off()?;
+    let _stats = BpfStatsGuard::off()?;
     run(&a, dir.path(), front)
-}
-
-/// Sets `kernel.bpf_stats_enabled` off and puts the value found back when
-/// dropped (on every way out, a panic included).
-struct StatsGuard(String);
-
-impl StatsGuard {
-    fn off() -> Result<Self> {
-        let before = std::fs::read_to_string(BPF_STATS)
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
-        Ok(Self(if before.is_empty() {
-            "0".into()
-        } else {
-            before
-        }))
-    }
-}
-
-impl Drop for StatsGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(BPF_STATS, &self.0);
-    }
 }
 
 fn run(a: &Args, dir: &Path, front: u16) -> Result<()> {

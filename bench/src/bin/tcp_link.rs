@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port};
+use gopher_bench::{base_config, free_port, median, BPF_STATS};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 #[allow(
@@ -49,7 +49,6 @@ mod floor {
 }
 
 const MSG: usize = 64;
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 struct Args {
     gopher: PathBuf,
@@ -263,11 +262,6 @@ fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
         v.push((name.to_owned(), ns, cnt));
     }
     v
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> Result<()> {
