@@ -82,3 +82,27 @@ impl Drop for BpfStatsGuard {
         let _ = std::fs::write(BPF_STATS, &self.0);
     }
 }
+
+/// A child process (a server or an agent) stopped by its PID on drop:
+/// SIGTERM first, so that a server such as nginx stops its own workers,
+/// then SIGKILL after 5 s.
+#[derive(Debug)]
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child's pid, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

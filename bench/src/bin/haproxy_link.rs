@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port, median, BpfStatsGuard, BPF_STATS};
+use gopher_bench::{base_config, free_port, median, BpfStatsGuard, Proc, BPF_STATS};
 
 /// The program's name as the kernel keeps it (15 characters).
 const PROG_PREFIX: &str = "haproxy_link_rd";
@@ -54,16 +54,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// A child process killed by PID and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_port(port: u16, what: &str, child: &mut Child) -> Result<()> {

@@ -22,11 +22,11 @@
 use std::io::Read as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port, median, BpfStatsGuard, BPF_STATS};
+use gopher_bench::{base_config, free_port, median, BpfStatsGuard, Proc, BPF_STATS};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -56,25 +56,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// A child process stopped by its pid on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn nginx(dir: &Path, front: u16, back: u16) -> Result<Proc> {
