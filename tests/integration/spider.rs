@@ -401,11 +401,15 @@ fn spider_known_topology_to_littlegraph_rest_and_page() {
     );
 
     // Neo4j, over the Query API: exactly the known edges, hosts and flow.
+    // The spider writes one statement at a time, flow halves after the
+    // TCP_LINK edges: wait for the last of them before reading any.
     let want = pairs(&[("web.curl", "lb.nginx"), ("lb.nginx", "app.java")]);
+    let flows =
+        "MATCH (a:Process)-[e:NGINX_LINK]->(b:Process) RETURN e.half, a.name, b.name, e.flow_id";
     wait_for(
         Duration::from_secs(20),
-        "the known edges in littlegraph",
-        || (graph.strings(EDGES) == want).then_some(()),
+        "the known edges and both flow halves in littlegraph",
+        || (graph.strings(EDGES) == want && graph.strings(flows).len() == 2).then_some(()),
     );
     assert_eq!(
         graph.strings("MATCH (h:Host)-[:RUNON]->(p:Process) RETURN h.name, p.name, p.runon"),
@@ -423,7 +427,7 @@ fn spider_known_topology_to_littlegraph_rest_and_page() {
     );
     let flow = "nginx_link:lb:10.0.0.1>10.0.0.2:80>10.0.0.3:8080";
     assert_eq!(
-        graph.strings("MATCH (a:Process)-[e:NGINX_LINK]->(b:Process) RETURN e.half, a.name, b.name, e.flow_id"),
+        graph.strings(flows),
         [
             ["back", "lb.nginx", "app.java", flow],
             ["front", "web.curl", "lb.nginx", flow]
