@@ -51,6 +51,7 @@ use crate::config::{self, Config, OutChannel};
 use crate::export::json;
 use crate::export::sink::{Flow, FlowKind, Metadata, Sink, Takes};
 use crate::identity::Identity;
+use super::partition;
 use crate::ingress::{Accepted, Event};
 use crate::meta::{FieldType, MetaRegistry};
 use crate::probe_api::Shutdown;
@@ -513,13 +514,15 @@ impl KafkaExporter {
         self.payload.clear();
         json::metric(&mut self.payload, &self.identity, rec);
         self.key.clear();
-        self.key.push_str(&self.identity.machine_id);
-        self.key.push('|');
-        self.key.push_str(&rec.table.name);
-        for (f, v) in rec.table.fields.iter().zip(&rec.values) {
-            if f.ty == FieldType::Key {
-                self.key.push('|');
-                self.key.push_str(v);
+        if !partition::topology_key(&mut self.key, rec) {
+            self.key.push_str(&self.identity.machine_id);
+            self.key.push('|');
+            self.key.push_str(&rec.table.name);
+            for (f, v) in rec.table.fields.iter().zip(&rec.values) {
+                if f.ty == FieldType::Key {
+                    self.key.push('|');
+                    self.key.push_str(v);
+                }
             }
         }
         self.enqueue(Channel::Metric as usize);

@@ -6,5 +6,6 @@
 pub mod json;
 pub mod kafka;
 pub mod logfile;
+pub mod partition;
 pub mod prometheus;
 pub mod sink;
