@@ -20,6 +20,8 @@ pub mod rest;
 pub mod rules;
 pub mod stats;
 pub mod store;
-pub mod systemd;
+pub use gala_common::systemd;
 pub mod tls;
-pub mod topology_records;
+pub use gala_common::topology_records;
+#[cfg(test)]
+mod topology_shape_tests;

@@ -420,7 +420,7 @@ impl Config {
                 ));
             }
         }
-        if self.table_info.base_table_name != gala_gopher::topology_records::TCP_LINK {
+        if self.table_info.base_table_name != gala_common::topology_records::TCP_LINK {
             p.push((
                 "table_info",
                 "base_table_name",
@@ -431,8 +431,8 @@ impl Config {
             ));
         }
         for t in &self.table_info.other_table_name {
-            if !gala_gopher::topology_records::LB_TABLES.contains(&t.as_str())
-                && t != gala_gopher::topology_records::DNSMASQ_LINK
+            if !gala_common::topology_records::LB_TABLES.contains(&t.as_str())
+                && t != gala_common::topology_records::DNSMASQ_LINK
             {
                 p.push((
                     "table_info",

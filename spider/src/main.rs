@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 
-use gala_gopher::systemd::{self, LogTarget, Notifier};
+use gala_common::systemd::{self, LogTarget, Notifier};
 use gala_spider::config::Config;
 use gala_spider::service::{period_loop, Shared};
 use gala_spider::{server, source};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gala_gopher::topology_records::MetricRecord;
+use gala_common::topology_records::MetricRecord;
 
 use crate::config::{Config, UiSource};
 use crate::neo4j::Sink;

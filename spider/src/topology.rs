@@ -43,7 +43,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
-use gala_gopher::topology_records::{
+use gala_common::topology_records::{
     DnsLink, LbKind, LbLink, MetricRecord, Role, TcpLink, DNSMASQ_LINK, TCP_LINK,
 };
 use serde::Serialize;

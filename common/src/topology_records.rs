@@ -1,5 +1,5 @@
 //! The records the topology service (gala-spider) reads, shared with it so
-//! that the producer side ([`crate::export::json::metric`]) and the consumer
+//! that the producer side (gala-gopher's `export::json::metric`) and the consumer
 //! side agree on one shape (docs/compat.md §6, §8).
 //!
 //! [`MetricRecord`] is the metric JSON object of the Kafka topic and the
@@ -441,7 +441,6 @@ impl<'a> LbLink<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::json;
 
     #[test]
     fn parses_the_seed_v0_example() {
@@ -455,42 +454,6 @@ mod tests {
         assert_eq!(t.server_port, 6121);
         assert_eq!(t.lost_packets, 326_400);
         assert_eq!(t.process_name, "udsvr");
-    }
-
-    #[test]
-    fn reads_what_the_exporter_writes() {
-        let mut s = String::from("{\"timestamp\":17");
-        for (k, v) in [
-            ("machine_id", "m-1"),
-            ("hostname", "h\"1"),
-            ("entity_name", "tcp_link"),
-            ("table_name", "tcp_link"),
-            ("pid", "9"),
-            ("process_name", "cli"),
-            ("role", "1"),
-            ("client_ip", "10.0.0.2"),
-            ("server_ip", "10.0.0.1"),
-            ("server_port", "80"),
-            ("protocol", "2"),
-            ("rtt", "12.7"),
-        ] {
-            s.push(',');
-            json::push_str(&mut s, k);
-            s.push(':');
-            json::push_str(&mut s, v);
-        }
-        s.push('}');
-        let r = MetricRecord::parse(&s).expect("parse");
-        assert_eq!(r.timestamp_ms, 17);
-        assert_eq!(r.hostname, "h\"1");
-        assert_eq!(r.machine_id, "m-1");
-        let t = TcpLink::from_record(&r).expect("view");
-        assert_eq!((t.role, t.rtt, t.rx_bytes), (Role::Client, 12, 0));
-        assert_eq!(t.service, None, "an older agent's record has no service");
-        let with = s.replace('}', r#","service":"ports:8080,8081"}"#);
-        let r = MetricRecord::parse(&with).expect("parse");
-        let t = TcpLink::from_record(&r).expect("view");
-        assert_eq!(t.service, Some("ports:8080,8081"));
     }
 
     #[test]
