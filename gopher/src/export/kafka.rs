@@ -47,11 +47,11 @@ use rdkafka::producer::{
 
 use self::backlog::{Backlog, Pending, CHANNELS};
 pub use self::client::Bounds;
+use super::partition;
 use crate::config::{self, Config, OutChannel};
 use crate::export::json;
 use crate::export::sink::{Flow, FlowKind, Metadata, Sink, Takes};
 use crate::identity::Identity;
-use super::partition;
 use crate::ingress::{Accepted, Event};
 use crate::meta::{FieldType, MetaRegistry};
 use crate::probe_api::Shutdown;
@@ -513,16 +513,27 @@ impl KafkaExporter {
     fn metric(&mut self, rec: &Accepted) {
         self.payload.clear();
         json::metric(&mut self.payload, &self.identity, rec);
+        // Topology tables: one message per partition key (see partition.rs).
+        let mut sent = 0;
+        loop {
+            self.key.clear();
+            if !partition::topology_key(&mut self.key, rec, sent) {
+                break;
+            }
+            self.enqueue(Channel::Metric as usize);
+            sent += 1;
+        }
+        if sent > 0 {
+            return;
+        }
         self.key.clear();
-        if !partition::topology_key(&mut self.key, rec) {
-            self.key.push_str(&self.identity.machine_id);
-            self.key.push('|');
-            self.key.push_str(&rec.table.name);
-            for (f, v) in rec.table.fields.iter().zip(&rec.values) {
-                if f.ty == FieldType::Key {
-                    self.key.push('|');
-                    self.key.push_str(v);
-                }
+        self.key.push_str(&self.identity.machine_id);
+        self.key.push('|');
+        self.key.push_str(&rec.table.name);
+        for (f, v) in rec.table.fields.iter().zip(&rec.values) {
+            if f.ty == FieldType::Key {
+                self.key.push('|');
+                self.key.push_str(v);
             }
         }
         self.enqueue(Channel::Metric as usize);

@@ -5,10 +5,11 @@
 
 use crate::ingress::Accepted;
 
-/// Writes the partition key of `rec` into `out` and returns true when
-/// `rec` belongs to a topology table; false leaves `out` untouched and the
-/// caller uses the per-series key.
-pub fn topology_key(out: &mut String, rec: &Accepted) -> bool {
-    let _ = (out, rec);
+/// Writes the `nth` partition key of `rec` into `out` and returns true, or
+/// returns false when `rec` has no `nth` key. A record of a topology table
+/// is sent once per key (`nth` = 0, 1, ... until false); a record with no
+/// key at all (`nth` = 0 gives false) is sent once with its per-series key.
+pub fn topology_key(out: &mut String, rec: &Accepted, nth: usize) -> bool {
+    let _ = (out, rec, nth);
     false
 }
