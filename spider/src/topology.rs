@@ -27,7 +27,9 @@
 //!   Records naming an excluded address are dropped and counted.
 //! - An LB record (nginx_link, ipvs_link, haproxy_link) joins the front half
 //!   client → LB node and the back half LB node → server into one flow with
-//!   one flow id; the TCP edges under the halves list that id too.
+//!   one flow id; the TCP edges under the halves list that id too. A half
+//!   whose other end is not found is still given (and the record counted
+//!   unresolved).
 //! - A dnsmasq_link record gives a DNS edge (kind `dns`) asker → the dnsmasq
 //!   process of the record's host. The asker is the process of that host
 //!   with the record's pid (or, not seen in tcp_link, a node of its
@@ -644,9 +646,14 @@ impl Builder {
             };
             let fronts = ends(clients.get(&(&*k.client_ip, &*k.virtual_ip, k.virtual_port)));
             let backs = ends(listen.get(&(&*k.server_ip, k.server_port)));
+            // A half is given even when the other one is not found: in a
+            // consumer group each spider has the records of one half only
+            // (docs/spider.md, "Several spiders").
             if fronts.is_empty() || backs.is_empty() {
                 stats.unresolved_lb += 1;
-                continue;
+                if fronts.is_empty() && backs.is_empty() {
+                    continue;
+                }
             }
             let flow_id = format!(
                 "{}:{}:{}>{}:{}>{}:{}",
