@@ -44,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use gala_common::topology_records::{
     DnsLink, LbKind, LbLink, MetricRecord, Role, TcpLink, DNSMASQ_LINK, TCP_LINK,
@@ -126,31 +127,6 @@ pub enum Applied {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct LinkKey {
-    host: Box<str>,
-    pid: u32,
-    role: Role,
-    client_ip: Box<str>,
-    server_ip: Box<str>,
-    server_port: u16,
-    protocol: u16,
-}
-
-#[derive(Debug, Clone)]
-struct LinkObs {
-    process_name: Box<str>,
-    /// The record's service ("" when it has none).
-    service: Box<str>,
-    link_count: u64,
-    rx_bytes: u64,
-    tx_bytes: u64,
-    retran_packets: u64,
-    lost_packets: u64,
-    rtt: u64,
-    seen_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LbKey {
     host: Box<str>,
     kind: LbKind,
@@ -181,17 +157,6 @@ struct DnsKey {
 }
 
 /// The builder's state: live observations, one per reporting series.
-#[derive(Debug, Clone)]
-pub struct Builder {
-    expire_ms: u64,
-    exclude: AddrFilter,
-    lb_tables: Vec<LbKind>,
-    dns_on: bool,
-    links: HashMap<LinkKey, LinkObs>,
-    lbs: HashMap<LbKey, LbObs>,
-    dns: HashMap<DnsKey, LbObs>,
-}
-
 /// A process node: one service of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessNode {
@@ -360,8 +325,171 @@ fn is_loopback(ip: &str) -> bool {
     ip.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
-#[derive(Default)]
+/// An interned string.
+type Id = u32;
+
+/// Strings the live observations name (hosts, addresses, process names,
+/// services), each stored once and counted; freed when nothing names it.
+#[derive(Debug, Clone)]
+struct Interner {
+    map: HashMap<Arc<str>, Id>,
+    strs: Vec<Arc<str>>,
+    refs: Vec<u32>,
+    free: Vec<Id>,
+    empty: Arc<str>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self {
+            map: HashMap::default(),
+            strs: Vec::new(),
+            refs: Vec::new(),
+            free: Vec::new(),
+            empty: Arc::from(""),
+        }
+    }
+}
+
+impl Interner {
+    fn get(&self, s: &str) -> Option<Id> {
+        self.map.get(s).copied()
+    }
+
+    fn str(&self, id: Id) -> &str {
+        &self.strs[id as usize]
+    }
+
+    fn arc(&self, id: Id) -> &Arc<str> {
+        &self.strs[id as usize]
+    }
+
+    fn acquire(&mut self, s: &str) -> Id {
+        if let Some(&id) = self.map.get(s) {
+            self.refs[id as usize] += 1;
+            return id;
+        }
+        let a: Arc<str> = Arc::from(s);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.strs[id as usize] = Arc::clone(&a);
+                self.refs[id as usize] = 1;
+                id
+            }
+            None => {
+                self.strs.push(Arc::clone(&a));
+                self.refs.push(1);
+                Id::try_from(self.strs.len() - 1).unwrap_or(Id::MAX)
+            }
+        };
+        self.map.insert(a, id);
+        id
+    }
+
+    fn retain(&mut self, id: Id) {
+        self.refs[id as usize] += 1;
+    }
+
+    fn release(&mut self, id: Id) {
+        let r = &mut self.refs[id as usize];
+        *r -= 1;
+        if *r == 0 {
+            let s = std::mem::replace(&mut self.strs[id as usize], Arc::clone(&self.empty));
+            self.map.remove(&*s);
+            self.free.push(id);
+        }
+    }
+}
+
+/// A tcp_link series: (host, pid, role, client_ip, server_ip, server_port,
+/// protocol), strings interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LinkKey {
+    host: Id,
+    cip: Id,
+    sip: Id,
+    pid: u32,
+    port: u16,
+    proto: u16,
+    role: Role,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Metrics {
+    link_count: u64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    retran_packets: u64,
+    lost_packets: u64,
+    rtt: u64,
+}
+
+/// How a client observation was matched the last time it was derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// Not derived (new, changed, or its servers changed).
+    Pending,
+    Unmatched,
+    SelfLink,
+    Matched,
+}
+
+/// One live tcp_link observation (a slot; `live` false when free).
+#[derive(Debug, Clone)]
+struct Link {
+    key: LinkKey,
+    name: Id,
+    service: Id,
+    node: u32,
+    m: Metrics,
+    loopback: bool,
+    live: bool,
+    /// Client: to be derived again at the next snapshot.
+    dirty: bool,
+    /// Server: its metrics changed since the last snapshot.
+    mdirty: bool,
+    state: Match,
+    /// Client, matched: (server node, server observation), sorted; what
+    /// this observation added to the edges.
+    contrib: Vec<(u32, u32)>,
+}
+
+/// Observations of one address: servers and clients.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    servers: Vec<u32>,
+    clients: Vec<u32>,
+    dirty: bool,
+}
+
+/// A process node: one service of a host, alive while observations or
+/// this snapshot's LB/DNS records name it.
+#[derive(Debug, Clone)]
+struct Node {
+    host: Id,
+    name: Id,
+    service: Id,
+    /// Live observations of this node.
+    refs: u32,
+    /// Their pids, counted.
+    pids: Vec<(u32, u32)>,
+    /// Pids only dnsmasq_link records gave, this snapshot.
+    extra_pids: Vec<u32>,
+    /// An end of an LB half or DNS edge this snapshot.
+    used: bool,
+    /// In `used_nodes`.
+    listed: bool,
+    live: bool,
+    dirty: bool,
+    id: Arc<str>,
+    /// The id it is published under.
+    out: Option<Arc<str>>,
+}
+
+/// A TCP edge's running sums over the client observations matched to it.
+#[derive(Debug, Clone, Default)]
 struct EdgeAcc {
+    clients: u32,
     link_count: u64,
     tx_bytes: u64,
     rx_bytes: u64,
@@ -369,8 +497,97 @@ struct EdgeAcc {
     rtt_weight: u128,
     retran_packets: u64,
     lost_packets: u64,
-    server_ports: BTreeSet<u16>,
-    flows: BTreeSet<String>,
+    /// Server ports, counted.
+    ports: Vec<(u16, u32)>,
+    /// Server observations whose retransmits and losses count (once each).
+    servers: Vec<(u32, u32)>,
+    dirty: bool,
+    out: Option<(Arc<str>, Arc<str>)>,
+}
+
+fn count_add<K: PartialEq + Copy>(v: &mut Vec<(K, u32)>, k: K) {
+    match v.iter_mut().find(|(x, _)| *x == k) {
+        Some((_, c)) => *c += 1,
+        None => v.push((k, 1)),
+    }
+}
+
+fn count_sub<K: PartialEq + Copy>(v: &mut Vec<(K, u32)>, k: K) {
+    if let Some(i) = v.iter().position(|(x, _)| *x == k) {
+        v[i].1 -= 1;
+        if v[i].1 == 0 {
+            v.swap_remove(i);
+        }
+    }
+}
+
+fn vec_remove(v: &mut Vec<u32>, x: u32) {
+    if let Some(i) = v.iter().position(|&y| y == x) {
+        v.swap_remove(i);
+    }
+}
+
+type ExactKey = (Id, Id, u16, u16);
+type EdgeKey = (u32, u32);
+type OutKey = (Arc<str>, Arc<str>, &'static str);
+/// LB halves: (flow id, half, from, to) -> (table, link_count).
+type Halves = BTreeMap<(String, &'static str, u32, u32), (&'static str, u64)>;
+
+/// The builder's state: live observations, one per reporting series, and
+/// the graph derived from them, kept up to date by [`Builder::snapshot`]
+/// for what changed since the last one.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    expire_ms: u64,
+    exclude: AddrFilter,
+    lb_tables: Vec<LbKind>,
+    dns_on: bool,
+    strs: Interner,
+    keys: HashMap<LinkKey, u32>,
+    links: Vec<Link>,
+    /// When each slot of `links` was last refreshed (`u64::MAX` if free).
+    seen: Vec<u64>,
+    free_links: Vec<u32>,
+    /// Freed since the last snapshot (reused after it).
+    freed_links: Vec<u32>,
+    lbs: HashMap<LbKey, LbObs>,
+    dns: HashMap<DnsKey, LbObs>,
+    /// (client_ip, server_ip, server_port, protocol).
+    exact: HashMap<ExactKey, Vec<u32>>,
+    /// (server_ip, server_port).
+    listen: HashMap<(Id, u16), Group>,
+    /// Client observations by (client_ip, server_ip, server_port).
+    clients3: HashMap<(Id, Id, u16), Vec<u32>>,
+    /// (host, pid) -> nodes, counted.
+    by_pid: HashMap<(Id, u32), Vec<(u32, u32)>>,
+    /// client_ip -> nodes of client observations, counted.
+    by_cip: HashMap<Id, Vec<(u32, u32)>>,
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
+    node_index: HashMap<(Id, Id, Id), u32>,
+    /// (host, name) -> its nodes.
+    groups: HashMap<(Id, Id), Vec<u32>>,
+    edges: HashMap<EdgeKey, EdgeAcc>,
+    dirty_clients: Vec<u32>,
+    dirty_listens: Vec<(Id, u16)>,
+    mdirty_servers: Vec<u32>,
+    dirty_nodes: Vec<u32>,
+    dirty_groups: HashSet<(Id, Id)>,
+    dirty_edges: Vec<EdgeKey>,
+    /// Nodes that may have nothing left naming them.
+    zero_nodes: Vec<u32>,
+    /// Nodes LB/DNS records used (or gave pids) in the last snapshot.
+    used_nodes: Vec<u32>,
+    unmatched: usize,
+    self_links: usize,
+    /// LB flows over TCP edges, from the last snapshot.
+    flows: HashMap<EdgeKey, Vec<String>>,
+    /// Published: process nodes by id, hosts (counted), edges by key, DNS
+    /// edge keys.
+    out_procs: BTreeMap<Arc<str>, ProcessNode>,
+    out_hosts: BTreeMap<Arc<str>, u32>,
+    out_edges: BTreeMap<OutKey, Edge>,
+    out_dns: Vec<OutKey>,
 }
 
 impl Builder {
@@ -386,20 +603,50 @@ impl Builder {
                 .filter_map(|t| LbKind::from_table(t))
                 .collect(),
             dns_on: lb_tables.iter().any(|t| t == DNSMASQ_LINK),
-            links: HashMap::default(),
+            strs: Interner::default(),
+            keys: HashMap::default(),
+            links: Vec::new(),
+            seen: Vec::new(),
+            free_links: Vec::new(),
+            freed_links: Vec::new(),
             lbs: HashMap::default(),
             dns: HashMap::default(),
+            exact: HashMap::default(),
+            listen: HashMap::default(),
+            clients3: HashMap::default(),
+            by_pid: HashMap::default(),
+            by_cip: HashMap::default(),
+            nodes: Vec::new(),
+            free_nodes: Vec::new(),
+            node_index: HashMap::default(),
+            groups: HashMap::default(),
+            edges: HashMap::default(),
+            dirty_clients: Vec::new(),
+            dirty_listens: Vec::new(),
+            mdirty_servers: Vec::new(),
+            dirty_nodes: Vec::new(),
+            dirty_groups: HashSet::default(),
+            dirty_edges: Vec::new(),
+            zero_nodes: Vec::new(),
+            used_nodes: Vec::new(),
+            unmatched: 0,
+            self_links: 0,
+            flows: HashMap::default(),
+            out_procs: BTreeMap::new(),
+            out_hosts: BTreeMap::new(),
+            out_edges: BTreeMap::new(),
+            out_dns: Vec::new(),
         }
     }
 
     /// Live observations (tcp_link, LB and dnsmasq_link).
     pub fn len(&self) -> (usize, usize) {
-        (self.links.len(), self.lbs.len() + self.dns.len())
+        (self.keys.len(), self.lbs.len() + self.dns.len())
     }
 
     /// Whether nothing is live.
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.lbs.is_empty() && self.dns.is_empty()
+        self.keys.is_empty() && self.lbs.is_empty() && self.dns.is_empty()
     }
 
     /// Folds one record in, as seen at `now_ms`.
@@ -411,27 +658,7 @@ impl Builder {
             if self.exclude.contains(t.client_ip) || self.exclude.contains(t.server_ip) {
                 return Applied::Excluded;
             }
-            let key = LinkKey {
-                host: t.hostname.into(),
-                pid: t.pid,
-                role: t.role,
-                client_ip: t.client_ip.into(),
-                server_ip: t.server_ip.into(),
-                server_port: t.server_port,
-                protocol: t.protocol,
-            };
-            let obs = LinkObs {
-                process_name: t.process_name.into(),
-                service: t.service.unwrap_or("").into(),
-                link_count: t.link_count,
-                rx_bytes: t.rx_bytes,
-                tx_bytes: t.tx_bytes,
-                retran_packets: t.retran_packets,
-                lost_packets: t.lost_packets,
-                rtt: t.rtt,
-                seen_ms: now_ms,
-            };
-            self.links.insert(key, obs);
+            self.apply_link(&t, now_ms);
             return Applied::TcpLink;
         }
         if rec.table_name == DNSMASQ_LINK {
@@ -497,120 +724,683 @@ impl Builder {
         Applied::Lb
     }
 
+    fn apply_link(&mut self, t: &TcpLink<'_>, now_ms: u64) {
+        let m = Metrics {
+            link_count: t.link_count,
+            rx_bytes: t.rx_bytes,
+            tx_bytes: t.tx_bytes,
+            retran_packets: t.retran_packets,
+            lost_packets: t.lost_packets,
+            rtt: t.rtt,
+        };
+        let service = t.service.unwrap_or("");
+        let s = &self.strs;
+        let slot = (|| {
+            let key = LinkKey {
+                host: s.get(t.hostname)?,
+                cip: s.get(t.client_ip)?,
+                sip: s.get(t.server_ip)?,
+                pid: t.pid,
+                port: t.server_port,
+                proto: t.protocol,
+                role: t.role,
+            };
+            self.keys.get(&key).copied()
+        })();
+        if let Some(i) = slot {
+            let l = &self.links[i as usize];
+            let same_node =
+                s.get(t.process_name) == Some(l.name) && s.get(service) == Some(l.service);
+            if same_node {
+                self.seen[i as usize] = now_ms;
+                if l.m != m {
+                    self.set_metrics(i, m);
+                }
+                return;
+            }
+            self.remove_link(i);
+        }
+        self.insert_link(t, service, m, now_ms);
+    }
+
+    fn set_metrics(&mut self, i: u32, m: Metrics) {
+        match self.links[i as usize].key.role {
+            Role::Client => {
+                self.unapply(i);
+                self.links[i as usize].m = m;
+                self.dirty_client(i);
+            }
+            Role::Server => {
+                let l = &mut self.links[i as usize];
+                l.m = m;
+                if !l.mdirty {
+                    l.mdirty = true;
+                    self.mdirty_servers.push(i);
+                }
+            }
+        }
+    }
+
+    fn dirty_client(&mut self, i: u32) {
+        let l = &mut self.links[i as usize];
+        if !l.dirty {
+            l.dirty = true;
+            self.dirty_clients.push(i);
+        }
+    }
+
+    fn dirty_listen(&mut self, k: (Id, u16)) {
+        if let Some(g) = self.listen.get_mut(&k) {
+            if !g.dirty {
+                g.dirty = true;
+                self.dirty_listens.push(k);
+            }
+        }
+    }
+
+    fn dirty_edge(edges: &mut HashMap<EdgeKey, EdgeAcc>, dirty: &mut Vec<EdgeKey>, k: EdgeKey) {
+        if let Some(e) = edges.get_mut(&k) {
+            if !e.dirty {
+                e.dirty = true;
+                dirty.push(k);
+            }
+        }
+    }
+
+    fn dirty_node(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        if !node.dirty {
+            node.dirty = true;
+            self.dirty_nodes.push(n);
+        }
+    }
+
+    fn insert_link(&mut self, t: &TcpLink<'_>, service: &str, m: Metrics, now_ms: u64) {
+        let key = LinkKey {
+            host: self.strs.acquire(t.hostname),
+            cip: self.strs.acquire(t.client_ip),
+            sip: self.strs.acquire(t.server_ip),
+            pid: t.pid,
+            port: t.server_port,
+            proto: t.protocol,
+            role: t.role,
+        };
+        let name = self.strs.acquire(t.process_name);
+        let service = self.strs.acquire(service);
+        let node = self.node_acquire(key.host, name, service);
+        let nd = &mut self.nodes[node as usize];
+        count_add(&mut nd.pids, key.pid);
+        let link = Link {
+            key,
+            name,
+            service,
+            node,
+            m,
+            loopback: is_loopback(t.server_ip),
+            live: true,
+            dirty: false,
+            mdirty: false,
+            state: Match::Pending,
+            contrib: Vec::new(),
+        };
+        let i = match self.free_links.pop() {
+            Some(i) => {
+                self.links[i as usize] = link;
+                self.seen[i as usize] = now_ms;
+                i
+            }
+            None => {
+                self.links.push(link);
+                self.seen.push(now_ms);
+                u32::try_from(self.links.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.keys.insert(key, i);
+        count_add(self.by_pid.entry((key.host, key.pid)).or_default(), node);
+        let ek = (key.cip, key.sip, key.port, key.proto);
+        let lk = (key.sip, key.port);
+        match key.role {
+            Role::Server => {
+                self.exact.entry(ek).or_default().push(i);
+                self.listen.entry(lk).or_default().servers.push(i);
+                self.dirty_listen(lk);
+            }
+            Role::Client => {
+                self.listen.entry(lk).or_default().clients.push(i);
+                self.clients3
+                    .entry((key.cip, key.sip, key.port))
+                    .or_default()
+                    .push(i);
+                count_add(self.by_cip.entry(key.cip).or_default(), node);
+                self.dirty_client(i);
+            }
+        }
+    }
+
+    fn remove_link(&mut self, i: u32) {
+        let key = self.links[i as usize].key;
+        let node = self.links[i as usize].node;
+        let ek = (key.cip, key.sip, key.port, key.proto);
+        let lk = (key.sip, key.port);
+        match key.role {
+            Role::Server => {
+                if let Some(v) = self.exact.get_mut(&ek) {
+                    vec_remove(v, i);
+                    if v.is_empty() {
+                        self.exact.remove(&ek);
+                    }
+                }
+                if let Some(g) = self.listen.get_mut(&lk) {
+                    vec_remove(&mut g.servers, i);
+                }
+                self.dirty_listen(lk);
+            }
+            Role::Client => {
+                self.unapply(i);
+                if let Some(g) = self.listen.get_mut(&lk) {
+                    vec_remove(&mut g.clients, i);
+                }
+                let ck = (key.cip, key.sip, key.port);
+                if let Some(v) = self.clients3.get_mut(&ck) {
+                    vec_remove(v, i);
+                    if v.is_empty() {
+                        self.clients3.remove(&ck);
+                    }
+                }
+                if let Some(v) = self.by_cip.get_mut(&key.cip) {
+                    count_sub(v, node);
+                    if v.is_empty() {
+                        self.by_cip.remove(&key.cip);
+                    }
+                }
+            }
+        }
+        if self
+            .listen
+            .get(&lk)
+            .is_some_and(|g| g.servers.is_empty() && g.clients.is_empty() && !g.dirty)
+        {
+            self.listen.remove(&lk);
+        }
+        if let Some(v) = self.by_pid.get_mut(&(key.host, key.pid)) {
+            count_sub(v, node);
+            if v.is_empty() {
+                self.by_pid.remove(&(key.host, key.pid));
+            }
+        }
+        let nd = &mut self.nodes[node as usize];
+        count_sub(&mut nd.pids, key.pid);
+        nd.refs -= 1;
+        if nd.refs == 0 {
+            self.zero_nodes.push(node);
+        }
+        self.dirty_node(node);
+        self.keys.remove(&key);
+        let l = &mut self.links[i as usize];
+        l.live = false;
+        l.contrib = Vec::new();
+        let (name, service) = (l.name, l.service);
+        self.seen[i as usize] = u64::MAX;
+        for id in [key.host, key.cip, key.sip, name, service] {
+            self.strs.release(id);
+        }
+        self.freed_links.push(i);
+    }
+
+    /// The node (host, name, service), counted once more.
+    fn node_acquire(&mut self, host: Id, name: Id, service: Id) -> u32 {
+        let n = match self.node_index.get(&(host, name, service)) {
+            Some(&n) => n,
+            None => self.node_new(host, name, service),
+        };
+        self.nodes[n as usize].refs += 1;
+        self.dirty_node(n);
+        n
+    }
+
+    fn node_new(&mut self, host: Id, name: Id, service: Id) -> u32 {
+        for id in [host, name, service] {
+            self.strs.retain(id);
+        }
+        let node = Node {
+            host,
+            name,
+            service,
+            refs: 0,
+            pids: Vec::new(),
+            extra_pids: Vec::new(),
+            used: false,
+            listed: false,
+            live: true,
+            dirty: false,
+            id: Arc::clone(&self.strs.empty),
+            out: None,
+        };
+        let n = match self.free_nodes.pop() {
+            Some(n) => {
+                self.nodes[n as usize] = node;
+                n
+            }
+            None => {
+                self.nodes.push(node);
+                u32::try_from(self.nodes.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.node_index.insert((host, name, service), n);
+        self.groups.entry((host, name)).or_default().push(n);
+        self.dirty_groups.insert((host, name));
+        self.dirty_node(n);
+        n
+    }
+
+    fn node_remove(&mut self, n: u32) {
+        let nd = &mut self.nodes[n as usize];
+        nd.live = false;
+        let (host, name, service) = (nd.host, nd.name, nd.service);
+        if let Some(out) = nd.out.take() {
+            self.unpublish_proc(&out);
+        }
+        self.node_index.remove(&(host, name, service));
+        if let Some(g) = self.groups.get_mut(&(host, name)) {
+            vec_remove(g, n);
+            if g.is_empty() {
+                self.groups.remove(&(host, name));
+            }
+        }
+        self.dirty_groups.insert((host, name));
+        for id in [host, name, service] {
+            self.strs.release(id);
+        }
+        self.free_nodes.push(n);
+    }
+
+    fn unpublish_proc(&mut self, id: &Arc<str>) {
+        if let Some(p) = self.out_procs.remove(id) {
+            if let Some(c) = self.out_hosts.get_mut(p.host.as_str()) {
+                *c -= 1;
+                if *c == 0 {
+                    self.out_hosts.remove(p.host.as_str());
+                }
+            }
+        }
+    }
+
+    /// Takes a client observation's part out of its edges.
+    fn unapply(&mut self, i: u32) {
+        let l = &mut self.links[i as usize];
+        match l.state {
+            Match::Unmatched => self.unmatched -= 1,
+            Match::SelfLink => self.self_links -= 1,
+            Match::Pending | Match::Matched => {}
+        }
+        l.state = Match::Pending;
+        if l.contrib.is_empty() {
+            return;
+        }
+        let contrib = std::mem::take(&mut l.contrib);
+        let (src, m, port) = (l.node, l.m, l.key.port);
+        let mut last = u32::MAX;
+        for &(dst, s) in &contrib {
+            let Some(e) = self.edges.get_mut(&(src, dst)) else {
+                continue;
+            };
+            if dst != last {
+                last = dst;
+                e.clients -= 1;
+                e.link_count = e.link_count.wrapping_sub(m.link_count);
+                e.tx_bytes = e.tx_bytes.wrapping_sub(m.tx_bytes);
+                e.rx_bytes = e.rx_bytes.wrapping_sub(m.rx_bytes);
+                let w = u128::from(m.link_count.max(1));
+                e.rtt_weighted = e.rtt_weighted.wrapping_sub(u128::from(m.rtt) * w);
+                e.rtt_weight = e.rtt_weight.wrapping_sub(w);
+                e.retran_packets = e.retran_packets.wrapping_sub(m.retran_packets);
+                e.lost_packets = e.lost_packets.wrapping_sub(m.lost_packets);
+                count_sub(&mut e.ports, port);
+            }
+            count_sub(&mut e.servers, s);
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty_edges.push((src, dst));
+            }
+        }
+        self.links[i as usize].contrib = contrib;
+        self.links[i as usize].contrib.clear();
+    }
+
+    /// Order of server observations of one node on one address: the
+    /// fallback match counts the first.
+    fn rep_order(&self, s: u32) -> (&str, u32, u16) {
+        let k = &self.links[s as usize].key;
+        (self.strs.str(k.cip), k.pid, k.proto)
+    }
+
+    /// Matches a client observation to its servers and adds its part to
+    /// the edges.
+    fn derive(&mut self, i: u32, targets: &mut Vec<(u32, u32)>) {
+        let l = &self.links[i as usize];
+        let key = l.key;
+        let src = l.node;
+        let loopback = l.loopback;
+        let links = &self.links;
+        let usable = |s: u32| !loopback || links[s as usize].key.host == key.host;
+        targets.clear();
+        if let Some(v) = self.exact.get(&(key.cip, key.sip, key.port, key.proto)) {
+            targets.extend(
+                v.iter()
+                    .filter(|&&s| usable(s))
+                    .map(|&s| (links[s as usize].node, s)),
+            );
+        }
+        if targets.is_empty() {
+            if let Some(g) = self.listen.get(&(key.sip, key.port)) {
+                for &s in g.servers.iter().filter(|&&s| usable(s)) {
+                    let n = links[s as usize].node;
+                    match targets.iter_mut().find(|(d, _)| *d == n) {
+                        Some(t) => {
+                            if self.rep_order(s) < self.rep_order(t.1) {
+                                t.1 = s;
+                            }
+                        }
+                        None => targets.push((n, s)),
+                    }
+                }
+            }
+        }
+        let state = if targets.is_empty() {
+            Match::Unmatched
+        } else {
+            targets.retain(|&(d, _)| d != src);
+            if targets.is_empty() {
+                Match::SelfLink
+            } else {
+                Match::Matched
+            }
+        };
+        match state {
+            Match::Unmatched => self.unmatched += 1,
+            Match::SelfLink => self.self_links += 1,
+            Match::Pending | Match::Matched => {}
+        }
+        self.links[i as usize].state = state;
+        if state != Match::Matched {
+            return;
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        let l = &self.links[i as usize];
+        let (m, port) = (l.m, l.key.port);
+        let mut last = u32::MAX;
+        for &(dst, s) in targets.iter() {
+            let e = self.edges.entry((src, dst)).or_default();
+            if dst != last {
+                last = dst;
+                e.clients += 1;
+                e.link_count = e.link_count.wrapping_add(m.link_count);
+                e.tx_bytes = e.tx_bytes.wrapping_add(m.tx_bytes);
+                e.rx_bytes = e.rx_bytes.wrapping_add(m.rx_bytes);
+                let w = u128::from(m.link_count.max(1));
+                e.rtt_weighted = e.rtt_weighted.wrapping_add(u128::from(m.rtt) * w);
+                e.rtt_weight = e.rtt_weight.wrapping_add(w);
+                e.retran_packets = e.retran_packets.wrapping_add(m.retran_packets);
+                e.lost_packets = e.lost_packets.wrapping_add(m.lost_packets);
+                count_add(&mut e.ports, port);
+            }
+            count_add(&mut e.servers, s);
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty_edges.push((src, dst));
+            }
+        }
+        let c = &mut self.links[i as usize].contrib;
+        c.clear();
+        c.extend_from_slice(targets);
+    }
+
     /// Drops observations not refreshed since `now_ms - expire`; returns how
     /// many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let cutoff = now_ms.saturating_sub(self.expire_ms);
-        let before = self.links.len() + self.lbs.len() + self.dns.len();
-        self.links.retain(|_, o| o.seen_ms >= cutoff);
+        let old: Vec<u32> = self
+            .seen
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s < cutoff)
+            .filter_map(|(i, _)| u32::try_from(i).ok())
+            .collect();
+        for &i in &old {
+            self.remove_link(i);
+        }
+        let before = self.lbs.len() + self.dns.len();
         self.lbs.retain(|_, o| o.seen_ms >= cutoff);
         self.dns.retain(|_, o| o.seen_ms >= cutoff);
-        before - self.links.len() - self.lbs.len() - self.dns.len()
+        old.len() + before - self.lbs.len() - self.dns.len()
     }
 
-    /// Expires, then derives the graph of what is live at `now_ms`.
+    /// A node of this name on the host: the one there is, or of several
+    /// the first by service (a stable choice); a new node without a
+    /// service when there is none (it lives until the next snapshot).
+    fn by_name(&mut self, host: &str, name: &str) -> u32 {
+        let found = (|| {
+            let g = self
+                .groups
+                .get(&(self.strs.get(host)?, self.strs.get(name)?))?;
+            g.iter()
+                .copied()
+                .min_by_key(|&n| self.strs.str(self.nodes[n as usize].service))
+        })();
+        if let Some(n) = found {
+            return n;
+        }
+        let (h, nm, sv) = (
+            self.strs.acquire(host),
+            self.strs.acquire(name),
+            self.strs.acquire(""),
+        );
+        let n = self.node_new(h, nm, sv);
+        for id in [h, nm, sv] {
+            self.strs.release(id);
+        }
+        self.zero_nodes.push(n);
+        n
+    }
+
+    fn use_node(&mut self, n: u32) {
+        self.nodes[n as usize].used = true;
+        self.list_node(n);
+    }
+
+    /// Marks a node LB/DNS records touched this snapshot.
+    fn list_node(&mut self, n: u32) {
+        let nd = &mut self.nodes[n as usize];
+        if !nd.listed {
+            nd.listed = true;
+            self.used_nodes.push(n);
+            self.dirty_node(n);
+        }
+    }
+
+    /// Expires, then derives the graph of what is live at `now_ms`: what
+    /// changed since the last snapshot is derived again, the rest is kept.
     pub fn snapshot(&mut self, now_ms: u64) -> Topology {
         let expired = self.expire(now_ms);
+        for i in std::mem::take(&mut self.freed_links) {
+            self.free_links.push(i);
+        }
+
+        // Clients whose servers changed; edges over servers whose metrics
+        // changed.
+        for lk in std::mem::take(&mut self.dirty_listens) {
+            let Some(g) = self.listen.get_mut(&lk) else {
+                continue;
+            };
+            g.dirty = false;
+            let clients = std::mem::take(&mut g.clients);
+            for &c in &clients {
+                self.dirty_client(c);
+            }
+            let g = self.listen.get_mut(&lk).expect("listen group");
+            g.clients = clients;
+            if g.servers.is_empty() && g.clients.is_empty() {
+                self.listen.remove(&lk);
+            }
+        }
+        let mdirty = std::mem::take(&mut self.mdirty_servers);
+        for &s in &mdirty {
+            let l = &self.links[s as usize];
+            if !l.live || !l.mdirty {
+                continue;
+            }
+            let lk = (l.key.sip, l.key.port);
+            let Some(g) = self.listen.get(&lk) else {
+                continue;
+            };
+            for &c in &g.clients {
+                let cl = &self.links[c as usize];
+                if cl.dirty {
+                    continue;
+                }
+                for &(dst, sv) in &cl.contrib {
+                    if self.links[sv as usize].mdirty {
+                        Self::dirty_edge(&mut self.edges, &mut self.dirty_edges, (cl.node, dst));
+                    }
+                }
+            }
+            // The group's other servers are handled by this pass too.
+            for &o in &g.servers {
+                self.links[o as usize].mdirty = false;
+            }
+        }
+        for s in mdirty {
+            self.links[s as usize].mdirty = false;
+        }
+
+        // Derive changed clients again.
+        let mut targets = Vec::new();
+        for c in std::mem::take(&mut self.dirty_clients) {
+            let l = &mut self.links[c as usize];
+            if !l.live {
+                continue;
+            }
+            l.dirty = false;
+            self.unapply(c);
+            self.derive(c, &mut targets);
+        }
+
+        // Nodes: last snapshot's LB/DNS uses end; nodes nothing names go.
+        for n in std::mem::take(&mut self.used_nodes) {
+            let nd = &mut self.nodes[n as usize];
+            if nd.live {
+                nd.used = false;
+                nd.listed = false;
+                nd.extra_pids.clear();
+                let zero = nd.refs == 0;
+                self.dirty_node(n);
+                if zero {
+                    self.zero_nodes.push(n);
+                }
+            }
+        }
+        for n in std::mem::take(&mut self.zero_nodes) {
+            let nd = &self.nodes[n as usize];
+            if nd.live && nd.refs == 0 {
+                self.node_remove(n);
+            }
+        }
+
         let mut stats = SnapshotStats {
-            links: self.links.len(),
+            links: self.keys.len(),
             lb_records: self.lbs.len(),
             dns_records: self.dns.len(),
             expired,
             ..SnapshotStats::default()
         };
+        let (lb_flows_raw, flows) = self.lb_flows(&mut stats);
+        let dns_edges = self.dns_edges(&mut stats);
+        stats.unmatched_links = self.unmatched;
+        stats.self_links += self.self_links;
 
-        // Observations and their process nodes, by index.
-        let mut nodes = Nodes::default();
-        let obs: Vec<(&LinkKey, &LinkObs, usize)> = self
-            .links
-            .iter()
-            .map(|(k, o)| {
-                let n = nodes.intern(&k.host, &o.process_name, &o.service);
-                nodes.pids[n].push(k.pid);
-                (k, o, n)
+        // Flows changed on these edges.
+        let old_flows = std::mem::replace(&mut self.flows, flows);
+        for (k, v) in &old_flows {
+            if self.flows.get(k) != Some(v) {
+                Self::dirty_edge(&mut self.edges, &mut self.dirty_edges, *k);
+            }
+        }
+        for (k, v) in &self.flows {
+            if old_flows.get(k) != Some(v) {
+                Self::dirty_edge(&mut self.edges, &mut self.dirty_edges, *k);
+            }
+        }
+
+        // Nodes that go now (an LB node of an unresolved flow).
+        for n in std::mem::take(&mut self.zero_nodes) {
+            let nd = &self.nodes[n as usize];
+            if nd.live && nd.refs == 0 && !nd.used && nd.extra_pids.is_empty() {
+                self.node_remove(n);
+            }
+        }
+
+        self.name_groups();
+        self.publish_nodes();
+        self.publish_edges();
+
+        // DNS edges, all derived again (few).
+        for k in std::mem::take(&mut self.out_dns) {
+            self.out_edges.remove(&k);
+        }
+        for ((s, t), (link_count, domains)) in dns_edges {
+            let (si, ti) = (
+                Arc::clone(&self.nodes[s as usize].id),
+                Arc::clone(&self.nodes[t as usize].id),
+            );
+            let e = Edge {
+                kind: "dns",
+                link_count,
+                domains,
+                ..Edge::tcp(&*si, &*ti)
+            };
+            let k = (si, ti, "dns");
+            self.out_dns.push(k.clone());
+            self.out_edges.insert(k, e);
+        }
+
+        let id = |n: u32| self.nodes[n as usize].id.to_string();
+        let mut lb_flows: Vec<LbHalf> = lb_flows_raw
+            .into_iter()
+            .map(|((flow_id, half, s, t), (kind, link_count))| LbHalf {
+                kind,
+                flow_id,
+                half,
+                source: id(s),
+                target: id(t),
+                link_count,
             })
             .collect();
-
-        // Server indexes: exact 4-tuple, and (server_ip, server_port) with
-        // one entry per node. Client index for LB fronts.
-        type Exact<'a> = (&'a str, &'a str, u16, u16);
-        let mut exact: HashMap<Exact<'_>, Vec<usize>> = HashMap::default();
-        let mut listen: HashMap<(&str, u16), Vec<usize>> = HashMap::default();
-        let mut clients: HashMap<(&str, &str, u16), Vec<usize>> = HashMap::default();
-        for (i, (k, _, n)) in obs.iter().enumerate() {
-            match k.role {
-                Role::Server => {
-                    exact
-                        .entry((&k.client_ip, &k.server_ip, k.server_port, k.protocol))
-                        .or_default()
-                        .push(i);
-                    let l = listen.entry((&k.server_ip, k.server_port)).or_default();
-                    if !l.iter().any(|&o| obs[o].2 == *n) {
-                        l.push(i);
-                    }
-                }
-                Role::Client => clients
-                    .entry((&k.client_ip, &k.server_ip, k.server_port))
-                    .or_default()
-                    .push(i),
-            }
+        lb_flows.sort_unstable_by(|a, b| {
+            (&a.flow_id, a.half, &a.source, &a.target)
+                .cmp(&(&b.flow_id, b.half, &b.source, &b.target))
+        });
+        Topology {
+            timestamp_ms: now_ms,
+            hosts: self.out_hosts.keys().map(|h| h.to_string()).collect(),
+            processes: self.out_procs.values().cloned().collect(),
+            edges: self.out_edges.values().cloned().collect(),
+            lb_flows,
+            stats,
         }
+    }
 
-        // Edges.
-        let mut edges: HashMap<(usize, usize), EdgeAcc> = HashMap::default();
-        let mut server_counted: HashSet<(usize, usize, usize)> = HashSet::default();
-        let mut targets: Vec<usize> = Vec::new();
-        let mut done: Vec<usize> = Vec::new();
-        for (k, o, src) in obs.iter().filter(|(k, _, _)| k.role == Role::Client) {
-            let loopback = is_loopback(&k.server_ip);
-            let usable = |&&s: &&usize| !loopback || obs[s].0.host == k.host;
-            targets.clear();
-            if let Some(v) = exact.get(&(&*k.client_ip, &*k.server_ip, k.server_port, k.protocol)) {
-                targets.extend(v.iter().filter(usable));
-            }
-            if targets.is_empty() {
-                if let Some(v) = listen.get(&(&*k.server_ip, k.server_port)) {
-                    targets.extend(v.iter().filter(usable));
-                }
-            }
-            if targets.is_empty() {
-                stats.unmatched_links += 1;
-                continue;
-            }
-            targets.retain(|&s| obs[s].2 != *src);
-            if targets.is_empty() {
-                stats.self_links += 1;
-                continue;
-            }
-            done.clear();
-            for &s in &targets {
-                let dst = obs[s].2;
-                let acc = edges.entry((*src, dst)).or_default();
-                if !done.contains(&dst) {
-                    done.push(dst);
-                    acc.link_count += o.link_count;
-                    acc.tx_bytes += o.tx_bytes;
-                    acc.rx_bytes += o.rx_bytes;
-                    let w = u128::from(o.link_count.max(1));
-                    acc.rtt_weighted += u128::from(o.rtt) * w;
-                    acc.rtt_weight += w;
-                    acc.retran_packets += o.retran_packets;
-                    acc.lost_packets += o.lost_packets;
-                    acc.server_ports.insert(k.server_port);
-                }
-                if server_counted.insert((*src, dst, s)) {
-                    let so = obs[s].1;
-                    acc.retran_packets += so.retran_packets;
-                    acc.lost_packets += so.lost_packets;
-                }
-            }
-        }
-
-        // LB flows.
-        let mut used: HashSet<usize> = HashSet::default();
-        let mut halves: BTreeMap<(String, &'static str, usize, usize), (&'static str, u64)> =
-            BTreeMap::new();
-        for (k, o) in &self.lbs {
+    /// The LB halves of every live LB record, and the flows over each TCP
+    /// edge.
+    fn lb_flows(&mut self, stats: &mut SnapshotStats) -> (Halves, HashMap<EdgeKey, Vec<String>>) {
+        let mut halves = Halves::new();
+        let mut flows: HashMap<EdgeKey, BTreeSet<String>> = HashMap::default();
+        let lbs: Vec<(LbKey, u64)> = self
+            .lbs
+            .iter()
+            .map(|(k, o)| (k.clone(), o.link_count))
+            .collect();
+        for (k, link_count) in lbs {
             // The LB process: the one of the host serving the virtual
             // address (of the record's process name, when it has one),
             // else a process of that name on the host.
@@ -618,42 +1408,49 @@ impl Builder {
                 .process_name
                 .as_deref()
                 .unwrap_or(k.kind.default_process());
-            let serving = listen
-                .get(&(&*k.virtual_ip, k.virtual_port))
-                .and_then(|v| {
-                    v.iter().find(|&&s| {
-                        obs[s].0.host == k.host
-                            && (k.process_name.is_none() || *obs[s].1.process_name == *name)
+            let host = self.strs.get(&k.host);
+            let serving = self.listen_of(&k.virtual_ip, k.virtual_port).and_then(|g| {
+                g.servers
+                    .iter()
+                    .map(|&s| &self.links[s as usize])
+                    .filter(|l| {
+                        Some(l.key.host) == host
+                            && (k.process_name.is_none() || self.strs.str(l.name) == name)
                     })
-                })
-                .map(|&s| obs[s].2);
+                    .map(|l| l.node)
+                    .min_by_key(|&n| {
+                        let nd = &self.nodes[n as usize];
+                        (self.strs.str(nd.name), self.strs.str(nd.service))
+                    })
+            });
             let lb_node = match serving {
                 Some(n) => n,
-                None => nodes.by_name(&k.host, name),
+                None => self.by_name(&k.host, name),
             };
-            let ends = |v: Option<&Vec<usize>>| -> Vec<usize> {
-                let mut e: Vec<usize> = v
-                    .map(|v| {
-                        v.iter()
-                            .map(|&i| obs[i].2)
-                            .filter(|&n| n != lb_node)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+            let mut fronts: Vec<u32> = self
+                .strs
+                .get(&k.client_ip)
+                .zip(self.strs.get(&k.virtual_ip))
+                .and_then(|(c, v)| self.clients3.get(&(c, v, k.virtual_port)))
+                .map(|v| v.iter().map(|&i| self.links[i as usize].node).collect())
+                .unwrap_or_default();
+            let mut backs: Vec<u32> = self
+                .listen_of(&k.server_ip, k.server_port)
+                .map(|g| {
+                    g.servers
+                        .iter()
+                        .map(|&i| self.links[i as usize].node)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for e in [&mut fronts, &mut backs] {
+                e.retain(|&n| n != lb_node);
                 e.sort_unstable();
                 e.dedup();
-                e
-            };
-            let fronts = ends(clients.get(&(&*k.client_ip, &*k.virtual_ip, k.virtual_port)));
-            let backs = ends(listen.get(&(&*k.server_ip, k.server_port)));
-            // A half is given even when the other one is not found: in a
-            // consumer group each spider has the records of one half only
-            // (docs/spider.md, "Several spiders").
+            }
             if fronts.is_empty() || backs.is_empty() {
                 stats.unresolved_lb += 1;
-                if fronts.is_empty() && backs.is_empty() {
-                    continue;
-                }
+                continue;
             }
             let flow_id = format!(
                 "{}:{}:{}>{}:{}>{}:{}",
@@ -671,49 +1468,65 @@ impl Builder {
                 .map(|&f| ("front", f, lb_node))
                 .chain(backs.iter().map(|&b| ("back", lb_node, b)));
             for (half, a, b) in pairs {
-                used.insert(a);
-                used.insert(b);
+                self.use_node(a);
+                self.use_node(b);
                 halves
                     .entry((flow_id.clone(), half, a, b))
                     .or_insert((table, 0))
-                    .1 += o.link_count;
-                if let Some(e) = edges.get_mut(&(a, b)) {
-                    e.flows.insert(flow_id.clone());
+                    .1 += link_count;
+                if self.edges.get(&(a, b)).is_some_and(|e| e.clients > 0) {
+                    flows.entry((a, b)).or_default().insert(flow_id.clone());
                 }
             }
         }
+        let flows = flows
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect();
+        (halves, flows)
+    }
 
-        // DNS edges: asker -> the dnsmasq process of the record's host.
-        let mut by_pid: HashMap<(&str, u32), usize> = HashMap::default();
-        let mut by_client_ip: HashMap<&str, Vec<usize>> = HashMap::default();
-        for (k, _, n) in &obs {
-            by_pid.entry((&k.host, k.pid)).or_insert(*n);
-            if k.role == Role::Client {
-                let v = by_client_ip.entry(&k.client_ip).or_default();
-                if !v.contains(n) {
-                    v.push(*n);
-                }
-            }
-        }
-        let mut dns_edges: BTreeMap<(usize, usize), (u64, BTreeSet<&str>)> = BTreeMap::new();
-        for (k, o) in &self.dns {
+    fn listen_of(&self, ip: &str, port: u16) -> Option<&Group> {
+        self.listen.get(&(self.strs.get(ip)?, port))
+    }
+
+    /// DNS edges: asker -> the dnsmasq process of the record's host.
+    fn dns_edges(&mut self, stats: &mut SnapshotStats) -> BTreeMap<EdgeKey, (u64, Vec<String>)> {
+        let mut dns_edges: BTreeMap<EdgeKey, (u64, BTreeSet<String>)> = BTreeMap::new();
+        let dns: Vec<(DnsKey, u64)> = self
+            .dns
+            .iter()
+            .map(|(k, o)| (k.clone(), o.link_count))
+            .collect();
+        for (k, link_count) in dns {
+            let host = self.strs.get(&k.host);
             let asker = if k.pid != 0 {
-                match by_pid.get(&(&*k.host, k.pid)) {
-                    Some(&n) => Some(n),
+                let seen = host
+                    .and_then(|h| self.by_pid.get(&(h, k.pid)))
+                    .and_then(|v| {
+                        v.iter().map(|&(n, _)| n).min_by_key(|&n| {
+                            let nd = &self.nodes[n as usize];
+                            (self.strs.str(nd.name), self.strs.str(nd.service))
+                        })
+                    });
+                match seen {
+                    Some(n) => Some(n),
                     None if !k.process_comm.is_empty() => {
-                        let n = nodes.by_name(&k.host, &k.process_comm);
-                        nodes.pids[n].push(k.pid);
+                        let n = self.by_name(&k.host, &k.process_comm);
+                        self.nodes[n as usize].extra_pids.push(k.pid);
+                        self.list_node(n);
                         Some(n)
                     }
                     None => None,
                 }
             } else {
-                by_client_ip
-                    .get(&*k.client_ip)
+                self.strs
+                    .get(&k.client_ip)
+                    .and_then(|c| self.by_cip.get(&c))
                     .map(|v| {
                         v.iter()
-                            .copied()
-                            .filter(|&n| nodes.keys[n].0 != &*k.host)
+                            .map(|&(n, _)| n)
+                            .filter(|&n| Some(self.nodes[n as usize].host) != host)
                             .collect::<Vec<_>>()
                     })
                     .filter(|v| v.len() == 1)
@@ -723,163 +1536,176 @@ impl Builder {
                 stats.unresolved_dns += 1;
                 continue;
             };
-            let server = nodes.by_name(&k.host, &k.server_comm);
+            let server = self.by_name(&k.host, &k.server_comm);
             if server == asker {
                 stats.self_links += 1;
                 continue;
             }
-            used.insert(asker);
-            used.insert(server);
+            self.use_node(asker);
+            self.use_node(server);
             let e = dns_edges.entry((asker, server)).or_default();
-            e.0 += o.link_count;
+            e.0 += link_count;
             if !k.domain.is_empty() && e.1.len() < MAX_DOMAINS {
-                e.1.insert(&k.domain);
+                e.1.insert(k.domain.to_string());
             }
         }
-
-        // Output, sorted.
-        nodes.name_all();
-        let mut processes: Vec<ProcessNode> = Vec::with_capacity(nodes.ids.len());
-        let mut hosts: BTreeSet<&str> = BTreeSet::new();
-        for (i, id) in nodes.ids.iter().enumerate() {
-            let (host, name, service) = nodes.keys[i];
-            if nodes.pids[i].is_empty() && !used.contains(&i) {
-                continue; // an LB node of an unresolved flow
-            }
-            hosts.insert(host);
-            let mut pids = std::mem::take(&mut nodes.pids[i]);
-            pids.sort_unstable();
-            pids.dedup();
-            processes.push(ProcessNode {
-                id: id.clone(),
-                name: name.to_owned(),
-                host: host.to_owned(),
-                pids,
-                display: id.clone(),
-                service: service.to_owned(),
-            });
-        }
-        processes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let id = |n: usize| nodes.ids[n].clone();
-        let mut edges: Vec<Edge> = edges
+        dns_edges
             .into_iter()
-            .map(|((s, t), a)| Edge {
-                link_count: a.link_count,
-                tx_bytes: a.tx_bytes,
-                rx_bytes: a.rx_bytes,
-                rtt: u64::try_from(a.rtt_weighted / a.rtt_weight.max(1)).unwrap_or(u64::MAX),
-                retran_packets: a.retran_packets,
-                lost_packets: a.lost_packets,
-                server_ports: a.server_ports.into_iter().collect(),
-                flows: a.flows.into_iter().collect(),
-                ..Edge::tcp(id(s), id(t))
-            })
-            .chain(
-                dns_edges
-                    .into_iter()
-                    .map(|((s, t), (link_count, domains))| Edge {
-                        kind: "dns",
-                        link_count,
-                        domains: domains.into_iter().map(str::to_owned).collect(),
-                        ..Edge::tcp(id(s), id(t))
-                    }),
-            )
-            .collect();
-        edges.sort_unstable_by(|a, b| {
-            (&a.source, &a.target, a.kind).cmp(&(&b.source, &b.target, b.kind))
-        });
-        let mut lb_flows: Vec<LbHalf> = halves
-            .into_iter()
-            .map(|((flow_id, half, s, t), (kind, link_count))| LbHalf {
-                kind,
-                flow_id,
-                half,
-                source: id(s),
-                target: id(t),
-                link_count,
-            })
-            .collect();
-        lb_flows.sort_unstable_by(|a, b| {
-            (&a.flow_id, a.half, &a.source, &a.target)
-                .cmp(&(&b.flow_id, b.half, &b.source, &b.target))
-        });
-        Topology {
-            timestamp_ms: now_ms,
-            hosts: hosts.into_iter().map(str::to_owned).collect(),
-            processes,
-            edges,
-            lb_flows,
-            stats,
-        }
-    }
-}
-
-/// Process nodes interned by (host, process name, service); their ids are
-/// given by [`Nodes::name_all`] once every node is known.
-#[derive(Default)]
-struct Nodes<'a> {
-    index: HashMap<(&'a str, &'a str, &'a str), usize>,
-    /// (host, name) -> its nodes, in interning order.
-    by_name: HashMap<(&'a str, &'a str), Vec<usize>>,
-    keys: Vec<(&'a str, &'a str, &'a str)>,
-    ids: Vec<String>,
-    pids: Vec<Vec<u32>>,
-}
-
-impl<'a> Nodes<'a> {
-    fn intern(&mut self, host: &'a str, name: &'a str, service: &'a str) -> usize {
-        if let Some(&n) = self.index.get(&(host, name, service)) {
-            return n;
-        }
-        let n = self.keys.len();
-        self.index.insert((host, name, service), n);
-        self.by_name.entry((host, name)).or_default().push(n);
-        self.keys.push((host, name, service));
-        self.pids.push(Vec::new());
-        n
+            .map(|(k, (n, d))| (k, (n, d.into_iter().collect())))
+            .collect()
     }
 
-    /// A node of this name on the host: the one there is, or of several
-    /// the first by service (a stable choice); a new node without a
-    /// service when there is none.
-    fn by_name(&mut self, host: &'a str, name: &'a str) -> usize {
-        match self
-            .by_name
-            .get(&(host, name))
-            .and_then(|v| v.iter().copied().min_by_key(|&n| self.keys[n].2))
-        {
-            Some(n) => n,
-            None => self.intern(host, name, ""),
-        }
-    }
-
-    /// Gives every node its id: `<host>.<name>`, plus the suffix of its
-    /// service where the host has several services of that name (a node
-    /// without a service keeps the bare name), plus `#2`, `#3`.. (by
-    /// service) where suffixes still collide.
-    fn name_all(&mut self) {
-        let mut ids = vec![String::new(); self.keys.len()];
-        for (&(host, name), group) in &self.by_name {
-            let base = node_id(host, name);
+    /// Gives the nodes of changed (host, name) groups their ids:
+    /// `<host>.<name>`, plus the suffix of its service where the host has
+    /// several services of that name (a node without a service keeps the
+    /// bare name), plus `#2`, `#3`.. (by service) where suffixes still
+    /// collide. Edges of renamed nodes are published again.
+    fn name_groups(&mut self) {
+        let mut renamed: HashSet<u32> = HashSet::default();
+        for (host, name) in std::mem::take(&mut self.dirty_groups) {
+            let Some(group) = self.groups.get(&(host, name)) else {
+                continue;
+            };
+            let base = node_id(self.strs.str(host), self.strs.str(name));
+            let mut ids: Vec<(u32, String)> = Vec::with_capacity(group.len());
             if group.len() == 1 {
-                ids[group[0]] = base;
+                ids.push((group[0], base));
+            } else {
+                let mut g = group.clone();
+                g.sort_unstable_by_key(|&n| self.strs.str(self.nodes[n as usize].service));
+                let mut taken: HashMap<String, u32> = HashMap::default();
+                for n in g {
+                    let mut id = base.clone();
+                    id.push_str(&service_suffix(
+                        self.strs.str(self.nodes[n as usize].service),
+                    ));
+                    let k = taken.entry(id.clone()).or_insert(0);
+                    *k += 1;
+                    if *k > 1 {
+                        id.push_str(&format!("#{k}"));
+                    }
+                    ids.push((n, id));
+                }
+            }
+            for (n, id) in ids {
+                if *self.nodes[n as usize].id != *id {
+                    self.nodes[n as usize].id = Arc::from(id);
+                    renamed.insert(n);
+                    self.dirty_node(n);
+                }
+            }
+        }
+        if renamed.is_empty() {
+            return;
+        }
+        let keys: Vec<EdgeKey> = self
+            .edges
+            .keys()
+            .filter(|(s, t)| renamed.contains(s) || renamed.contains(t))
+            .copied()
+            .collect();
+        for k in keys {
+            Self::dirty_edge(&mut self.edges, &mut self.dirty_edges, k);
+        }
+    }
+
+    fn publish_nodes(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty_nodes);
+        // Unpublish first: an id may move from one node to another.
+        for &n in &dirty {
+            let nd = &mut self.nodes[n as usize];
+            nd.dirty = false;
+            if !nd.live {
                 continue;
             }
-            let mut g = group.clone();
-            g.sort_unstable_by_key(|&n| self.keys[n].2);
-            let mut taken: HashMap<String, u32> = HashMap::default();
-            for n in g {
-                let mut id = base.clone();
-                id.push_str(&service_suffix(self.keys[n].2));
-                let k = taken.entry(id.clone()).or_insert(0);
-                *k += 1;
-                if *k > 1 {
-                    id.push_str(&format!("#{k}"));
-                }
-                ids[n] = id;
+            if let Some(out) = nd.out.take() {
+                self.unpublish_proc(&out);
             }
         }
-        self.ids = ids;
+        for &n in &dirty {
+            let nd = &self.nodes[n as usize];
+            if !nd.live
+                || nd.out.is_some()
+                || (nd.refs == 0 && !nd.used && nd.extra_pids.is_empty())
+            {
+                continue;
+            }
+            let mut pids: Vec<u32> = nd
+                .pids
+                .iter()
+                .map(|&(p, _)| p)
+                .chain(nd.extra_pids.iter().copied())
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            let id = Arc::clone(&nd.id);
+            let host = self.strs.arc(nd.host);
+            let p = ProcessNode {
+                id: id.to_string(),
+                name: self.strs.str(nd.name).to_owned(),
+                host: host.to_string(),
+                pids,
+                display: id.to_string(),
+                service: self.strs.str(nd.service).to_owned(),
+            };
+            *self.out_hosts.entry(Arc::clone(host)).or_insert(0) += 1;
+            if let Some(old) = self.out_procs.insert(Arc::clone(&id), p) {
+                // Two nodes with one id cannot be; keep the host count right.
+                if let Some(c) = self.out_hosts.get_mut(old.host.as_str()) {
+                    *c -= 1;
+                }
+            }
+            self.nodes[n as usize].out = Some(id);
+        }
+    }
+
+    fn publish_edges(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty_edges);
+        for k in &dirty {
+            if let Some(e) = self.edges.get_mut(k) {
+                e.dirty = false;
+                if let Some((s, t)) = e.out.take() {
+                    self.out_edges.remove(&(s, t, "tcp"));
+                }
+            }
+        }
+        for k in dirty {
+            let Some(e) = self.edges.get(&k) else {
+                continue;
+            };
+            if e.clients == 0 {
+                self.edges.remove(&k);
+                continue;
+            }
+            let (s, t) = (
+                Arc::clone(&self.nodes[k.0 as usize].id),
+                Arc::clone(&self.nodes[k.1 as usize].id),
+            );
+            let (mut retran, mut lost) = (e.retran_packets, e.lost_packets);
+            for &(sv, _) in &e.servers {
+                let m = &self.links[sv as usize].m;
+                retran = retran.wrapping_add(m.retran_packets);
+                lost = lost.wrapping_add(m.lost_packets);
+            }
+            let mut ports: Vec<u16> = e.ports.iter().map(|&(p, _)| p).collect();
+            ports.sort_unstable();
+            let edge = Edge {
+                link_count: e.link_count,
+                tx_bytes: e.tx_bytes,
+                rx_bytes: e.rx_bytes,
+                rtt: u64::try_from(e.rtt_weighted / e.rtt_weight.max(1)).unwrap_or(u64::MAX),
+                retran_packets: retran,
+                lost_packets: lost,
+                server_ports: ports,
+                flows: self.flows.get(&k).cloned().unwrap_or_default(),
+                ..Edge::tcp(&*s, &*t)
+            };
+            self.out_edges
+                .insert((Arc::clone(&s), Arc::clone(&t), "tcp"), edge);
+            if let Some(e) = self.edges.get_mut(&k) {
+                e.out = Some((s, t));
+            }
+        }
     }
 }
 

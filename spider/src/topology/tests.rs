@@ -899,3 +899,139 @@ fn dns_records_are_unused_unless_the_table_is_configured() {
         Applied::BadRecord
     );
 }
+
+/// A small deterministic generator (xorshift64*), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+        v[self.below(v.len())]
+    }
+}
+
+const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
+const IPS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "127.0.0.1"];
+
+/// A random record over a small universe, so that series are replaced,
+/// servers come and go under their clients, comms are shared by several
+/// services, and LB and DNS records find (or miss) their processes.
+fn random_record(r: &mut Rng) -> String {
+    let h = r.below(HOSTS.len());
+    let host = HOSTS[h];
+    let own = IPS[if r.below(6) == 0 { 3 } else { h }];
+    let other = IPS[r.below(IPS.len())];
+    match r.below(10) {
+        0 => {
+            let (vport, sport) = (80 + r.below(2) as u16, 8080 + r.below(2) as u16);
+            let mut v: serde_json::Value =
+                serde_json::from_str(&nginx(host, other, own, vport, r.pick(&IPS), sport))
+                    .expect("json");
+            if r.below(2) == 0 {
+                v["table_name"] = "haproxy_link".into();
+                v["process_name"] = r.pick(&["haproxy", "py", "a"]).into();
+            }
+            v.to_string()
+        }
+        1 => {
+            let pid = [0, 1, 2, 3, 9][r.below(5)];
+            let comm = r.pick(&["", "a", "py", "dig"]);
+            let domain = r.pick(&["", "x.org", "y.org"]);
+            dns(host, other, pid, comm, domain, 1 + r.below(3) as u64)
+        }
+        _ => {
+            let role = r.below(2) as u8;
+            let (cip, sip) = if role == 1 {
+                (own, other)
+            } else {
+                (other, own)
+            };
+            let port = [80, 81, 8080, 8081][r.below(4)];
+            let mut v: serde_json::Value = serde_json::from_str(&link(
+                host,
+                1 + r.below(4) as u32,
+                r.pick(&["a", "py", "py", "nginx", "dnsmasq"]),
+                role,
+                cip,
+                sip,
+                port,
+                [
+                    r.below(4) as u64,
+                    r.below(1000) as u64,
+                    r.below(1000) as u64,
+                    r.below(3) as u64,
+                    r.below(500) as u64,
+                ],
+            ))
+            .expect("json");
+            let service = r.pick(&["", "", "ports:8080", "unit:w.service", "cmd:py w.py"]);
+            if !service.is_empty() {
+                v["service"] = service.into();
+            }
+            v.to_string()
+        }
+    }
+}
+
+/// The incremental builder, taken through random applies, expiries and
+/// snapshots, gives at every snapshot the very graph a fresh builder
+/// derives from the records still live.
+#[test]
+fn incremental_snapshots_equal_a_fresh_build_of_the_live_records() {
+    let mut snapshots = 0;
+    let mut nonempty = 0;
+    for seed in 1..=30u64 {
+        let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut b = builder(if seed % 4 == 0 { &["10.0.0.3"] } else { &[] });
+        let mut log: Vec<(String, u64)> = Vec::new();
+        let mut now = 1_000_000u64;
+        for step in 0..80 {
+            now += [0, 1_000, 5_000, 20_000, 45_000][r.below(5)];
+            for _ in 0..r.below(12) {
+                let line = random_record(&mut r);
+                b.apply(&MetricRecord::parse(&line).expect("json"), now);
+                log.push((line, now));
+            }
+            match r.below(4) {
+                0 => {
+                    b.expire(now);
+                }
+                1 => continue,
+                _ => {}
+            }
+            let mut got = b.snapshot(now);
+            let mut fresh = builder(if seed % 4 == 0 { &["10.0.0.3"] } else { &[] });
+            let cutoff = now.saturating_sub(WINDOW);
+            for (line, t) in log.iter().filter(|(_, t)| *t >= cutoff) {
+                fresh.apply(&MetricRecord::parse(line).expect("json"), *t);
+            }
+            let mut want = fresh.snapshot(now);
+            got.stats.expired = 0;
+            want.stats.expired = 0;
+            assert_eq!(got, want, "seed {seed}, step {step}");
+            assert_eq!(b.len(), fresh.len(), "seed {seed}, step {step}");
+            snapshots += 1;
+            let dns = got.edges.iter().any(|e| e.kind == "dns");
+            let suffixed = got.processes.iter().any(|p| p.id.contains([':', '@', '#']));
+            if !got.lb_flows.is_empty() && dns && suffixed {
+                nonempty += 1;
+            }
+        }
+    }
+    // The universe is small enough that LB flows, DNS edges and shared
+    // comms are common.
+    assert!(
+        snapshots > 1500 && nonempty > snapshots / 10,
+        "{snapshots} {nonempty}"
+    );
+}
