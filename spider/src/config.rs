@@ -206,6 +206,12 @@ pub struct Neo4j {
     pub password: String,
     /// Connect and request timeout, ms.
     pub timeout_ms: u64,
+    /// This spider's name on the relationships it writes (`writer`), so
+    /// that several spiders (one consumer group) share one database: each
+    /// reconciles and deletes only its own. Empty in the file: `<host
+    /// name>:<server port>`, filled in by [`Config::parse`] (stable across
+    /// restarts, unique per spider of a host).
+    pub writer: String,
 }
 
 impl Default for Neo4j {
@@ -216,6 +222,7 @@ impl Default for Neo4j {
             username: "neo4j".into(),
             password: String::new(),
             timeout_ms: 3000,
+            writer: String::new(),
         }
     }
 }
@@ -309,6 +316,16 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// `<host name>:<port>`: the default `[neo4j] writer`.
+pub fn default_writer(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!(
+        "{}:{port}",
+        if host.is_empty() { "localhost" } else { host }
+    )
+}
+
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -325,7 +342,7 @@ impl Config {
 
     /// Parses and validates `text`, read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError {
+        let mut cfg: Self = toml::from_str(text).map_err(|e| ConfigError {
             problems: vec![Problem {
                 file: path.to_path_buf(),
                 line: e.span().map(|s| line_of_offset(text, s.start)),
@@ -344,6 +361,9 @@ impl Config {
             })
             .collect();
         if problems.is_empty() {
+            if cfg.neo4j.writer.is_empty() {
+                cfg.neo4j.writer = default_writer(cfg.server.port);
+            }
             Ok(cfg)
         } else {
             Err(ConfigError { problems })
@@ -502,6 +522,14 @@ impl Config {
                     "neo4j",
                     "timeout_ms",
                     format!("expected 1..=600000, got {}", self.neo4j.timeout_ms),
+                ));
+            }
+            let w = &self.neo4j.writer;
+            if w.len() > 128 || w.chars().any(char::is_control) {
+                p.push((
+                    "neo4j",
+                    "writer",
+                    format!("expected at most 128 printable characters, got {w:?}"),
                 ));
             }
         }

@@ -26,6 +26,19 @@
 //! once when it ends) and every failed request is counted; a statement the
 //! server refuses is logged once per distinct message, skipped, and the
 //! next period reconciles again.
+//!
+//! Several spiders (one Kafka consumer group, each building the part of
+//! the graph its partitions carry) may write one database. Every
+//! relationship carries `writer` (`[neo4j] writer`, by default `<host
+//! name>:<server port>`), and a spider reads, updates and deletes only its
+//! own; relationships without a writer (an older spider's) are removed at a
+//! reconcile and written again as its own where its graph has them. Host
+//! and Process nodes are shared: MERGEd by name (properties SET apart), and
+//! deleted with a plain `DELETE`, which the database refuses while another
+//! writer's relationship still uses the node (that refusal is expected, not
+//! an error). A relationship created between nodes that another spider
+//! removed meanwhile matches nothing and returns no row: the sink then
+//! reconciles at the next period. docs/spider.md has the consumer's view.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -48,6 +61,21 @@ const EDGE_PROPS: [&str; 6] = [
     "lost_packets",
 ];
 
+/// What a statement's success looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Any answer that is not an error.
+    Done,
+    /// At least one row: a relationship created between MATCHed nodes (no
+    /// row: a node was gone, deleted by another spider meanwhile; the sink
+    /// reconciles at the next period).
+    Row,
+    /// A node deletion the database refuses while the node still has
+    /// relationships (another spider's): a refusal is an answer, not an
+    /// error.
+    MayRefuse,
+}
+
 /// One parameterized Cypher statement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
@@ -55,13 +83,20 @@ pub struct Statement {
     pub cypher: String,
     /// Its parameters (a JSON object).
     pub parameters: Value,
+    /// What success is.
+    pub expect: Expect,
 }
 
 fn stmt(cypher: impl Into<String>, parameters: Value) -> Statement {
     Statement {
         cypher: cypher.into(),
         parameters,
+        expect: Expect::Done,
     }
+}
+
+fn expecting(expect: Expect, s: Statement) -> Statement {
+    Statement { expect, ..s }
 }
 
 /// LB relationship key: (type, flow_id, half, source, target).
@@ -81,6 +116,9 @@ pub struct GraphState {
     lb: BTreeMap<LbKey, u64>,
     /// DNS edges (source, target) -> (link_count, domains).
     dns: BTreeMap<(String, String), (u64, String)>,
+    /// Hosts and processes other writers' relationships use (read at a
+    /// reconcile): never deleted by this one.
+    foreign: BTreeSet<String>,
 }
 
 impl GraphState {
@@ -148,6 +186,7 @@ impl GraphState {
                     )
                 })
                 .collect(),
+            foreign: BTreeSet::new(),
         }
     }
 
@@ -170,32 +209,38 @@ fn lb_type(kind: &str) -> &'static str {
     }
 }
 
-fn edge_params(s: &str, t: &str, v: &[u64; 6]) -> Value {
-    let mut p = json!({"s": s, "t": t});
+fn edge_params(s: &str, t: &str, v: &[u64; 6], w: &str) -> Value {
+    let mut p = json!({"s": s, "t": t, "w": w});
     for (k, x) in EDGE_PROPS.iter().zip(v) {
         p[*k] = json!(x);
     }
     p
 }
 
-fn create_edge(s: &str, t: &str, v: &[u64; 6]) -> Statement {
+fn create_edge(s: &str, t: &str, v: &[u64; 6], w: &str) -> Statement {
     let props: Vec<String> = EDGE_PROPS.iter().map(|k| format!("{k}: ${k}")).collect();
-    stmt(
-        format!(
-            "MATCH (a:Process {{name: $s}}), (b:Process {{name: $t}}) CREATE (a)-[:TCP_LINK {{{}}}]->(b)",
-            props.join(", ")
+    expecting(
+        Expect::Row,
+        stmt(
+            format!(
+                "MATCH (a:Process {{name: $s}}), (b:Process {{name: $t}}) CREATE (a)-[e:TCP_LINK {{{}, writer: $w}}]->(b) RETURN e.writer",
+                props.join(", ")
+            ),
+            edge_params(s, t, v, w),
         ),
-        edge_params(s, t, v),
     )
 }
 
-fn create_lb(k: &LbKey, link_count: u64) -> Statement {
-    stmt(
-        format!(
-            "MATCH (a:Process {{name: $s}}), (b:Process {{name: $t}}) CREATE (a)-[:{} {{flow_id: $f, half: $h, link_count: $lc}}]->(b)",
-            lb_type(&k.0)
+fn create_lb(k: &LbKey, link_count: u64, w: &str) -> Statement {
+    expecting(
+        Expect::Row,
+        stmt(
+            format!(
+                "MATCH (a:Process {{name: $s}}), (b:Process {{name: $t}}) CREATE (a)-[e:{} {{flow_id: $f, half: $h, link_count: $lc, writer: $w}}]->(b) RETURN e.writer",
+                lb_type(&k.0)
+            ),
+            json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "lc": link_count, "w": w}),
         ),
-        json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "lc": link_count}),
     )
 }
 
@@ -203,80 +248,91 @@ fn process_props(id: &str, (runon, comm, service): &(String, String, String)) ->
     json!({"n": id, "r": runon, "c": comm, "v": service})
 }
 
-/// The statements that turn `old` into `new`: deletions first
-/// (relationships, then nodes), then creations and updates.
-pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
+/// The statements that turn `old` into `new`, for the writer `w`:
+/// deletions first (its own relationships, then the nodes it no longer
+/// has, which the database refuses while another writer's relationships
+/// use them), then creations and updates (nodes MERGEd by name, so that
+/// writers share them; relationships carry `writer: w`).
+pub fn diff(old: &GraphState, new: &GraphState, w: &str) -> Vec<Statement> {
     let mut out = Vec::new();
     for (k, _) in old.lb.iter().filter(|(k, _)| !new.lb.contains_key(*k)) {
         out.push(stmt(
             format!(
-                "MATCH (a:Process {{name: $s}})-[e:{}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h DELETE e",
+                "MATCH (a:Process {{name: $s}})-[e:{}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h AND e.writer = $w DELETE e",
                 lb_type(&k.0)
             ),
-            json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2}),
+            json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "w": w}),
         ));
     }
     for (s, t) in old.dns.keys().filter(|k| !new.dns.contains_key(*k)) {
         out.push(stmt(
-            "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) DELETE e",
-            json!({"s": s, "t": t}),
+            "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) WHERE e.writer = $w DELETE e",
+            json!({"s": s, "t": t, "w": w}),
         ));
     }
     for (s, t) in old.tcp.keys().filter(|k| !new.tcp.contains_key(*k)) {
         out.push(stmt(
-            "MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e",
-            json!({"s": s, "t": t}),
+            "MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) WHERE e.writer = $w DELETE e",
+            json!({"s": s, "t": t, "w": w}),
         ));
     }
     for (h, id) in old.runon.difference(&new.runon) {
-        if new.processes.contains_key(id) {
-            out.push(stmt(
-                "MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) DELETE e",
-                json!({"n": id, "r": h}),
-            ));
-        }
+        out.push(stmt(
+            "MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) WHERE e.writer = $w DELETE e",
+            json!({"n": id, "r": h, "w": w}),
+        ));
     }
     for id in old
         .processes
         .keys()
-        .filter(|k| !new.processes.contains_key(*k))
+        .filter(|k| !new.processes.contains_key(*k) && !old.foreign.contains(*k))
     {
-        out.push(stmt(
-            "MATCH (p:Process {name: $n}) DETACH DELETE p",
-            json!({"n": id}),
+        out.push(expecting(
+            Expect::MayRefuse,
+            stmt("MATCH (p:Process {name: $n}) DELETE p", json!({"n": id})),
         ));
     }
-    for h in old.hosts.difference(&new.hosts) {
-        out.push(stmt(
-            "MATCH (h:Host {name: $n}) DETACH DELETE h",
-            json!({"n": h}),
+    for h in old
+        .hosts
+        .difference(&new.hosts)
+        .filter(|h| !old.foreign.contains(*h))
+    {
+        out.push(expecting(
+            Expect::MayRefuse,
+            stmt("MATCH (h:Host {name: $n}) DELETE h", json!({"n": h})),
         ));
     }
     for h in new.hosts.difference(&old.hosts) {
         out.push(stmt("MERGE (h:Host {name: $n})", json!({"n": h})));
     }
     for (id, props) in &new.processes {
-        match old.processes.get(id) {
-            None => out.push(stmt(
-                "MERGE (p:Process {name: $n, runon: $r, comm: $c, service: $v})",
-                process_props(id, props),
-            )),
-            Some(o) if o != props => out.push(stmt(
+        let set = || {
+            stmt(
                 "MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c, p.service = $v",
                 process_props(id, props),
-            )),
+            )
+        };
+        match old.processes.get(id) {
+            None => {
+                out.push(stmt("MERGE (p:Process {name: $n})", json!({"n": id})));
+                out.push(set());
+            }
+            Some(o) if o != props => out.push(set()),
             Some(_) => {}
         }
     }
     for (h, id) in new.runon.difference(&old.runon) {
-        out.push(stmt(
-            "MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p)",
-            json!({"n": id, "r": h}),
+        out.push(expecting(
+            Expect::Row,
+            stmt(
+                "MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[e:RUNON {writer: $w}]->(p) RETURN e.writer",
+                json!({"n": id, "r": h, "w": w}),
+            ),
         ));
     }
     for ((s, t), v) in &new.tcp {
         match old.tcp.get(&(s.clone(), t.clone())) {
-            None => out.push(create_edge(s, t, v)),
+            None => out.push(create_edge(s, t, v, w)),
             Some(o) if o != v => {
                 let sets: Vec<String> = EDGE_PROPS
                     .iter()
@@ -286,10 +342,10 @@ pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
                     .collect();
                 out.push(stmt(
                     format!(
-                        "MATCH (a:Process {{name: $s}})-[e:TCP_LINK]->(b:Process {{name: $t}}) SET {}",
+                        "MATCH (a:Process {{name: $s}})-[e:TCP_LINK]->(b:Process {{name: $t}}) WHERE e.writer = $w SET {}",
                         sets.join(", ")
                     ),
-                    edge_params(s, t, v),
+                    edge_params(s, t, v, w),
                 ));
             }
             Some(_) => {}
@@ -297,26 +353,29 @@ pub fn diff(old: &GraphState, new: &GraphState) -> Vec<Statement> {
     }
     for (k, lc) in &new.lb {
         match old.lb.get(k) {
-            None => out.push(create_lb(k, *lc)),
+            None => out.push(create_lb(k, *lc, w)),
             Some(o) if o != lc => out.push(stmt(
                 format!(
-                    "MATCH (a:Process {{name: $s}})-[e:{}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h SET e.link_count = $lc",
+                    "MATCH (a:Process {{name: $s}})-[e:{}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h AND e.writer = $w SET e.link_count = $lc",
                     lb_type(&k.0)
                 ),
-                json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "lc": lc}),
+                json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "lc": lc, "w": w}),
             )),
             Some(_) => {}
         }
     }
     for ((s, t), (lc, domains)) in &new.dns {
-        let p = json!({"s": s, "t": t, "lc": lc, "d": domains});
+        let p = json!({"s": s, "t": t, "lc": lc, "d": domains, "w": w});
         match old.dns.get(&(s.clone(), t.clone())) {
-            None => out.push(stmt(
-                "MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:DNSMASQ_LINK {link_count: $lc, domains: $d}]->(b)",
-                p,
+            None => out.push(expecting(
+                Expect::Row,
+                stmt(
+                    "MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[e:DNSMASQ_LINK {link_count: $lc, domains: $d, writer: $w}]->(b) RETURN e.writer",
+                    p,
+                ),
             )),
             Some(o) if o != &(*lc, domains.clone()) => out.push(stmt(
-                "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) SET e.link_count = $lc, e.domains = $d",
+                "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) WHERE e.writer = $w SET e.link_count = $lc, e.domains = $d",
                 p,
             )),
             Some(_) => {}
@@ -339,10 +398,31 @@ fn as_string(v: &Value) -> String {
     v.as_str().map_or_else(String::new, str::to_owned)
 }
 
-/// What the database holds, from the rows of [`READS`], and the statements
-/// that remove duplicate relationships (the state then lacks them, so the
-/// diff creates them once).
-pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>) {
+/// Whose a relationship read at a reconcile is.
+enum Owner {
+    /// This writer's.
+    Mine,
+    /// No writer (an older spider's): removed, then written again as
+    /// this writer's where its graph has it.
+    Nobody,
+    /// Another writer's: its nodes are in use.
+    Other,
+}
+
+fn owner(v: &Value, w: &str) -> Owner {
+    match v.as_str() {
+        Some(x) if x == w => Owner::Mine,
+        None | Some("") => Owner::Nobody,
+        Some(_) => Owner::Other,
+    }
+}
+
+/// What the database holds for the writer `w`, from the rows of [`READS`]
+/// (every node; `w`'s relationships), and the statements to run first:
+/// removing `w`'s duplicate relationships and those without a writer (the
+/// state then lacks them, so the diff creates them once). Nodes that other
+/// writers' relationships use are marked, never to be deleted by `w`.
+pub fn state_from_rows(rows: &[Vec<Vec<Value>>], w: &str) -> (GraphState, Vec<Statement>) {
     let mut g = GraphState::default();
     let mut pre = Vec::new();
     let empty = Vec::new();
@@ -360,8 +440,34 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
             ),
         );
     }
+    // The relationships of the reads 2..=7: their writer column, and the
+    // statement removing those without one.
+    let unowned = |ty: &str, from: &str| {
+        stmt(
+            format!("MATCH (a:{from})-[e:{ty}]->(b:Process) WHERE e.writer IS NULL DELETE e"),
+            json!({}),
+        )
+    };
+    let mut nobody = [false; 6];
+    let mut mine = |i: usize, r: &[Value], wcol: usize, g: &mut GraphState| -> bool {
+        match owner(col(r, wcol), w) {
+            Owner::Mine => true,
+            Owner::Nobody => {
+                nobody[i - 2] = true;
+                false
+            }
+            Owner::Other => {
+                g.foreign.insert(as_string(col(r, 0)));
+                g.foreign.insert(as_string(col(r, 1)));
+                false
+            }
+        }
+    };
     let mut dup_runon = BTreeSet::new();
     for r in part(2) {
+        if !mine(2, r, 2, &mut g) {
+            continue;
+        }
         let k = (as_string(col(r, 0)), as_string(col(r, 1)));
         if dup_runon.contains(&k) {
             continue;
@@ -369,14 +475,17 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
         if !g.runon.insert(k.clone()) {
             g.runon.remove(&k);
             pre.push(stmt(
-                "MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) DELETE e",
-                json!({"n": k.1, "r": k.0}),
+                "MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) WHERE e.writer = $w DELETE e",
+                json!({"n": k.1, "r": k.0, "w": w}),
             ));
             dup_runon.insert(k);
         }
     }
     let mut dup_tcp = BTreeSet::new();
     for r in part(3) {
+        if !mine(3, r, 8, &mut g) {
+            continue;
+        }
         let k = (as_string(col(r, 0)), as_string(col(r, 1)));
         let mut v = [0u64; 6];
         for (i, x) in v.iter_mut().enumerate() {
@@ -389,8 +498,8 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
             g.tcp.remove(&k);
             dup_tcp.insert(k.clone());
             pre.push(stmt(
-                "MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e",
-                json!({"s": k.0, "t": k.1}),
+                "MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) WHERE e.writer = $w DELETE e",
+                json!({"s": k.0, "t": k.1, "w": w}),
             ));
         }
     }
@@ -400,6 +509,9 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
         .enumerate()
     {
         for r in part(4 + i) {
+            if !mine(4 + i, r, 5, &mut g) {
+                continue;
+            }
             let k: LbKey = (
                 (*ty).to_owned(),
                 as_string(col(r, 2)),
@@ -414,9 +526,9 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
                 g.lb.remove(&k);
                 pre.push(stmt(
                     format!(
-                        "MATCH (a:Process {{name: $s}})-[e:{ty}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h DELETE e"
+                        "MATCH (a:Process {{name: $s}})-[e:{ty}]->(b:Process {{name: $t}}) WHERE e.flow_id = $f AND e.half = $h AND e.writer = $w DELETE e"
                     ),
-                    json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2}),
+                    json!({"s": k.3, "t": k.4, "f": k.1, "h": k.2, "w": w}),
                 ));
                 dup_lb.insert(k);
             }
@@ -424,6 +536,9 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
     }
     let mut dup_dns = BTreeSet::new();
     for r in part(7) {
+        if !mine(7, r, 4, &mut g) {
+            continue;
+        }
         let k = (as_string(col(r, 0)), as_string(col(r, 1)));
         if dup_dns.contains(&k) {
             continue;
@@ -432,25 +547,41 @@ pub fn state_from_rows(rows: &[Vec<Vec<Value>>]) -> (GraphState, Vec<Statement>)
         if g.dns.insert(k.clone(), v).is_some() {
             g.dns.remove(&k);
             pre.push(stmt(
-                "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) DELETE e",
-                json!({"s": k.0, "t": k.1}),
+                "MATCH (a:Process {name: $s})-[e:DNSMASQ_LINK]->(b:Process {name: $t}) WHERE e.writer = $w DELETE e",
+                json!({"s": k.0, "t": k.1, "w": w}),
             ));
             dup_dns.insert(k);
+        }
+    }
+    for (i, (ty, from)) in [
+        ("RUNON", "Host"),
+        ("TCP_LINK", "Process"),
+        ("NGINX_LINK", "Process"),
+        ("IPVS_LINK", "Process"),
+        ("HAPROXY_LINK", "Process"),
+        ("DNSMASQ_LINK", "Process"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        if nobody[i] {
+            pre.push(unowned(ty, from));
         }
     }
     (g, pre)
 }
 
-/// The reads of a reconcile, in the order [`state_from_rows`] expects.
+/// The reads of a reconcile, in the order [`state_from_rows`] expects:
+/// every node, every relationship with its writer last.
 pub const READS: [&str; 8] = [
     "MATCH (h:Host) RETURN h.name",
     "MATCH (p:Process) RETURN p.name, p.runon, p.comm, p.service",
-    "MATCH (h:Host)-[:RUNON]->(p:Process) RETURN h.name, p.name",
-    "MATCH (a:Process)-[e:TCP_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.tx_bytes, e.rx_bytes, e.rtt, e.retran_packets, e.lost_packets",
-    "MATCH (a:Process)-[e:NGINX_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
-    "MATCH (a:Process)-[e:IPVS_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
-    "MATCH (a:Process)-[e:HAPROXY_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count",
-    "MATCH (a:Process)-[e:DNSMASQ_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.domains",
+    "MATCH (h:Host)-[e:RUNON]->(p:Process) RETURN h.name, p.name, e.writer",
+    "MATCH (a:Process)-[e:TCP_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.tx_bytes, e.rx_bytes, e.rtt, e.retran_packets, e.lost_packets, e.writer",
+    "MATCH (a:Process)-[e:NGINX_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count, e.writer",
+    "MATCH (a:Process)-[e:IPVS_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count, e.writer",
+    "MATCH (a:Process)-[e:HAPROXY_LINK]->(b:Process) RETURN a.name, b.name, e.flow_id, e.half, e.link_count, e.writer",
+    "MATCH (a:Process)-[e:DNSMASQ_LINK]->(b:Process) RETURN a.name, b.name, e.link_count, e.domains, e.writer",
 ];
 
 /// Why a request failed.
@@ -579,6 +710,8 @@ impl Client {
 #[derive(Debug)]
 pub struct Sink {
     client: Client,
+    /// `[neo4j] writer`: the name on this sink's relationships.
+    writer: String,
     /// `None`: unknown (at start, and after a failure): reconcile next time.
     applied: Option<GraphState>,
     stats: Arc<Stats>,
@@ -589,8 +722,14 @@ pub struct Sink {
 impl Sink {
     /// A sink of `[neo4j]`.
     pub fn new(cfg: &config::Neo4j, stats: Arc<Stats>) -> Self {
+        let writer = if cfg.writer.is_empty() {
+            config::default_writer(0)
+        } else {
+            cfg.writer.clone()
+        };
         Self {
             client: Client::new(cfg),
+            writer,
             applied: None,
             stats,
             down: false,
@@ -614,7 +753,7 @@ impl Sink {
                     .unwrap_or_default(),
             );
         }
-        Ok(state_from_rows(&rows))
+        Ok(state_from_rows(&rows, &self.writer))
     }
 
     /// Writes the change from what the database holds to `t`.
@@ -628,14 +767,25 @@ impl Sink {
                 Err(e) => return self.failed(&e),
             },
         };
-        stmts.extend(diff(&base, &new));
+        stmts.extend(diff(&base, &new, &self.writer));
         let mut refused = false;
         for s in &stmts {
             match self.client.run(s) {
-                Ok(_) => {
+                Ok(data) => {
                     self.stats.neo4j_statements.fetch_add(1, Ordering::Relaxed);
+                    let no_row = data["values"].as_array().is_none_or(Vec::is_empty);
+                    if s.expect == Expect::Row && no_row {
+                        // A node was gone (another writer deleted it
+                        // between our MERGE and this CREATE): reconcile.
+                        tracing::debug!(statement = %s.cypher, "neo4j: a node was missing; reconciling at the next period");
+                        refused = true;
+                    }
                 }
                 Err(e @ Neo4jError::Transport { .. }) => return self.failed(&e),
+                Err(Neo4jError::Server { .. }) if s.expect == Expect::MayRefuse => {
+                    // Still used by another writer's relationships: kept.
+                    self.stats.neo4j_statements.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e @ Neo4jError::Server { .. }) => {
                     // Up, but this statement was refused: skip it, and
                     // reconcile from what is there next period.
@@ -750,26 +900,28 @@ mod tests {
     #[test]
     fn unchanged_graph_writes_nothing() {
         let g = GraphState::of(&topo(&[("a.x", "b.y", 1)], true));
-        assert!(diff(&g, &g).is_empty());
+        assert!(diff(&g, &g, "w").is_empty());
     }
 
     #[test]
     fn diff_writes_only_what_changed() {
         let old = GraphState::of(&topo(&[("a.x", "b.y", 1), ("a.x", "c.z", 1)], true));
         let new = GraphState::of(&topo(&[("a.x", "b.y", 4), ("a.x", "d.w", 1)], false));
-        let t = texts(&diff(&old, &new));
+        let t = texts(&diff(&old, &new, "w"));
         assert_eq!(
             t,
             [
-                r#"MATCH (a:Process {name: $s})-[e:NGINX_LINK]->(b:Process {name: $t}) WHERE e.flow_id = $f AND e.half = $h DELETE e {"f":"f1","h":"front","s":"a.x","t":"b.y"}"#,
-                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e {"s":"a.x","t":"c.z"}"#,
-                r#"MATCH (p:Process {name: $n}) DETACH DELETE p {"n":"c.z"}"#,
-                r#"MATCH (h:Host {name: $n}) DETACH DELETE h {"n":"c"}"#,
+                r#"MATCH (a:Process {name: $s})-[e:NGINX_LINK]->(b:Process {name: $t}) WHERE e.flow_id = $f AND e.half = $h AND e.writer = $w DELETE e {"f":"f1","h":"front","s":"a.x","t":"b.y","w":"w"}"#,
+                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) WHERE e.writer = $w DELETE e {"s":"a.x","t":"c.z","w":"w"}"#,
+                r#"MATCH (h:Host {name: $r})-[e:RUNON]->(p:Process {name: $n}) WHERE e.writer = $w DELETE e {"n":"c.z","r":"c","w":"w"}"#,
+                r#"MATCH (p:Process {name: $n}) DELETE p {"n":"c.z"}"#,
+                r#"MATCH (h:Host {name: $n}) DELETE h {"n":"c"}"#,
                 r#"MERGE (h:Host {name: $n}) {"n":"d"}"#,
-                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c, service: $v}) {"c":"w","n":"d.w","r":"d","v":"ports:1"}"#,
-                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p) {"n":"d.w","r":"d"}"#,
-                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) SET e.link_count = $link_count {"link_count":4,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1}"#,
-                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets}]->(b) {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"d.w","tx_bytes":1}"#,
+                r#"MERGE (p:Process {name: $n}) {"n":"d.w"}"#,
+                r#"MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c, p.service = $v {"c":"w","n":"d.w","r":"d","v":"ports:1"}"#,
+                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[e:RUNON {writer: $w}]->(p) RETURN e.writer {"n":"d.w","r":"d","w":"w"}"#,
+                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) WHERE e.writer = $w SET e.link_count = $link_count {"link_count":4,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1,"w":"w"}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[e:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets, writer: $w}]->(b) RETURN e.writer {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"d.w","tx_bytes":1,"w":"w"}"#,
             ]
         );
     }
@@ -779,60 +931,8 @@ mod tests {
         let want = GraphState::of(&topo(&[("a.x", "b.y", 1)], true));
         // The database holds host a, process a.x (with its RUNON), the edge
         // twice (a duplicate) and nothing else.
-        let rows = vec![
-            vec![vec![json!("a")]],
-            vec![vec![json!("a.x"), json!("a"), json!("x"), json!("ports:1")]],
-            vec![vec![json!("a"), json!("a.x")]],
+        let edge = |w: Value| {
             vec![
-                vec![
-                    json!("a.x"),
-                    json!("b.y"),
-                    json!(1),
-                    json!(1),
-                    json!(2),
-                    json!(3),
-                    json!(0),
-                    json!(0),
-                ],
-                vec![
-                    json!("a.x"),
-                    json!("b.y"),
-                    json!(1),
-                    json!(1),
-                    json!(2),
-                    json!(3),
-                    json!(0),
-                    json!(0),
-                ],
-            ],
-        ];
-        let (have, pre) = state_from_rows(&rows);
-        let mut all = pre;
-        all.extend(diff(&have, &want));
-        let t = texts(&all);
-        assert_eq!(
-            t,
-            [
-                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) DELETE e {"s":"a.x","t":"b.y"}"#,
-                r#"MERGE (h:Host {name: $n}) {"n":"b"}"#,
-                r#"MERGE (p:Process {name: $n, runon: $r, comm: $c, service: $v}) {"c":"y","n":"b.y","r":"b","v":"ports:1"}"#,
-                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[:RUNON]->(p) {"n":"b.y","r":"b"}"#,
-                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets}]->(b) {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1}"#,
-                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[:NGINX_LINK {flow_id: $f, half: $h, link_count: $lc}]->(b) {"f":"f1","h":"front","lc":1,"s":"a.x","t":"b.y"}"#,
-            ]
-        );
-        // Once written, a reconcile finds nothing to do.
-        let (again, pre) = state_from_rows(&[
-            vec![vec![json!("a")], vec![json!("b")]],
-            vec![
-                vec![json!("a.x"), json!("a"), json!("x"), json!("ports:1")],
-                vec![json!("b.y"), json!("b"), json!("y"), json!("ports:1")],
-            ],
-            vec![
-                vec![json!("a"), json!("a.x")],
-                vec![json!("b"), json!("b.y")],
-            ],
-            vec![vec![
                 json!("a.x"),
                 json!("b.y"),
                 json!(1),
@@ -841,17 +941,121 @@ mod tests {
                 json!(3),
                 json!(0),
                 json!(0),
-            ]],
-            vec![vec![
-                json!("a.x"),
-                json!("b.y"),
-                json!("f1"),
-                json!("front"),
-                json!(1),
-            ]],
-        ]);
+                w,
+            ]
+        };
+        let rows = vec![
+            vec![vec![json!("a")]],
+            vec![vec![json!("a.x"), json!("a"), json!("x"), json!("ports:1")]],
+            vec![vec![json!("a"), json!("a.x"), json!("w")]],
+            vec![edge(json!("w")), edge(json!("w"))],
+        ];
+        let (have, pre) = state_from_rows(&rows, "w");
+        let mut all = pre;
+        all.extend(diff(&have, &want, "w"));
+        let t = texts(&all);
+        assert_eq!(
+            t,
+            [
+                r#"MATCH (a:Process {name: $s})-[e:TCP_LINK]->(b:Process {name: $t}) WHERE e.writer = $w DELETE e {"s":"a.x","t":"b.y","w":"w"}"#,
+                r#"MERGE (h:Host {name: $n}) {"n":"b"}"#,
+                r#"MERGE (p:Process {name: $n}) {"n":"b.y"}"#,
+                r#"MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c, p.service = $v {"c":"y","n":"b.y","r":"b","v":"ports:1"}"#,
+                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[e:RUNON {writer: $w}]->(p) RETURN e.writer {"n":"b.y","r":"b","w":"w"}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[e:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets, writer: $w}]->(b) RETURN e.writer {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1,"w":"w"}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[e:NGINX_LINK {flow_id: $f, half: $h, link_count: $lc, writer: $w}]->(b) RETURN e.writer {"f":"f1","h":"front","lc":1,"s":"a.x","t":"b.y","w":"w"}"#,
+            ]
+        );
+        // Once written, a reconcile finds nothing to do.
+        let (again, pre) = state_from_rows(
+            &[
+                vec![vec![json!("a")], vec![json!("b")]],
+                vec![
+                    vec![json!("a.x"), json!("a"), json!("x"), json!("ports:1")],
+                    vec![json!("b.y"), json!("b"), json!("y"), json!("ports:1")],
+                ],
+                vec![
+                    vec![json!("a"), json!("a.x"), json!("w")],
+                    vec![json!("b"), json!("b.y"), json!("w")],
+                ],
+                vec![edge(json!("w"))],
+                vec![vec![
+                    json!("a.x"),
+                    json!("b.y"),
+                    json!("f1"),
+                    json!("front"),
+                    json!(1),
+                    json!("w"),
+                ]],
+            ],
+            "w",
+        );
         assert!(pre.is_empty());
         assert_eq!(again, want);
+    }
+
+    /// Several spiders on one database: a reconcile keeps the other
+    /// writers' relationships and the nodes they use, removes those
+    /// without a writer (and writes its own again), and only tries to
+    /// delete nodes nobody else uses (the database refuses while in use).
+    #[test]
+    fn a_writer_reconciles_only_its_own_relationships() {
+        let want = GraphState::of(&topo(&[("a.x", "b.y", 1)], false));
+        let edge = |s: &str, t: &str, w: Value| {
+            vec![
+                json!(s),
+                json!(t),
+                json!(1),
+                json!(1),
+                json!(2),
+                json!(3),
+                json!(0),
+                json!(0),
+                w,
+            ]
+        };
+        let p = |n: &str, h: &str| vec![json!(n), json!(h), json!("x"), json!("ports:1")];
+        let rows = vec![
+            vec![
+                vec![json!("a")],
+                vec![json!("b")],
+                vec![json!("c")],
+                vec![json!("d")],
+            ],
+            vec![p("a.x", "a"), p("b.y", "b"), p("c.z", "c"), p("d.v", "d")],
+            vec![
+                vec![json!("c"), json!("c.z"), json!("other")],
+                vec![json!("a"), json!("a.x"), Value::Null],
+            ],
+            vec![
+                edge("a.x", "b.y", json!("other")),
+                edge("a.x", "c.z", json!("other")),
+                edge("a.x", "b.y", Value::Null),
+            ],
+        ];
+        let (have, pre) = state_from_rows(&rows, "w");
+        let mut all = pre;
+        all.extend(diff(&have, &want, "w"));
+        let t = texts(&all);
+        assert_eq!(
+            t,
+            [
+                r#"MATCH (a:Host)-[e:RUNON]->(b:Process) WHERE e.writer IS NULL DELETE e {}"#,
+                r#"MATCH (a:Process)-[e:TCP_LINK]->(b:Process) WHERE e.writer IS NULL DELETE e {}"#,
+                r#"MATCH (p:Process {name: $n}) DELETE p {"n":"d.v"}"#,
+                r#"MATCH (h:Host {name: $n}) DELETE h {"n":"d"}"#,
+                r#"MATCH (p:Process {name: $n}) SET p.runon = $r, p.comm = $c, p.service = $v {"c":"y","n":"b.y","r":"b","v":"ports:1"}"#,
+                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[e:RUNON {writer: $w}]->(p) RETURN e.writer {"n":"a.x","r":"a","w":"w"}"#,
+                r#"MATCH (h:Host {name: $r}), (p:Process {name: $n}) CREATE (h)-[e:RUNON {writer: $w}]->(p) RETURN e.writer {"n":"b.y","r":"b","w":"w"}"#,
+                r#"MATCH (a:Process {name: $s}), (b:Process {name: $t}) CREATE (a)-[e:TCP_LINK {link_count: $link_count, tx_bytes: $tx_bytes, rx_bytes: $rx_bytes, rtt: $rtt, retran_packets: $retran_packets, lost_packets: $lost_packets, writer: $w}]->(b) RETURN e.writer {"link_count":1,"lost_packets":0,"retran_packets":0,"rtt":3,"rx_bytes":2,"s":"a.x","t":"b.y","tx_bytes":1,"w":"w"}"#,
+            ]
+        );
+        let deletes: Vec<Expect> = all
+            .iter()
+            .filter(|s| s.cypher.ends_with("DELETE p") || s.cypher.ends_with("DELETE h"))
+            .map(|s| s.expect)
+            .collect();
+        assert_eq!(deletes, [Expect::MayRefuse, Expect::MayRefuse]);
     }
 
     #[test]
