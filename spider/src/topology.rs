@@ -1448,9 +1448,14 @@ impl Builder {
                 e.sort_unstable();
                 e.dedup();
             }
+            // A half is given even when the other one is not found: in a
+            // consumer group each spider has the records of one half only
+            // (docs/spider.md).
             if fronts.is_empty() || backs.is_empty() {
                 stats.unresolved_lb += 1;
-                continue;
+                if fronts.is_empty() && backs.is_empty() {
+                    continue;
+                }
             }
             let flow_id = format!(
                 "{}:{}:{}>{}:{}>{}:{}",
