@@ -106,3 +106,6 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+/// The soak run, shared by the `soak` benchmark and its test.
+pub mod soak;
