@@ -97,6 +97,10 @@ case "$what" in
         [ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
         # tcp_link benchmark: per-program run time from `bpftool prog show`.
         want bpftool bpftool
+        # The soak benchmark: its extend probe is a python3 script; its plot's
+        # text is drawn in DejaVu Sans.
+        want python3 python3
+        [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
         ;;
     rpm) want_rpm ;;
     nspawn) want_nspawn ;;
