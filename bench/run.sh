@@ -46,3 +46,6 @@ echo "== eBPF nginx_link: wrk through the stock nginx, the probe attached and de
 
 echo "== eBPF haproxy_link: wrk through the stock haproxy, the probe attached and detached (root)"
 "$target/haproxy_link" --secs 3 --rounds 7 | tee "$out/haproxy_link.txt"
+
+echo "== soak: one hour of 1k conn/s, 10k records/s of an extend probe, a scrape every 5 s (root; plot in $out/soak.png)"
+"$target/soak" --gopher "$target/gala-gopher" --minutes 60 --out-dir "$out" | tee "$out/soak.txt"
