@@ -280,15 +280,17 @@ impl Report {
 
     /// The samples as CSV (a header line first).
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "t_s,rss_kb,anon_kb,file_kb,cpu_pct,fds,threads,series,sent,accepted,rejected,dropped,conns\n",
-        );
+        let mut out = String::from(CSV_HEADER);
         for s in &self.samples {
             out.push_str(&csv_line(s));
         }
         out
     }
 }
+
+/// The columns of `soak.csv`, one per field of [`Sample`].
+const CSV_HEADER: &str =
+    "t_s,rss_kb,anon_kb,file_kb,cpu_pct,fds,threads,series,sent,accepted,rejected,dropped,conns\n";
 
 fn csv_line(s: &Sample) -> String {
     format!(
@@ -763,7 +765,7 @@ pub fn run(o: &Opts) -> anyhow::Result<Report> {
     let (mut prev_ticks, mut prev_t) = (cpu_start, 0.0);
     let mut samples = Vec::new();
     let mut csv = std::fs::File::create(o.out_dir.join("soak.csv"))?;
-    csv.write_all(b"t_s,rss_kb,anon_kb,file_kb,cpu_pct,fds,threads,series,sent,accepted,rejected,dropped,conns\n")?;
+    csv.write_all(CSV_HEADER.as_bytes())?;
     let mut k: u32 = 1;
     let mut next_minute = 60.0;
     while t0.elapsed() < o.duration {
