@@ -24,26 +24,28 @@
 //! always goes to one partition (events: `<machine_id>|event|<entity_name>|
 //! <entity_id>`; metadata: `<machine_id>|<table>`).
 //!
+//! librdkafka itself lives in libgopher_kafka.so (the `kafka/` crate),
+//! which [`dl`] loads only when a producer is made: the agent binary links
+//! neither librdkafka nor OpenSSL, and an agent without a Kafka channel does
+//! not map them. A Kafka channel without that library is a startup error
+//! naming the paths tried.
+//!
 //! Compiled only with the cargo feature `kafka` (default on): a build
-//! without it (tail.conf `FEATURES="kafka"`) links no rdkafka, librdkafka or
-//! OpenSSL, and its config validation refuses `out_channel = "kafka"`
-//! ([`crate::config::trim`]).
+//! without it (tail.conf `FEATURES="kafka"`) has no Kafka exporter (and
+//! needs no libgopher_kafka.so), and its config validation refuses
+//! `out_channel = "kafka"` ([`crate::config::trim`]).
 #![cfg(feature = "kafka")]
 
 mod backlog;
 pub mod client;
+pub mod dl;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use self::dl::{code, Events, Producer};
 
 use self::backlog::{Backlog, Pending, CHANNELS};
 pub use self::client::Bounds;
@@ -141,6 +143,9 @@ impl Topics {
 /// Why the Kafka exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// libgopher_kafka.so is missing or cannot be loaded.
+    #[error("{0}")]
+    Library(#[from] dl::LoadError),
     /// librdkafka refused the configuration.
     #[error("cannot create the producer for kafka_broker = \"{broker}\" (check [kafka] and [kafka.options]): {reason}")]
     Create {
@@ -198,7 +203,7 @@ impl Ctx {
     }
 
     /// A message is lost for good: counted, and logged once per outage.
-    fn failed(&self, ch: usize, e: &KafkaError) {
+    fn failed(&self, ch: usize, e: &dyn std::fmt::Display) {
         let c = &self.channels[ch];
         c.stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
         self.outage.lose(&c.lost_error, 1);
@@ -207,31 +212,27 @@ impl Ctx {
     }
 }
 
-impl ClientContext for Ctx {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+/// librdkafka's syslog levels 0 (emergency) to 4 (warning).
+const LOG_WARNING: i32 = 4;
+
+impl Events for Ctx {
+    fn log(&self, level: i32, fac: &str, msg: &str) {
         // Connection failures come as error events too, and are logged once
         // per burst there; here they would repeat at every reconnect.
         let quiet = matches!(fac, "FAIL" | "ERROR" | "BROKERFAIL");
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning
-                if !quiet =>
-            {
-                tracing::warn!(facility = fac, "kafka: {msg}");
-            }
-            _ => tracing::debug!(facility = fac, "kafka: {msg}"),
+        if level <= LOG_WARNING && !quiet {
+            tracing::warn!(facility = fac, "kafka: {msg}");
+        } else {
+            tracing::debug!(facility = fac, "kafka: {msg}");
         }
     }
 
-    fn error(&self, error: KafkaError, reason: &str) {
+    fn error(&self, code: i32, error: &str, reason: &str) {
         self.client_errors
             .kafka_client_errors
             .fetch_add(1, Ordering::Relaxed);
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+        match code {
+            code::TRANSPORT => {
                 tracing::debug!(error = %reason, "kafka: broker connection failed");
                 let mut last = self
                     .last_transport
@@ -239,7 +240,7 @@ impl ClientContext for Ctx {
                     .unwrap_or_else(PoisonError::into_inner);
                 reason.clone_into(&mut last);
             }
-            Some(RDKafkaErrorCode::AllBrokersDown) => {
+            code::ALL_BROKERS_DOWN => {
                 let last = self
                     .last_transport
                     .lock()
@@ -256,12 +257,8 @@ impl ClientContext for Ctx {
             }
         }
     }
-}
 
-impl ProducerContext for Ctx {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, op: usize) {
+    fn delivery(&self, op: usize, code: i32, error: &str) {
         let ch = (op & 3).min(CHANNELS - 1);
         let bytes = (op >> 2) as u64;
         let c = &self.channels[ch];
@@ -269,19 +266,17 @@ impl ProducerContext for Ctx {
         c.in_flight_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.in_flight_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        match result {
-            Ok(_) => {
+        match code {
+            dl::abi::OK => {
                 c.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 if self.outage.is_failing() {
                     self.outage.recover("the broker acknowledges records again");
                 }
             }
-            Err((e, _)) => match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight) => {
-                    self.outage.lose(&c.lost_shutdown, 1);
-                }
-                _ => self.failed(ch, e),
-            },
+            code::PURGE_QUEUE | code::PURGE_INFLIGHT => {
+                self.outage.lose(&c.lost_shutdown, 1);
+            }
+            _ => self.failed(ch, &error),
         }
     }
 }
@@ -315,7 +310,7 @@ impl Input {
 /// [`crate::export::sink::SinkPlan`]), or [`KafkaExporter::new`], an input
 /// ([`KafkaExporter::input`]) and [`run`](Self::run).
 pub struct KafkaExporter {
-    producer: BaseProducer<Ctx>,
+    producer: Producer<Ctx>,
     topics: Topics,
     input: Option<Input>,
     identity: Identity,
@@ -329,9 +324,10 @@ pub struct KafkaExporter {
 impl std::fmt::Debug for KafkaExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaExporter")
-            .field("broker", &self.producer.context().broker)
+            .field("broker", &self.producer.events().broker)
             .field("topics", &self.topics)
-            .field("bounds", &self.producer.context().bounds)
+            .field("bounds", &self.producer.events().bounds)
+            .field("producer", &self.producer)
             .finish_non_exhaustive()
     }
 }
@@ -351,10 +347,6 @@ impl KafkaExporter {
     ) -> Result<Self, SetupError> {
         let bounds = Bounds::from_config(k);
         let props = client::properties(k, &bounds);
-        let mut cc = ClientConfig::new();
-        for (key, v) in &props {
-            cc.set(key, v);
-        }
         let counters = |c: Channel| {
             let registered = topics.get(c).is_some();
             let comp = c.component();
@@ -404,17 +396,18 @@ impl KafkaExporter {
             outage,
             last_transport: Mutex::new(String::new()),
         };
-        let producer: BaseProducer<Ctx> =
-            cc.create_with_context(ctx)
-                .map_err(|e| SetupError::Create {
-                    broker: broker.clone(),
-                    reason: e.to_string(),
-                })?;
+        let lib = dl::lib()?;
+        let names = Channel::ALL.map(|c| topics.get(c).unwrap_or(""));
+        let producer =
+            Producer::new(lib, &props, &names, ctx).map_err(|reason| SetupError::Create {
+                broker: broker.clone(),
+                reason,
+            })?;
         let shown: Vec<String> = props
             .iter()
             .map(|(key, v)| format!("{key}={}", client::shown(key, v)))
             .collect();
-        tracing::info!(kafka_broker = %broker, topics = ?topics.0, properties = %shown.join(" "), "kafka: producer ready");
+        tracing::info!(kafka_broker = %broker, topics = ?topics.0, properties = %shown.join(" "), library = %lib.path.display(), "kafka: producer ready");
         Ok(Self {
             producer,
             topics,
@@ -491,7 +484,7 @@ impl KafkaExporter {
     /// else the first input (events and client errors are looked at
     /// within [`IDLE`]).
     fn idle(&mut self) {
-        let busy = !self.backlog.is_empty() || self.producer.context().in_flight().0 > 0;
+        let busy = !self.backlog.is_empty() || self.producer.events().in_flight().0 > 0;
         if busy {
             self.producer.poll(BUSY_POLL);
             return;
@@ -566,27 +559,24 @@ impl KafkaExporter {
 
     /// Whether a message of `len` bytes may be handed to librdkafka now.
     fn fits_window(&self, len: u64) -> bool {
-        let ctx = self.producer.context();
+        let ctx = self.producer.events();
         let (m, b) = ctx.in_flight();
         m == 0 || (m < ctx.bounds.window_messages && b + len <= ctx.bounds.window_bytes)
     }
 
     /// Hands `key`/`payload` to librdkafka. `Ok(false)`: its queue is full.
-    fn send(&self, ch: usize, key: &[u8], payload: &[u8]) -> Result<bool, KafkaError> {
-        let Some(topic) = self.topics.0[ch].as_deref() else {
+    fn send(&self, ch: usize, key: &[u8], payload: &[u8]) -> Result<bool, String> {
+        if self.topics.0[ch].is_none() {
             return Ok(true);
-        };
+        }
         let bytes = key.len() + payload.len();
-        let rec = BaseRecord::with_opaque_to(topic, opaque(ch, bytes))
-            .key(key)
-            .payload(payload);
-        match self.producer.send(rec) {
+        match self.producer.send(ch, key, payload, opaque(ch, bytes)) {
             Ok(()) => {
-                self.producer.context().sent(ch, bytes as u64);
+                self.producer.events().sent(ch, bytes as u64);
                 Ok(true)
             }
-            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => Ok(false),
-            Err((e, _)) => Err(e),
+            Err((code::QUEUE_FULL, _)) => Ok(false),
+            Err((_, e)) => Err(e),
         }
     }
 
@@ -595,18 +585,18 @@ impl KafkaExporter {
     /// the bounded backlog.
     fn enqueue(&mut self, ch: usize) {
         let len = (self.key.len() + self.payload.len()) as u64;
-        let bounds = self.producer.context().bounds;
+        let bounds = self.producer.events().bounds;
         if self.backlog.is_empty() && len <= bounds.max_bytes && self.fits_window(len) {
             match self.send(ch, self.key.as_bytes(), self.payload.as_bytes()) {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
-                    self.producer.context().failed(ch, &e);
+                    self.producer.events().failed(ch, &e);
                     return;
                 }
             }
         }
-        let ctx = self.producer.context();
+        let ctx = self.producer.events();
         let p = Pending::new(ch, self.key.as_bytes(), self.payload.as_bytes());
         self.backlog.push_bounded(
             p,
@@ -626,7 +616,7 @@ impl KafkaExporter {
             match self.send(ch, p.key(), p.payload()) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(e) => self.producer.context().failed(ch, &e),
+                Err(e) => self.producer.events().failed(ch, &e),
             }
             self.backlog.pop_front();
         }
@@ -634,7 +624,7 @@ impl KafkaExporter {
 
     /// Refreshes the queue gauges.
     fn publish(&self) {
-        let ctx = self.producer.context();
+        let ctx = self.producer.events();
         for (ch, c) in ctx.channels.iter().enumerate() {
             c.stats.queued.store(
                 self.backlog.messages_of[ch] + c.in_flight.load(Ordering::Relaxed),
@@ -655,18 +645,17 @@ impl KafkaExporter {
             // Polling until nothing is in flight is much faster than
             // `flush()`, which always takes 100 ms or more.
             self.producer.poll(Duration::from_millis(5));
-            if self.backlog.is_empty() && self.producer.context().in_flight().0 == 0 {
+            if self.backlog.is_empty() && self.producer.events().in_flight().0 == 0 {
                 break;
             }
             if Instant::now() >= deadline {
                 break;
             }
         }
-        let ctx = self.producer.context();
+        let ctx = self.producer.events();
         let left = self.backlog.len() + ctx.in_flight().0;
         if left > 0 {
-            self.producer
-                .purge(PurgeConfig::default().queue().inflight());
+            self.producer.purge();
             let t0 = Instant::now();
             while ctx.in_flight().0 > 0 && t0.elapsed() < Duration::from_secs(1) {
                 self.producer.poll(Duration::from_millis(10));
