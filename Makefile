@@ -7,7 +7,7 @@ CONFIG ?= config/gala-gopher.toml
 ## Install what is missing, build, and run the agent on its default config.
 run:
 	scripts/deps.sh run
-	$(CARGO) build --release -p gala-gopher
+	$(CARGO) build --release -p gala-gopher -p gopher-kafka
 	./target/release/gala-gopher --config $(CONFIG)
 
 ## A topology on this one machine, without Kafka or Neo4j: gala-gopher with the
@@ -34,20 +34,23 @@ run-spider:
 	./target/release/gala-spider --config $(SPIDER_DIR)/gala-spider.toml
 
 ## Build the agent (release). TAIL=<tail.conf> builds only what a legacy
-## tail.conf leaves in (config/tail.conf; scripts/tail-features.sh).
+## tail.conf leaves in (config/tail.conf; scripts/tail-features.sh). The Kafka
+## exporter's librdkafka is libgopher_kafka.so (kafka/), built beside the agent
+## unless the build leaves Kafka out.
 build:
 ifdef TAIL
 	features=$$(scripts/tail-features.sh '$(TAIL)') && \
 		echo "$(CARGO) build --release -p gala-gopher $$features" && \
-		$(CARGO) build --release -p gala-gopher $$features
+		$(CARGO) build --release -p gala-gopher $$features && \
+		case "$$features" in *kafka*) $(CARGO) build --release -p gopher-kafka ;; esac
 else
-	$(CARGO) build --release -p gala-gopher
+	$(CARGO) build --release -p gala-gopher -p gopher-kafka
 endif
 
 ## Install what the tests need and run every test.
 test:
 	scripts/deps.sh test
-	$(CARGO) build -p gala-gopher -p gopher-ffi -p gala-spider -p gopher-ctl
+	$(CARGO) build -p gala-gopher -p gopher-ffi -p gala-spider -p gopher-ctl -p gopher-kafka
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:
