@@ -33,6 +33,7 @@ if command -v promtool >/dev/null 2>&1 && [ -s "$out/gala-gopher-scrape.txt" ]; 
 fi
 
 echo "== Kafka export: store -> local tansu broker, against the bare rdkafka producer"
+$CARGO build --release -p gopher-kafka   # the exporter's libgopher_kafka.so, beside the binaries
 "$target/kafka" | tee "$out/kafka.txt"
 
 echo "== eBPF tcp_link: loopback workload with the probe attached and detached (root)"
