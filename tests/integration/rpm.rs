@@ -237,7 +237,11 @@ fn expected_files(p: &Packages, name: &str) -> BTreeSet<String> {
         .iter()
         .map(|s| (*s).to_owned())
         .chain(meta)
-        .chain([format!("{lib}/libgopher.so.1")])
+        .chain([
+            format!("{lib}/libgopher.so.1"),
+            format!("{lib}/gala-gopher"),
+            format!("{lib}/gala-gopher/libgopher_kafka.so"),
+        ])
         .collect(),
         "gala-gopher-devel" => [
             "/usr/include/gala-gopher",
