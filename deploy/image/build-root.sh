@@ -17,7 +17,9 @@
 #     (Kubernetes mounts a ConfigMap over /etc/gala-gopher), the log and state
 #     directories, the docs and the license. The systemd unit comes along and
 #     is unused;
-#   - the shared libraries the agent and libgopher.so.1 link (as `ldd` finds
+#   - the shared libraries the agent, libgopher.so.1 and the Kafka exporter's
+#     libgopher_kafka.so (when the rpm holds it: OpenSSL, loaded only when a
+#     channel uses Kafka) link (as `ldd` finds
 #     them on the machine that runs this script), with the dynamic loader, at
 #     the paths where `ldd` found them, and the loader's cache listing
 #     libgopher.so.1's directory;
@@ -112,8 +114,10 @@ mapfile -t libgopher < <(find "$root" -name 'libgopher.so.1' \( -type f -o -type
 # 2. The shared libraries and the loader, where ldd finds them here. Each is
 # copied as a file (symlinks followed) to the path ldd printed, creating the
 # directories on the way: the loader searches the same paths in the image.
+# The Kafka exporter's library, in a build with Kafka.
+mapfile -t libkafka < <(find "$root" -name 'libgopher_kafka.so' -type f)
 libs=$(
-    for elf in "$root/usr/bin/gala-gopher" "${libgopher[0]}"; do
+    for elf in "$root/usr/bin/gala-gopher" "${libgopher[0]}" "${libkafka[@]}"; do
         out=$(ldd "$elf") || {
             echo "build-root: ldd $elf failed: $out" >&2
             exit 1
