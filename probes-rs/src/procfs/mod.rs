@@ -20,6 +20,8 @@ pub mod inode;
 #[cfg(feature = "system_meminfo")]
 pub mod meminfo;
 #[cfg(any(feature = "system_tcp", feature = "tcp_link"))]
+pub mod sock_diag;
+#[cfg(any(feature = "system_tcp", feature = "tcp_link"))]
 pub mod tcp;
 #[cfg(feature = "system_vmstat")]
 pub mod vmstat;

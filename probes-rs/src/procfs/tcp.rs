@@ -1,5 +1,6 @@
-//! `system_tcp`: one record per TCP socket from `/proc/net/tcp` and
-//! `/proc/net/tcp6`, at most [`MAX_SOCKETS`] per period.
+//! `system_tcp`: one record per TCP socket, at most [`MAX_SOCKETS`] per
+//! period, from the kernel's sock_diag netlink dump (see [`super::sock_diag`])
+//! or, on a kernel without it, from `/proc/net/tcp` and `/proc/net/tcp6`.
 //!
 //! The kernel lists listening sockets first, so under the cap the listeners
 //! are always reported. TIME_WAIT sockets are left out: they belong to no
@@ -12,6 +13,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use super::sock_diag::SockDiag;
 use super::{io_error, Collect, Periodic, PROC_ROOT};
 use crate::api::{Emitter, Probe, ProbeError};
 
@@ -185,8 +187,17 @@ pub fn record_values(s: &TcpSocket) -> Vec<String> {
     ]
 }
 
-/// Streams `<root>/net/tcp` and `<root>/net/tcp6` each period, line by
-/// line, so memory stays small however many sockets there are.
+/// Where the sockets are read from.
+#[derive(Debug)]
+enum Source {
+    /// `<root>/net/tcp{,6}`.
+    Proc,
+    /// sock_diag, opened at the first collection.
+    Netlink(Option<SockDiag>),
+}
+
+/// Reads the sockets each period: from sock_diag (the live collector), or
+/// by streaming `<root>/net/tcp` and `<root>/net/tcp6`.
 #[derive(Debug)]
 pub struct TcpCollector {
     tcp: PathBuf,
@@ -194,6 +205,7 @@ pub struct TcpCollector {
     order: ByteOrder,
     buf: Vec<u8>,
     warned: bool,
+    source: Source,
 }
 
 impl TcpCollector {
@@ -206,7 +218,67 @@ impl TcpCollector {
             order: ByteOrder::NATIVE,
             buf: Vec::new(),
             warned: false,
+            source: Source::Proc,
         }
+    }
+
+    /// The collector of this machine: sock_diag, falling back to `root`'s
+    /// files (with one log line) when the kernel refuses it.
+    pub fn live(root: &Path) -> Self {
+        Self {
+            source: Source::Netlink(None),
+            ..Self::new(root)
+        }
+    }
+
+    /// One period over sock_diag: (emitted, capped).
+    fn collect_netlink(&mut self, emitter: &Emitter) -> std::io::Result<(usize, bool)> {
+        let tcp6 = self.tcp6_in_use();
+        let Source::Netlink(diag) = &mut self.source else {
+            return Ok((0, false));
+        };
+        let diag = match diag {
+            Some(d) => d,
+            None => diag.insert(SockDiag::open()?),
+        };
+        let (mut emitted, mut capped) = (0usize, false);
+        let families: &[i32] = if tcp6 {
+            &[libc::AF_INET, libc::AF_INET6]
+        } else {
+            &[libc::AF_INET]
+        };
+        for &family in families {
+            // The dump is read to its end even past the cap, so the next
+            // period's answer starts clean.
+            diag.dump(family, &mut |sock| {
+                if emitted == MAX_SOCKETS {
+                    capped = true;
+                } else {
+                    emitter.record(TABLE, record_values(&sock));
+                    emitted += 1;
+                }
+            })?;
+        }
+        Ok((emitted, capped))
+    }
+
+    /// One period over `/proc/net/tcp{,6}`: whether the cap was reached.
+    fn collect_proc(&mut self, emitter: &Emitter) -> Result<bool, ProbeError> {
+        let (n4, mut capped) = emit_file(
+            &self.tcp,
+            false,
+            MAX_SOCKETS,
+            self.order,
+            &mut self.buf,
+            emitter,
+        )?;
+        // Every read of /proc/net/tcp6 walks the kernel's whole TCP hash
+        // table, even with no IPv6 socket: skip it when sockstat6 says so.
+        if !capped && self.tcp6_in_use() {
+            let room = MAX_SOCKETS.saturating_sub(n4);
+            capped = emit_file(&self.tcp6, true, room, self.order, &mut self.buf, emitter)?.1;
+        }
+        Ok(capped)
     }
 }
 
@@ -313,20 +385,25 @@ fn read_few_calls(file: &mut File, buf: &mut Vec<u8>, max: usize) -> std::io::Re
 
 impl Collect for TcpCollector {
     fn collect(&mut self, emitter: &Emitter) -> Result<(), ProbeError> {
-        let (n4, mut capped) = emit_file(
-            &self.tcp,
-            false,
-            MAX_SOCKETS,
-            self.order,
-            &mut self.buf,
-            emitter,
-        )?;
-        // Every read of /proc/net/tcp6 walks the kernel's whole TCP hash
-        // table, even with no IPv6 socket: skip it when sockstat6 says so.
-        if !capped && self.tcp6_in_use() {
-            let room = MAX_SOCKETS.saturating_sub(n4);
-            capped = emit_file(&self.tcp6, true, room, self.order, &mut self.buf, emitter)?.1;
-        }
+        let capped = match &self.source {
+            Source::Proc => self.collect_proc(emitter)?,
+            Source::Netlink(_) => match self.collect_netlink(emitter) {
+                Ok((_, capped)) => capped,
+                Err(e) => {
+                    // No inet_diag (module absent, a refused dump): /proc
+                    // from now on. A dump cut midway may have emitted some
+                    // sockets already; /proc re-emits them in the same series.
+                    tracing::warn!(
+                        probe = PROBE,
+                        error = %e,
+                        "sock_diag netlink dump of TCP sockets failed; reading {} instead",
+                        self.tcp.display()
+                    );
+                    self.source = Source::Proc;
+                    self.collect_proc(emitter)?
+                }
+            },
+        };
         if capped && !self.warned {
             self.warned = true;
             tracing::warn!(
@@ -339,9 +416,9 @@ impl Collect for TcpCollector {
     }
 }
 
-/// Builds the probe over the real `/proc`.
+/// Builds the probe over sock_diag, or the real `/proc` without it.
 pub fn build() -> Box<dyn Probe> {
-    Periodic::boxed(PROBE, &[TABLE], TcpCollector::new(Path::new(PROC_ROOT)))
+    Periodic::boxed(PROBE, &[TABLE], TcpCollector::live(Path::new(PROC_ROOT)))
 }
 
 #[cfg(test)]
@@ -617,5 +694,89 @@ mod tests {
         c.collect(&em).expect("collect");
         assert_eq!(drain(&rx).len(), MAX_SOCKETS);
         assert!(c.warned);
+    }
+
+    /// Our own records (a local or remote port among `ports`), sorted.
+    fn ours(recs: Vec<(&'static str, Vec<String>)>, ports: &[String]) -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = recs
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|v| ports.contains(&v[1]) || ports.contains(&v[3]))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn sock_diag_reads_the_same_records_as_proc() {
+        use std::io::Write as _;
+        use std::net::{TcpListener, TcpStream};
+        // Listeners and established pairs of both families, one side with
+        // unread bytes, opened by this test on loopback.
+        let mut keep = Vec::new();
+        let mut ports = Vec::new();
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let l = TcpListener::bind(addr).unwrap_or_else(|e| {
+                panic!("bind {addr} (this test needs IPv4 and IPv6 loopback): {e}")
+            });
+            let at = l.local_addr().expect("addr");
+            let mut c = TcpStream::connect(at).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            c.write_all(b"unread").expect("write");
+            ports.push(at.port().to_string());
+            ports.push(c.local_addr().expect("client addr").port().to_string());
+            keep.push((l, c, s));
+        }
+        // The bytes are in the server's receive queue once both agree. The
+        // reference is the whole of /proc/net/tcp{,6} (the /proc collector
+        // reads at most READ_MAX bytes, which thousands of TIME_WAIT lines
+        // of a busy machine exceed).
+        let whole_proc = || -> Vec<(&'static str, Vec<String>)> {
+            ["/proc/net/tcp", "/proc/net/tcp6"]
+                .iter()
+                .flat_map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    parse_tcp(&text, ByteOrder::NATIVE)
+                        .filter(|s| s.state != TIME_WAIT)
+                        .map(|s| (TABLE, record_values(&s)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut live = TcpCollector::live(Path::new(PROC_ROOT));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..50 {
+            let (em, rx) = emitter(MAX_SOCKETS * 2 + 16);
+            live.collect(&em).expect("sock_diag collect");
+            a = ours(drain(&rx), &ports);
+            b = ours(whole_proc(), &ports);
+            if a == b && a.iter().any(|r| r[7] == "6") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            matches!(live.source, Source::Netlink(Some(_))),
+            "the live collector fell back to /proc: {:?}",
+            live.source
+        );
+        assert_eq!(a.len(), 6, "2 listeners + 2 pairs: {a:?}");
+        assert_eq!(a, b, "sock_diag and /proc disagree");
+        assert!(a.iter().any(|r| r[0] == "::1" && r[4] == "10"), "{a:?}");
+        assert_eq!(a.iter().filter(|r| r[7] == "6").count(), 2, "{a:?}");
+        drop(keep);
+    }
+
+    #[test]
+    fn a_refused_sock_diag_falls_back_to_proc_for_good() {
+        // A UDP socket stands for a kernel that refuses the dump.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let mut c = TcpCollector::live(&fixture_root());
+        c.order = ByteOrder::Little;
+        c.source = Source::Netlink(Some(SockDiag::from_fd(udp.into())));
+        let (em, rx) = emitter(64);
+        c.collect(&em).expect("falls back");
+        assert_eq!(drain(&rx).len(), 10, "the fixture's sockets");
+        assert!(matches!(c.source, Source::Proc));
     }
 }
