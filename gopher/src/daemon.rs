@@ -1188,3 +1188,234 @@ pub async fn serve_http_from(
 pub fn total_dropped(stats: &Stats) -> u64 {
     stats.total_dropped()
 }
+
+/// The shipped `start_check` forms, answered in-process instead of through
+/// `sh`: the default config waits for five servers with them, and running
+/// a shell, `grep` and `wc` for each every 30 s cost more idle CPU than the
+/// probes' own work. Any other command still goes to the shell.
+pub mod native_check {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// A check the agent answers itself.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum NativeCheck {
+        /// `grep -slx NAME /proc/[0-9]*/comm | wc -l`: the processes whose
+        /// command name is NAME as a whole-line basic regex (`.` is any
+        /// character; no other special character is accepted).
+        Comm(String),
+        /// `grep -c . FILE 2>/dev/null || echo 0`: the non-empty lines of
+        /// FILE (0 when it cannot be read).
+        NonEmptyLines(String),
+    }
+
+    /// Recognises `cmd` as one of the forms answered in-process (the words
+    /// must be exactly those; spacing is free).
+    pub fn parse(cmd: &str) -> Option<NativeCheck> {
+        let w: Vec<&str> = cmd.split_whitespace().collect();
+        match w.as_slice() {
+            ["grep", "-slx", name, "/proc/[0-9]*/comm", "|", "wc", "-l"]
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-+@:".contains(&b)) =>
+            {
+                Some(NativeCheck::Comm((*name).to_owned()))
+            }
+            ["grep", "-c", ".", file, "2>/dev/null", "||", "echo", "0"]
+                if file.starts_with('/')
+                    && !file.bytes().any(|b| b"*?[]$`\\\"'{}~;&|<>()".contains(&b)) =>
+            {
+                Some(NativeCheck::NonEmptyLines((*file).to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `pattern` (a basic regex of literals and `.`) matches all of
+    /// `name`.
+    pub fn comm_matches(pattern: &[u8], name: &[u8]) -> bool {
+        pattern.len() == name.len() && pattern.iter().zip(name).all(|(p, c)| *p == b'.' || p == c)
+    }
+
+    /// A /proc scan serves every check made within this long of it: the
+    /// waiting probes start together and recheck on the same period, so
+    /// one scan answers all of them.
+    const SHARED_SCAN: Duration = Duration::from_secs(2);
+
+    /// Command names (`comm`, at most 15 bytes) of every process.
+    type Comms = Vec<([u8; 16], u8)>;
+
+    static LAST_SCAN: Mutex<Option<(Instant, Comms)>> = Mutex::new(None);
+
+    /// Reads `<proc>/<pid>/comm` of every process.
+    pub fn scan_comms(proc_root: &std::path::Path) -> Comms {
+        use std::io::Read as _;
+        let mut out = Comms::new();
+        let Ok(dir) = std::fs::read_dir(proc_root) else {
+            return out;
+        };
+        let mut path = proc_root.to_path_buf();
+        for e in dir.flatten() {
+            let name = e.file_name();
+            if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            path.push(&name);
+            path.push("comm");
+            let mut buf = [0u8; 16];
+            let mut len = 0;
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                // One read: comm is at most 16 bytes with its newline.
+                len = f.read(&mut buf).unwrap_or(0);
+            }
+            path.pop();
+            path.pop();
+            let line = buf[..len].strip_suffix(b"\n").unwrap_or(&buf[..len]);
+            let mut comm = [0u8; 16];
+            comm[..line.len()].copy_from_slice(line);
+            out.push((comm, u8::try_from(line.len()).unwrap_or(0)));
+        }
+        out
+    }
+
+    /// How many processes are named `pattern`, from a scan shared with the
+    /// other checks made at the same moment.
+    fn count_comm(pattern: &str) -> usize {
+        let mut last = LAST_SCAN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = last
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < SHARED_SCAN);
+        if !fresh {
+            *last = Some((Instant::now(), scan_comms(std::path::Path::new("/proc"))));
+        }
+        last.as_ref().map_or(0, |(_, comms)| {
+            comms
+                .iter()
+                .filter(|(c, n)| comm_matches(pattern.as_bytes(), &c[..usize::from(*n)]))
+                .count()
+        })
+    }
+
+    /// The non-empty lines of `path` (0 when it cannot be read).
+    pub fn non_empty_lines(path: &str) -> usize {
+        std::fs::read(path).map_or(0, |b| {
+            b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count()
+        })
+    }
+
+    /// The answer of a recognised `start_check` (the number it would print
+    /// is > 0), or `None` for a command the shell must run.
+    pub fn answer(cmd: &str) -> Option<bool> {
+        Some(match parse(cmd)? {
+            NativeCheck::Comm(name) => count_comm(&name) > 0,
+            NativeCheck::NonEmptyLines(path) => non_empty_lines(&path) > 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod native_check_tests {
+    use super::native_check::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_shipped_forms_are_recognised_and_others_are_left_to_the_shell() {
+        let comm = |n: &str| Some(NativeCheck::Comm(n.to_owned()));
+        assert_eq!(
+            parse("grep -slx nginx /proc/[0-9]*/comm | wc -l"),
+            comm("nginx")
+        );
+        assert_eq!(
+            parse("  grep -slx beam.smp  /proc/[0-9]*/comm |  wc -l "),
+            comm("beam.smp")
+        );
+        assert_eq!(
+            parse("grep -c . /proc/net/ip_vs 2>/dev/null || echo 0"),
+            Some(NativeCheck::NonEmptyLines("/proc/net/ip_vs".into()))
+        );
+        for shell in [
+            "pgrep -c myapp",
+            "grep -slx 'nginx' /proc/[0-9]*/comm | wc -l",
+            "grep -slx ngin* /proc/[0-9]*/comm | wc -l",
+            "grep -slx nginx /proc/[0-9]*/comm | wc -l; touch /tmp/x",
+            "grep -sl nginx /proc/[0-9]*/comm | wc -l",
+            "grep -c . /proc/net/ip_vs || echo 0",
+            "grep -c . $HOME/x 2>/dev/null || echo 0",
+            "ps -ef | grep 'redis\\|keydb' | grep -v grep | wc -l",
+        ] {
+            assert_eq!(parse(shell), None, "{shell}");
+        }
+    }
+
+    #[test]
+    fn dot_is_any_character_and_the_whole_name_must_match() {
+        assert!(comm_matches(b"beam.smp", b"beam.smp"));
+        assert!(comm_matches(b"beam.smp", b"beamXsmp"));
+        assert!(!comm_matches(b"nginx", b"nginx:"));
+        assert!(!comm_matches(b"nginx", b"ngin"));
+        assert!(!comm_matches(b"nginx", b"Nginx"));
+    }
+
+    /// Runs `cmd` through the shell and returns its first line's number.
+    fn shell_count(cmd: &str) -> usize {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .expect("run sh");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn answers_agree_with_the_shell() {
+        // A process of a known name: a copy of `sleep` under a name of our own.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("gg-chk.x");
+        std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+        let mut child = std::process::Command::new(&bin)
+            .arg("30")
+            .spawn()
+            .expect("start the named process");
+        let count = |pat: &str| {
+            scan_comms(std::path::Path::new("/proc"))
+                .iter()
+                .filter(|(c, n)| comm_matches(pat.as_bytes(), &c[..usize::from(*n)]))
+                .count()
+        };
+        for name in ["gg-chk.x", "gg-chk.y", "gg-chk..", "gg-nothing"] {
+            let cmd = format!("grep -slx {name} /proc/[0-9]*/comm | wc -l");
+            assert!(parse(&cmd).is_some(), "{cmd}");
+            assert_eq!(count(name), shell_count(&cmd), "{cmd}");
+        }
+        assert_eq!(count("gg-chk.x"), 1);
+        assert_eq!(
+            answer("grep -slx gg-chk.x /proc/[0-9]*/comm | wc -l"),
+            Some(true)
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let file = dir.path().join("lines");
+        std::fs::write(&file, "a\n\nb\n").expect("write");
+        for path in [file.display().to_string(), "/nonexistent/x".to_owned()] {
+            let cmd = format!("grep -c . {path} 2>/dev/null || echo 0");
+            assert_eq!(non_empty_lines(&path), shell_count(&cmd), "{cmd}");
+        }
+        assert_eq!(
+            answer("grep -c . /nonexistent/x 2>/dev/null || echo 0"),
+            Some(false)
+        );
+        // And through the supervisor's entry point, which uses them.
+        assert!(!crate::probe::extend::start_check(
+            "grep -slx gg-nothing-here /proc/[0-9]*/comm | wc -l",
+            Duration::from_secs(5)
+        )
+        .expect("answer"));
+    }
+}
