@@ -552,6 +552,10 @@ pub enum StartCheckError {
 /// Runs a `start_check` command through the shell and says whether the
 /// first line of its output is a number greater than zero (docs/compat.md §4).
 pub fn start_check(cmd: &str, timeout: Duration) -> Result<bool, StartCheckError> {
+    // The shipped forms are answered without a shell (crate::daemon::native_check).
+    if let Some(yes) = crate::daemon::native_check::answer(cmd) {
+        return Ok(yes);
+    }
     let mut child = shell_command(cmd)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
