@@ -1,5 +1,7 @@
 //! `gala-gopher`: the node agent binary, a thin layer over the `gopher` library.
 
+mod settle;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -714,8 +716,17 @@ impl Agent {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        // Once, after the start: give back what only the start needed.
+        let settle_at = tokio::time::sleep(settle::AFTER);
+        tokio::pin!(settle_at);
+        let mut settled = false;
         let code = loop {
             tokio::select! {
+                () = &mut settle_at, if !settled => {
+                    settled = true;
+                    let s = settle::settle();
+                    tracing::debug!(mappings = s.mappings, file_kb = s.file_kb, "start-up memory given back");
+                }
                 got = next(&mut self.signals.term) => {
                     if got {
                         tracing::info!("SIGTERM received");
