@@ -8,9 +8,44 @@ use crate::identity::Identity;
 use crate::ingress::{Accepted, Event};
 use crate::meta::{FieldType, Table};
 
-/// Appends `s` as a JSON string literal. Runs of characters that need no
-/// escaping (nearly all of them) are copied in one go.
+/// Whether `s` holds a byte that JSON escapes (`"`, `\\`, or below 0x20).
+/// Looks at 8 bytes at a time; a false positive would only take the slow
+/// path of [`push_str`], which escapes exactly.
+#[inline]
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Bytes of `x` below `n` (n <= 0x80) set their high bit here.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_ne_bytes(w);
+        let hit = below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1);
+        if hit & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Appends `s` as a JSON string literal. A string that needs no escaping
+/// (nearly all of them) is copied in one go; otherwise runs of characters
+/// between escapes are.
 pub fn push_str(out: &mut String, s: &str) {
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
@@ -42,16 +77,37 @@ fn push_kv(out: &mut String, k: &str, v: &str) {
     push_str(out, v);
 }
 
+/// Appends `n` in decimal (without the formatting machinery of `write!`).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Digits are ASCII.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
 /// One metric record: `{"timestamp":ms,"machine_id":..,"hostname":..,
 /// "entity_name":..,"table_name":..,"<field>":"<value>",...}`; null values
 /// are left out, every value is a string.
 pub fn metric(out: &mut String, id: &Identity, rec: &Accepted) {
     let t = &rec.table;
-    let _ = write!(out, "{{\"timestamp\":{}", rec.timestamp_ms);
-    push_kv(out, "machine_id", &id.machine_id);
-    push_kv(out, "hostname", &id.hostname);
-    push_kv(out, "entity_name", &t.entity);
-    push_kv(out, "table_name", &t.name);
+    out.push_str("{\"timestamp\":");
+    push_u64(out, rec.timestamp_ms);
+    out.push_str(",\"machine_id\":");
+    push_str(out, &id.machine_id);
+    out.push_str(",\"hostname\":");
+    push_str(out, &id.hostname);
+    out.push_str(",\"entity_name\":");
+    push_str(out, &t.entity);
+    out.push_str(",\"table_name\":");
+    push_str(out, &t.name);
     for (f, v) in t.fields.iter().zip(&rec.values) {
         if !v.is_empty() {
             push_kv(out, &f.name, v);
@@ -177,6 +233,37 @@ mod tests {
         assert_eq!(s, r#""a\"b\\c\nd\re\tf\u0001g é""#);
         let back: String = serde_json::from_str(&s).expect("valid JSON");
         assert_eq!(back, "a\"b\\c\nd\re\tf\u{1}g é");
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_escaping_path() {
+        // Every byte that JSON escapes, at every position of strings long
+        // enough for the 8-byte scan, and bytes next to them that do not.
+        let specials = [
+            '"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', ' ', '!', '#', '[', ']', 'é',
+        ];
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for &c in &specials {
+                    let text: String = (0..len).map(|i| if i == pos { c } else { 'a' }).collect();
+                    let mut s = String::new();
+                    push_str(&mut s, &text);
+                    let back: String = serde_json::from_str(&s).expect("valid JSON");
+                    assert_eq!(back, text, "{s}");
+                    let plain = !text.contains(['"', '\\']) && !text.chars().any(|c| c < ' ');
+                    assert_eq!(s == format!("\"{text}\""), plain, "{s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for n in [0, 7, 10, 1_700_000_000_123, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]

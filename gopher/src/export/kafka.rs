@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use self::dl::{code, Events, Producer};
 
-use self::backlog::{Backlog, Pending, CHANNELS};
+use self::backlog::{Backlog, CHANNELS};
 pub use self::client::Bounds;
 use super::partition;
 use crate::config::{self, Config, OutChannel};
@@ -597,7 +597,9 @@ impl KafkaExporter {
             }
         }
         let ctx = self.producer.events();
-        let p = Pending::new(ch, self.key.as_bytes(), self.payload.as_bytes());
+        let p = self
+            .backlog
+            .pending(ch, self.key.as_bytes(), self.payload.as_bytes());
         self.backlog.push_bounded(
             p,
             ctx.in_flight(),
@@ -618,7 +620,9 @@ impl KafkaExporter {
                 Ok(false) => break,
                 Err(e) => self.producer.events().failed(ch, &e),
             }
-            self.backlog.pop_front();
+            if let Some(p) = self.backlog.pop_front() {
+                self.backlog.recycle(p);
+            }
         }
     }
 

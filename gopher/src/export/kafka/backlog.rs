@@ -6,25 +6,40 @@ use std::collections::VecDeque;
 
 /// Number of channels (metric, event, meta).
 pub const CHANNELS: usize = 3;
+/// Buffers of sent messages kept for the next ones (no allocation per
+/// message while librdkafka's window is full).
+const SPARE_MAX: usize = 256;
+/// Buffers larger than this are freed rather than kept.
+const SPARE_BYTES_MAX: usize = 4096;
 
 /// One formatted message: key and payload in one allocation.
 #[derive(Debug)]
 pub struct Pending {
     /// The channel's index.
     pub channel: usize,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     key_len: usize,
 }
 
 impl Pending {
     /// A message of `channel` with `key` and `payload`.
     pub fn new(channel: usize, key: &[u8], payload: &[u8]) -> Self {
-        let mut buf = Vec::with_capacity(key.len() + payload.len());
+        Self::in_buffer(
+            Vec::with_capacity(key.len() + payload.len()),
+            channel,
+            key,
+            payload,
+        )
+    }
+
+    /// As [`new`](Self::new), in `buf` (emptied first).
+    fn in_buffer(mut buf: Vec<u8>, channel: usize, key: &[u8], payload: &[u8]) -> Self {
+        buf.clear();
         buf.extend_from_slice(key);
         buf.extend_from_slice(payload);
         Self {
             channel,
-            buf: buf.into_boxed_slice(),
+            buf,
             key_len: key.len(),
         }
     }
@@ -54,9 +69,28 @@ pub struct Backlog {
     pub messages_of: [u64; CHANNELS],
     /// Bytes waiting, per channel.
     pub bytes_of: [u64; CHANNELS],
+    /// Buffers of messages already handed on, for reuse.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Backlog {
+    /// A message of `channel` with `key` and `payload`, in a spare buffer
+    /// when there is one.
+    pub fn pending(&mut self, channel: usize, key: &[u8], payload: &[u8]) -> Pending {
+        match self.spare.pop() {
+            Some(buf) => Pending::in_buffer(buf, channel, key, payload),
+            None => Pending::new(channel, key, payload),
+        }
+    }
+
+    /// Keeps the buffer of `p`, which has been handed on, for a later
+    /// message.
+    pub fn recycle(&mut self, p: Pending) {
+        if self.spare.len() < SPARE_MAX && p.buf.capacity() <= SPARE_BYTES_MAX {
+            self.spare.push(p.buf);
+        }
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -148,6 +182,15 @@ mod tests {
         let first = b.pop_front().expect("one");
         assert_eq!(first.payload(), &[6u8; 9][..], "the newest are kept");
         assert_eq!(first.key(), b"k");
+        // Its buffer serves the next message, which reads as its own.
+        let buf = first.buf.as_ptr();
+        b.recycle(first);
+        let again = b.pending(2, b"key", b"pay");
+        assert_eq!(again.buf.as_ptr(), buf);
+        assert_eq!(
+            (again.key(), again.payload(), again.len()),
+            (&b"key"[..], &b"pay"[..], 6)
+        );
         assert_eq!(b.messages_of, [1, 2, 0]);
         assert_eq!(b.bytes, 30);
         assert_eq!(b.bytes_of, [10, 20, 0]);
