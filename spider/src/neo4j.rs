@@ -863,7 +863,7 @@ mod tests {
         let hosts: BTreeSet<String> = processes.iter().map(|p| p.host.clone()).collect();
         Topology {
             hosts: hosts.into_iter().collect(),
-            processes,
+            processes: processes.into(),
             edges: edges
                 .iter()
                 .map(|(s, t, lc)| Edge {

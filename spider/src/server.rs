@@ -221,7 +221,7 @@ mod tests {
         let t = Topology {
             timestamp_ms: 42,
             hosts: vec!["a".into(), "b".into()],
-            processes: vec![p("a.cli", "a", "cli"), p("b.srv", "b", "srv")],
+            processes: vec![p("a.cli", "a", "cli"), p("b.srv", "b", "srv")].into(),
             edges: vec![
                 Edge {
                     link_count: 2,
@@ -237,7 +237,8 @@ mod tests {
                     domains: vec!["x.example".into(), "y.example".into()],
                     ..Edge::tcp("a.cli", "b.srv")
                 },
-            ],
+            ]
+            .into(),
             ..Topology::default()
         };
         let v = entities(&t);

@@ -278,13 +278,118 @@ pub struct Topology {
     /// Host names.
     pub hosts: Vec<String>,
     /// Process nodes, by id.
-    pub processes: Vec<ProcessNode>,
+    pub processes: Items<ProcessNode>,
     /// Edges, by (source, target, kind).
-    pub edges: Vec<Edge>,
+    pub edges: Items<Edge>,
     /// LB flow halves, by (flow_id, half).
     pub lb_flows: Vec<LbHalf>,
     /// Counts.
     pub stats: SnapshotStats,
+}
+
+/// A list of a snapshot (its processes, its edges): shared, item by item,
+/// with the builder and the other snapshots, so that publishing a graph of
+/// which little changed costs little. Reads as a slice (`iter`, `len`,
+/// indexing, `&Arc<T>` dereferencing to `T`); made from a `Vec<T>` or an
+/// iterator of `T`; serializes as a JSON array of the items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Items<T>(Vec<Arc<T>>);
+
+impl<T> Default for Items<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> std::ops::Deref for Items<T> {
+    type Target = [Arc<T>];
+    fn deref(&self) -> &[Arc<T>] {
+        &self.0
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Items<T> {
+    type Item = &'a Arc<T>;
+    type IntoIter = std::slice::Iter<'a, Arc<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T> FromIterator<T> for Items<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Self(iter.into_iter().map(Arc::new).collect())
+    }
+}
+
+impl<T> From<Vec<T>> for Items<T> {
+    fn from(v: Vec<T>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl<T: PartialEq> PartialEq<[T]> for Items<T> {
+    fn eq(&self, other: &[T]) -> bool {
+        self.0.len() == other.len() && self.0.iter().zip(other).all(|(a, b)| **a == *b)
+    }
+}
+
+impl<T: PartialEq> PartialEq<Vec<T>> for Items<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        *self == **other
+    }
+}
+
+impl<T: PartialEq, const N: usize> PartialEq<[T; N]> for Items<T> {
+    fn eq(&self, other: &[T; N]) -> bool {
+        *self == other[..]
+    }
+}
+
+impl<T: Serialize> Serialize for Items<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|a| &**a))
+    }
+}
+
+/// Replaces in `list` (sorted by `cmp`) the items at the sorted, distinct
+/// positions `gone` and inserts `new`, in one pass.
+fn patch<T>(
+    list: &mut Vec<Arc<T>>,
+    gone: &[usize],
+    mut new: Vec<Arc<T>>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) {
+    if gone.is_empty() && new.is_empty() {
+        return;
+    }
+    new.sort_unstable_by(|a, b| cmp(a, b));
+    let old = std::mem::take(list);
+    // Where each new item goes among the old ones.
+    let at: Vec<usize> = new
+        .iter()
+        .map(|n| old.partition_point(|o| cmp(o, n).is_lt()))
+        .collect();
+    let mut out = Vec::with_capacity(old.len() + new.len() - gone.len());
+    let (mut g, mut a) = (0, 0);
+    let mut new = new.into_iter();
+    for (i, o) in old.into_iter().enumerate() {
+        while a < at.len() && at[a] == i {
+            out.extend(new.next());
+            a += 1;
+        }
+        if g < gone.len() && gone[g] == i {
+            g += 1;
+            continue;
+        }
+        out.push(o);
+    }
+    out.extend(new);
+    *list = out;
+}
+
+fn edge_key(e: &Edge) -> (&str, &str, &'static str) {
+    (&e.source, &e.target, e.kind)
 }
 
 fn node_id(host: &str, name: &str) -> String {
@@ -360,10 +465,6 @@ impl Interner {
         &self.strs[id as usize]
     }
 
-    fn arc(&self, id: Id) -> &Arc<str> {
-        &self.strs[id as usize]
-    }
-
     fn acquire(&mut self, s: &str) -> Id {
         if let Some(&id) = self.map.get(s) {
             self.refs[id as usize] += 1;
@@ -431,7 +532,11 @@ enum Match {
     Pending,
     Unmatched,
     SelfLink,
+    /// To servers of its exact address (a change of its listening address
+    /// that is not one of those cannot change it).
     Matched,
+    /// To the processes serving the server address.
+    Fallback,
 }
 
 /// One live tcp_link observation (a slot; `live` false when free).
@@ -582,12 +687,16 @@ pub struct Builder {
     self_links: usize,
     /// LB flows over TCP edges, from the last snapshot.
     flows: HashMap<EdgeKey, Vec<String>>,
-    /// Published: process nodes by id, hosts (counted), edges by key, DNS
-    /// edge keys.
-    out_procs: BTreeMap<Arc<str>, ProcessNode>,
+    /// Published: process nodes by id, hosts (counted), edges by key (the
+    /// lists of the last snapshot), the DNS edges' keys.
+    pub_procs: Vec<Arc<ProcessNode>>,
     out_hosts: BTreeMap<Arc<str>, u32>,
-    out_edges: BTreeMap<OutKey, Edge>,
+    pub_hosts: Vec<String>,
+    pub_edges: Vec<Arc<Edge>>,
     out_dns: Vec<OutKey>,
+    /// Published ids of nodes gone since the last snapshot.
+    gone_procs: Vec<Arc<str>>,
+    hosts_changed: bool,
 }
 
 impl Builder {
@@ -632,10 +741,13 @@ impl Builder {
             unmatched: 0,
             self_links: 0,
             flows: HashMap::default(),
-            out_procs: BTreeMap::new(),
+            pub_procs: Vec::new(),
             out_hosts: BTreeMap::new(),
-            out_edges: BTreeMap::new(),
+            pub_hosts: Vec::new(),
+            pub_edges: Vec::new(),
             out_dns: Vec::new(),
+            gone_procs: Vec::new(),
+            hosts_changed: false,
         }
     }
 
@@ -789,6 +901,19 @@ impl Builder {
         }
     }
 
+    /// The clients of a server observation's exact address.
+    fn dirty_exact(&mut self, k: LinkKey) {
+        if let Some(v) = self.clients3.get(&(k.cip, k.sip, k.port)) {
+            for &c in v {
+                let l = &mut self.links[c as usize];
+                if !l.dirty {
+                    l.dirty = true;
+                    self.dirty_clients.push(c);
+                }
+            }
+        }
+    }
+
     fn dirty_listen(&mut self, k: (Id, u16)) {
         if let Some(g) = self.listen.get_mut(&k) {
             if !g.dirty {
@@ -864,6 +989,7 @@ impl Builder {
                 self.exact.entry(ek).or_default().push(i);
                 self.listen.entry(lk).or_default().servers.push(i);
                 self.dirty_listen(lk);
+                self.dirty_exact(key);
             }
             Role::Client => {
                 self.listen.entry(lk).or_default().clients.push(i);
@@ -894,6 +1020,7 @@ impl Builder {
                     vec_remove(&mut g.servers, i);
                 }
                 self.dirty_listen(lk);
+                self.dirty_exact(key);
             }
             Role::Client => {
                 self.unapply(i);
@@ -998,7 +1125,7 @@ impl Builder {
         nd.live = false;
         let (host, name, service) = (nd.host, nd.name, nd.service);
         if let Some(out) = nd.out.take() {
-            self.unpublish_proc(&out);
+            self.gone_procs.push(out);
         }
         self.node_index.remove(&(host, name, service));
         if let Some(g) = self.groups.get_mut(&(host, name)) {
@@ -1014,24 +1141,13 @@ impl Builder {
         self.free_nodes.push(n);
     }
 
-    fn unpublish_proc(&mut self, id: &Arc<str>) {
-        if let Some(p) = self.out_procs.remove(id) {
-            if let Some(c) = self.out_hosts.get_mut(p.host.as_str()) {
-                *c -= 1;
-                if *c == 0 {
-                    self.out_hosts.remove(p.host.as_str());
-                }
-            }
-        }
-    }
-
     /// Takes a client observation's part out of its edges.
     fn unapply(&mut self, i: u32) {
         let l = &mut self.links[i as usize];
         match l.state {
             Match::Unmatched => self.unmatched -= 1,
             Match::SelfLink => self.self_links -= 1,
-            Match::Pending | Match::Matched => {}
+            Match::Pending | Match::Matched | Match::Fallback => {}
         }
         l.state = Match::Pending;
         if l.contrib.is_empty() {
@@ -1091,7 +1207,8 @@ impl Builder {
                     .map(|&s| (links[s as usize].node, s)),
             );
         }
-        if targets.is_empty() {
+        let exact = !targets.is_empty();
+        if !exact {
             if let Some(g) = self.listen.get(&(key.sip, key.port)) {
                 for &s in g.servers.iter().filter(|&&s| usable(s)) {
                     let n = links[s as usize].node;
@@ -1112,17 +1229,19 @@ impl Builder {
             targets.retain(|&(d, _)| d != src);
             if targets.is_empty() {
                 Match::SelfLink
-            } else {
+            } else if exact {
                 Match::Matched
+            } else {
+                Match::Fallback
             }
         };
         match state {
             Match::Unmatched => self.unmatched += 1,
             Match::SelfLink => self.self_links += 1,
-            Match::Pending | Match::Matched => {}
+            Match::Pending | Match::Matched | Match::Fallback => {}
         }
         self.links[i as usize].state = state;
-        if state != Match::Matched {
+        if !matches!(state, Match::Matched | Match::Fallback) {
             return;
         }
         targets.sort_unstable();
@@ -1236,7 +1355,9 @@ impl Builder {
             g.dirty = false;
             let clients = std::mem::take(&mut g.clients);
             for &c in &clients {
-                self.dirty_client(c);
+                if self.links[c as usize].state != Match::Matched {
+                    self.dirty_client(c);
+                }
             }
             let g = self.listen.get_mut(&lk).expect("listen group");
             g.clients = clients;
@@ -1342,27 +1463,7 @@ impl Builder {
 
         self.name_groups();
         self.publish_nodes();
-        self.publish_edges();
-
-        // DNS edges, all derived again (few).
-        for k in std::mem::take(&mut self.out_dns) {
-            self.out_edges.remove(&k);
-        }
-        for ((s, t), (link_count, domains)) in dns_edges {
-            let (si, ti) = (
-                Arc::clone(&self.nodes[s as usize].id),
-                Arc::clone(&self.nodes[t as usize].id),
-            );
-            let e = Edge {
-                kind: "dns",
-                link_count,
-                domains,
-                ..Edge::tcp(&*si, &*ti)
-            };
-            let k = (si, ti, "dns");
-            self.out_dns.push(k.clone());
-            self.out_edges.insert(k, e);
-        }
+        self.publish_edges(dns_edges);
 
         let id = |n: u32| self.nodes[n as usize].id.to_string();
         let mut lb_flows: Vec<LbHalf> = lb_flows_raw
@@ -1382,9 +1483,9 @@ impl Builder {
         });
         Topology {
             timestamp_ms: now_ms,
-            hosts: self.out_hosts.keys().map(|h| h.to_string()).collect(),
-            processes: self.out_procs.values().cloned().collect(),
-            edges: self.out_edges.values().cloned().collect(),
+            hosts: self.pub_hosts.clone(),
+            processes: Items(self.pub_procs.clone()),
+            edges: Items(self.pub_edges.clone()),
             lb_flows,
             stats,
         }
@@ -1614,9 +1715,29 @@ impl Builder {
         }
     }
 
+    /// Counts a published process of `host` (`d` = 1) or one gone (-1).
+    fn count_host(&mut self, host: &str, up: bool) {
+        if up {
+            match self.out_hosts.get_mut(host) {
+                Some(c) => *c += 1,
+                None => {
+                    self.out_hosts.insert(Arc::from(host), 1);
+                    self.hosts_changed = true;
+                }
+            }
+        } else if let Some(c) = self.out_hosts.get_mut(host) {
+            *c -= 1;
+            if *c == 0 {
+                self.out_hosts.remove(host);
+                self.hosts_changed = true;
+            }
+        }
+    }
+
     fn publish_nodes(&mut self) {
         let dirty = std::mem::take(&mut self.dirty_nodes);
-        // Unpublish first: an id may move from one node to another.
+        // Out first: an id may move from one node to another.
+        let mut gone = std::mem::take(&mut self.gone_procs);
         for &n in &dirty {
             let nd = &mut self.nodes[n as usize];
             nd.dirty = false;
@@ -1624,9 +1745,22 @@ impl Builder {
                 continue;
             }
             if let Some(out) = nd.out.take() {
-                self.unpublish_proc(&out);
+                gone.push(out);
             }
         }
+        let mut at: Vec<usize> = Vec::with_capacity(gone.len());
+        for id in &gone {
+            if let Ok(i) = self.pub_procs.binary_search_by(|p| p.id.as_str().cmp(id)) {
+                at.push(i);
+            }
+        }
+        at.sort_unstable();
+        at.dedup();
+        for &i in &at {
+            let host = Arc::clone(&self.pub_procs[i]);
+            self.count_host(&host.host, false);
+        }
+        let mut new = Vec::new();
         for &n in &dirty {
             let nd = &self.nodes[n as usize];
             if !nd.live
@@ -1644,36 +1778,47 @@ impl Builder {
             pids.sort_unstable();
             pids.dedup();
             let id = Arc::clone(&nd.id);
-            let host = self.strs.arc(nd.host);
             let p = ProcessNode {
                 id: id.to_string(),
                 name: self.strs.str(nd.name).to_owned(),
-                host: host.to_string(),
+                host: self.strs.str(nd.host).to_owned(),
                 pids,
                 display: id.to_string(),
                 service: self.strs.str(nd.service).to_owned(),
             };
-            *self.out_hosts.entry(Arc::clone(host)).or_insert(0) += 1;
-            if let Some(old) = self.out_procs.insert(Arc::clone(&id), p) {
-                // Two nodes with one id cannot be; keep the host count right.
-                if let Some(c) = self.out_hosts.get_mut(old.host.as_str()) {
-                    *c -= 1;
-                }
-            }
+            self.count_host(&p.host, true);
+            new.push(Arc::new(p));
             self.nodes[n as usize].out = Some(id);
+        }
+        patch(&mut self.pub_procs, &at, new, |a, b| a.id.cmp(&b.id));
+        if std::mem::take(&mut self.hosts_changed) {
+            self.pub_hosts = self.out_hosts.keys().map(|h| h.to_string()).collect();
         }
     }
 
-    fn publish_edges(&mut self) {
+    /// Publishes the changed TCP edges and this snapshot's DNS edges.
+    fn publish_edges(&mut self, dns_edges: BTreeMap<EdgeKey, (u64, Vec<String>)>) {
         let dirty = std::mem::take(&mut self.dirty_edges);
+        let mut gone = std::mem::take(&mut self.out_dns);
         for k in &dirty {
             if let Some(e) = self.edges.get_mut(k) {
                 e.dirty = false;
                 if let Some((s, t)) = e.out.take() {
-                    self.out_edges.remove(&(s, t, "tcp"));
+                    gone.push((s, t, "tcp"));
                 }
             }
         }
+        let mut at: Vec<usize> = gone
+            .iter()
+            .filter_map(|(s, t, k)| {
+                self.pub_edges
+                    .binary_search_by(|e| edge_key(e).cmp(&(s, t, k)))
+                    .ok()
+            })
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut new = Vec::with_capacity(dirty.len() + dns_edges.len());
         for k in dirty {
             let Some(e) = self.edges.get(&k) else {
                 continue;
@@ -1694,7 +1839,7 @@ impl Builder {
             }
             let mut ports: Vec<u16> = e.ports.iter().map(|&(p, _)| p).collect();
             ports.sort_unstable();
-            let edge = Edge {
+            new.push(Arc::new(Edge {
                 link_count: e.link_count,
                 tx_bytes: e.tx_bytes,
                 rx_bytes: e.rx_bytes,
@@ -1704,13 +1849,28 @@ impl Builder {
                 server_ports: ports,
                 flows: self.flows.get(&k).cloned().unwrap_or_default(),
                 ..Edge::tcp(&*s, &*t)
-            };
-            self.out_edges
-                .insert((Arc::clone(&s), Arc::clone(&t), "tcp"), edge);
+            }));
             if let Some(e) = self.edges.get_mut(&k) {
                 e.out = Some((s, t));
             }
         }
+        // DNS edges, all derived again (few).
+        for ((s, t), (link_count, domains)) in dns_edges {
+            let (si, ti) = (
+                Arc::clone(&self.nodes[s as usize].id),
+                Arc::clone(&self.nodes[t as usize].id),
+            );
+            new.push(Arc::new(Edge {
+                kind: "dns",
+                link_count,
+                domains,
+                ..Edge::tcp(&*si, &*ti)
+            }));
+            self.out_dns.push((si, ti, "dns"));
+        }
+        patch(&mut self.pub_edges, &at, new, |a, b| {
+            edge_key(a).cmp(&edge_key(b))
+        });
     }
 }
 
