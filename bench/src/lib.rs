@@ -109,3 +109,7 @@ impl Drop for Proc {
 
 /// The soak run, shared by the `soak` benchmark and its test.
 pub mod soak;
+
+/// Several spiders in one consumer group against one: the simulated
+/// cluster and the graph comparison (spider_cluster and its test).
+pub mod cluster;
