@@ -770,7 +770,7 @@ impl Sink {
         stmts.extend(diff(&base, &new, &self.writer));
         let mut refused = false;
         for s in &stmts {
-            match self.client.run(s) {
+            match self.run_retrying(s) {
                 Ok(data) => {
                     self.stats.neo4j_statements.fetch_add(1, Ordering::Relaxed);
                     let no_row = data["values"].as_array().is_none_or(Vec::is_empty);
@@ -817,6 +817,23 @@ impl Sink {
         }
         if !refused {
             self.last_error.clear();
+        }
+    }
+
+    /// Runs a statement; a transient refusal (a deadlock between writers,
+    /// `Neo.TransientError.*`) is retried up to three times.
+    fn run_retrying(&self, s: &Statement) -> Result<Value, Neo4jError> {
+        let mut tries = 0;
+        loop {
+            match self.client.run(s) {
+                Err(Neo4jError::Server { message, .. })
+                    if tries < 3 && message.starts_with("Neo.TransientError.") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20 * tries));
+                }
+                r => return r,
+            }
         }
     }
 
