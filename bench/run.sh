@@ -50,3 +50,6 @@ echo "== eBPF haproxy_link: wrk through the stock haproxy, the probe attached an
 
 echo "== soak: one hour of 1k conn/s, 10k records/s of an extend probe, a scrape every 5 s (root; plot in $out/soak.png)"
 "$target/soak" --gopher "$target/gala-gopher" --minutes 60 --out-dir "$out" | tee "$out/soak.txt"
+
+echo "== gala-spider consumer group: 1000 simulated nodes through a 6-partition topic, 3 spiders against 1"
+"$target/spider_cluster" --hosts 1000 --rounds 12 --period 5 | tee "$out/spider_cluster.txt"
