@@ -113,6 +113,22 @@ impl Spider {
         Ok(s)
     }
 
+    /// CPU seconds (user + system) the spider used so far.
+    fn cpu_s(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self._proc.0.id()))
+            .unwrap_or_default();
+        // After the command name (in parentheses): fields 3.., utime and
+        // stime are the 14th and 15th of the line.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / hz
+    }
+
     fn received(&self) -> u64 {
         get(self.port, "/metrics")
             .ok()
@@ -268,6 +284,13 @@ fn main() -> anyhow::Result<()> {
         let used = start.elapsed();
         std::thread::sleep(Duration::from_secs(period).saturating_sub(used));
     }
+    let cpu_one = one.cpu_s();
+    let cpu_group: Vec<f64> = three.iter().map(Spider::cpu_s).collect();
+    let busiest = cpu_group.iter().copied().fold(0.0, f64::max);
+    println!(
+        "CPU: the single spider {cpu_one:.2} s; the group's spiders {cpu_group:.2?} s: the busiest of the group at {:.2}x the single spider (an even share is 0.33)",
+        busiest / cpu_one.max(1e-9)
+    );
     let lag = median(lags.clone());
     let worst = lags.iter().copied().fold(0.0, f64::max);
     println!(
