@@ -13,20 +13,28 @@ use crate::spider::{artifacts, require_root};
 
 /// Bounds that catch a leak without flaking on a loaded CI box.
 ///
+/// The default config's probes see the whole machine: tcp_link every
+/// connection of every test running beside, system_tcp every socket, and the
+/// "auto" LB probes attach when another test starts nginx or haproxy. The
+/// one-hour soak (bench/RESULTS.md, "Soak") saw such a burst from another
+/// job (more than 4 096 sockets for a minute) raise the release agent's RSS
+/// by 5 MB, kept after it (malloc keeps its high-water mark), and an LB probe
+/// attaching add 5 fds.
+///
 /// RSS: compared from minute 2 (the churned series have expired once, at
-/// `record_timeout` = 60 s, so the store is at its steady size) to minute
-/// 4-5. 10 % of the debug agent's RSS (~20 MB) is ~2 MB in ~2.5 min, about
-/// 13 kB/s: a leak of 2 bytes per record (10 000/s) or of 13 bytes per
-/// connection (1 000/s) fails it; the agent's own variation between two
-/// steady minutes was well under 2 % here. Fds: a leaked socket or pipe per
-/// connection or per scrape would be thousands; 8 covers a probe's restart
-/// or a log file rotated. Series: the churn keeps the count within a few
-/// percent; 10 % would be hundreds of series gained or lost. Load: a loaded
-/// box may deliver less than asked; half is still a soak, and an agent that
-/// stalls its probe's pipe shows here.
+/// `record_timeout` = 60 s, so the store is at its steady size) to the last
+/// minute. 20 % of the debug agent's RSS (~25 MB) is ~5 MB in ~2.5 min,
+/// about 33 kB/s: a leak of 4 bytes per record (10 000/s) or of 33 bytes per
+/// connection (1 000/s) fails it, one burst as above does not. Fds: a leaked
+/// fd per connection or per record would be thousands, one per scrape 36;
+/// 24 leaves room for the three LB probes attaching. Series: the soak's own
+/// tables (3 000 live series plus the churned ones waiting for the sweep);
+/// 10 % would be 400 series gained or lost. Load: a loaded box may deliver
+/// less than asked; half is still a soak, and an agent that stalls its
+/// probe's pipe shows here.
 const BOUNDS: Bounds = Bounds {
-    rss_growth_pct: 10.0,
-    fd_slack: 8,
+    rss_growth_pct: 20.0,
+    fd_slack: 24,
     series_change_pct: 10.0,
     min_load: 0.5,
 };
