@@ -262,12 +262,16 @@ impl ConnVal {
         let role = r.u8()?;
         let pid_src = r.u8()?;
         let _pad = r.u16()?;
+        let comm = r.take()?;
+        let ino = r.u64()?;
+        let samples = r.u32()?;
+        let key = ConnKey::decode(&r.take::<CONN_KEY_SIZE>()?)?;
         Some(Self {
             sk,
             pid,
             role,
             pid_src,
-            comm: r.take()?,
+            comm,
             rx_bytes: r.u64()?,
             tx_bytes: r.u64()?,
             segs_in: r.u32()?,
@@ -275,9 +279,9 @@ impl ConnVal {
             retrans: r.u32()?,
             drops: r.u32()?,
             srtt_us: r.u32()?,
-            samples: r.u32()?,
-            ino: r.u64()?,
-            key: ConnKey::decode(&r.take::<CONN_KEY_SIZE>()?)?,
+            samples,
+            ino,
+            key,
         })
     }
 
@@ -289,23 +293,23 @@ impl ConnVal {
         o[12] = self.role;
         o[13] = self.pid_src;
         o[16..32].copy_from_slice(&self.comm);
-        o[32..40].copy_from_slice(&self.rx_bytes.to_ne_bytes());
-        o[40..48].copy_from_slice(&self.tx_bytes.to_ne_bytes());
+        o[32..40].copy_from_slice(&self.ino.to_ne_bytes());
+        o[40..44].copy_from_slice(&self.samples.to_ne_bytes());
+        o[44..88].copy_from_slice(&self.key.encode());
+        o[88..96].copy_from_slice(&self.rx_bytes.to_ne_bytes());
+        o[96..104].copy_from_slice(&self.tx_bytes.to_ne_bytes());
         for (i, v) in [
             self.segs_in,
             self.segs_out,
             self.retrans,
             self.drops,
             self.srtt_us,
-            self.samples,
         ]
         .iter()
         .enumerate()
         {
-            o[48 + 4 * i..52 + 4 * i].copy_from_slice(&v.to_ne_bytes());
+            o[104 + 4 * i..108 + 4 * i].copy_from_slice(&v.to_ne_bytes());
         }
-        o[72..80].copy_from_slice(&self.ino.to_ne_bytes());
-        o[80..124].copy_from_slice(&self.key.encode());
         o
     }
 }

@@ -372,6 +372,9 @@ fn load<'o>(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.filter_pid = opts.filter_pid;
         ro.skip_loopback = u8::from(opts.skip_loopback);
+        // Where the sampler runs, it reads each connection's addresses and
+        // the state handler leaves them alone.
+        ro.eager_key = u8::from(!sampler);
     }
     // The maps of the connection store not taken cost one entry each.
     let m = &mut open.maps;

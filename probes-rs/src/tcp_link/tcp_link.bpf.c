@@ -36,13 +36,19 @@
 #define S_SYN_SENT 2
 #define S_SYN_RECV 3
 #define S_FIN_WAIT1 4
+#define S_FIN_WAIT2 5
 #define S_CLOSE 7
+#define S_CLOSE_WAIT 8
 #define S_LAST_ACK 9
 #define S_LISTEN 10
+#define S_CLOSING 11
 
 /* Filters set by user space before load. */
 const volatile __u32 filter_pid = 0;     /* only this process (0: all) */
 const volatile __u8 skip_loopback = 0;   /* ignore connections to 127/8, ::1 */
+/* Cleared by user space where the sampler runs (5.13+): the sampler then
+ * writes each connection's addresses, and the state handler never does. */
+const volatile __u8 eager_key = 1;
 
 #define MAX_CONNS 65536
 #define MAX_LINKS 16384
@@ -292,16 +298,14 @@ static __always_inline struct tl_conn_val *conn_get(int H, __u64 sk)
 	return entry_at(b, slot);
 }
 
-/* Stores `nv` as the connection of socket `sk`, replacing what was there
- * (an address is reused once its socket is freed). 0, or -1 when full. */
-static __always_inline int conn_put(int H, __u64 sk, const struct tl_conn_val *nv)
+/* The entry of socket `sk` in the index, claimed when it has none (an
+ * address is reused once its socket is freed); NULL when both buckets are
+ * full. */
+static __always_inline struct tl_conn_val *conn_claim(__u64 sk)
 {
-	struct tl_conn_val *v;
 	__u32 b;
 	int slot;
 
-	if (H)
-		return bpf_map_update_elem(&conns_h, &sk, nv, BPF_ANY) ? -1 : 0;
 	/* The second bucket is read only when the first is full: a new socket
 	 * costs one cache line. (An entry of the same address could sit in
 	 * the second bucket only if its socket's close went unseen; the
@@ -317,8 +321,19 @@ static __always_inline int conn_put(int H, __u64 sk, const struct tl_conn_val *n
 			slot = claim_in(b, sk);
 	}
 	if (slot < 0)
-		return -1;
-	v = entry_at(b, slot);
+		return 0;
+	return entry_at(b, slot);
+}
+
+/* Stores `nv` as the connection of socket `sk`, replacing what was there.
+ * 0, or -1 when full. */
+static __always_inline int conn_put(int H, __u64 sk, const struct tl_conn_val *nv)
+{
+	struct tl_conn_val *v;
+
+	if (H)
+		return bpf_map_update_elem(&conns_h, &sk, nv, BPF_ANY) ? -1 : 0;
+	v = conn_claim(sk);
 	if (!v)
 		return -1;
 	*v = *nv;
@@ -368,6 +383,11 @@ static __always_inline int is_loopback(const struct tl_conn_key *k)
  */
 #define HAVE_CAST bpf_ksym_exists(bpf_rdonly_cast)
 
+/* The state handler leaves a connection's addresses to the sampler (and
+ * reads them from the socket at close): where the sampler runs and the
+ * socket is read with plain loads. */
+#define LAZY_KEY (!eager_key && HAVE_CAST)
+
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
 	if (HAVE_CAST) {
@@ -385,15 +405,17 @@ static __always_inline void current_task(struct tl_task *t)
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
 }
 
-/* The 4-tuple of a socket read from the socket itself (kprobe and
- * per-packet plans, which get no tuple from their hook). */
-static __always_inline void key_from_sk(const struct sock *sk, struct tl_conn_key *k)
+/* The 4-tuple of a socket read from the socket itself, and its network
+ * namespace unless `no_netns` (a pointer chase the link key does not need). */
+static __always_inline void key_from_sk_ns(const struct sock *sk, struct tl_conn_key *k,
+					   int no_netns)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	if (HAVE_CAST) {
 		struct sock *s = bpf_core_cast(sk, struct sock);
 
-		k->netns = s->__sk_common.skc_net.net->ns.inum;
+		if (!no_netns)
+			k->netns = s->__sk_common.skc_net.net->ns.inum;
 		k->family = s->__sk_common.skc_family;
 		k->lport = s->__sk_common.skc_num;
 		k->rport = bpf_ntohs(s->__sk_common.skc_dport);
@@ -419,38 +441,69 @@ static __always_inline void key_from_sk(const struct sock *sk, struct tl_conn_ke
 	}
 }
 
-/* Reads the socket's cumulative counters into a connection entry. */
-static __always_inline void read_counters(const struct sock *sk, struct tl_conn_val *v)
+/* The 4-tuple and network namespace of a socket, from the socket (hooks
+ * that get no tuple, the sampler). */
+static __always_inline void key_from_sk(const struct sock *sk, struct tl_conn_key *k)
+{
+	key_from_sk_ns(sk, k, 0);
+}
+
+/* A socket's cumulative counters. */
+struct tl_counters {
+	__u64 rx_bytes;
+	__u64 tx_bytes;
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 retrans;
+	__u32 drops;
+	__u32 srtt_us;
+};
+
+static __always_inline void counters_of(const struct sock *sk, struct tl_counters *c)
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
 
 	if (HAVE_CAST) {
 		struct tcp_sock *t = bpf_core_cast(sk, struct tcp_sock);
 
-		v->rx_bytes = t->bytes_received;
-		v->tx_bytes = t->bytes_acked;
-		v->segs_in = t->segs_in;
-		v->segs_out = t->segs_out;
-		v->retrans = t->total_retrans;
-		v->drops = t->inet_conn.icsk_inet.sk.sk_drops.counter;
-		v->srtt_us = t->srtt_us >> 3;
-		v->samples++;
+		c->rx_bytes = t->bytes_received;
+		c->tx_bytes = t->bytes_acked;
+		c->segs_in = t->segs_in;
+		c->segs_out = t->segs_out;
+		c->retrans = t->total_retrans;
+		c->drops = t->inet_conn.icsk_inet.sk.sk_drops.counter;
+		c->srtt_us = t->srtt_us >> 3;
 		return;
 	}
-	v->rx_bytes = BPF_CORE_READ(tp, bytes_received);
-	v->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
-	v->segs_in = BPF_CORE_READ(tp, segs_in);
-	v->segs_out = BPF_CORE_READ(tp, segs_out);
-	v->retrans = BPF_CORE_READ(tp, total_retrans);
-	v->drops = BPF_CORE_READ(sk, sk_drops.counter);
-	v->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	c->rx_bytes = BPF_CORE_READ(tp, bytes_received);
+	c->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
+	c->segs_in = BPF_CORE_READ(tp, segs_in);
+	c->segs_out = BPF_CORE_READ(tp, segs_out);
+	c->retrans = BPF_CORE_READ(tp, total_retrans);
+	c->drops = BPF_CORE_READ(sk, sk_drops.counter);
+	c->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+}
+
+/* Reads the socket's cumulative counters into a connection entry (the
+ * sampler, the per-packet plan). */
+static __always_inline void read_counters(const struct sock *sk, struct tl_conn_val *v)
+{
+	struct tl_counters c;
+
+	counters_of(sk, &c);
+	v->rx_bytes = c.rx_bytes;
+	v->tx_bytes = c.tx_bytes;
+	v->segs_in = c.segs_in;
+	v->segs_out = c.segs_out;
+	v->retrans = c.retrans;
+	v->drops = c.drops;
+	v->srtt_us = c.srtt_us;
 	v->samples++;
 }
 
-static __always_inline void link_key_of(const struct tl_conn_val *v, struct tl_link_key *lk)
+static __always_inline void link_key_of(const struct tl_conn_val *v, const struct tl_conn_key *k,
+					struct tl_link_key *lk)
 {
-	const struct tl_conn_key *k = &v->key;
-
 	lk->pid = v->pid;
 	lk->role = v->role;
 	lk->family = (__u8)k->family;
@@ -471,11 +524,24 @@ static __always_inline void close_conn(int H, const struct sock *sk, __u64 skadd
 {
 	struct tl_link_key lk = {};
 	struct tl_link_val *agg;
+	struct tl_counters c;
+	struct tl_conn_key k;
+	const struct tl_conn_key *kp = &v->key;
 
-	read_counters(sk, v);
 	if (filter_pid && v->pid != filter_pid)
 		goto out;
-	link_key_of(v, &lk);
+	/* The final counters and (unless the entry has them) the addresses
+	 * come from the socket: the entry's second cache line is not read. */
+	counters_of(sk, &c);
+	if (LAZY_KEY) {
+		key_from_sk_ns(sk, &k, 1);
+		/* Except the local port: the tracepoint fires after
+		 * inet_put_port() has cleared it. A server's (the only role
+		 * whose link key has it) was kept when its entry was made. */
+		k.lport = v->key.lport;
+		kp = &k;
+	}
+	link_key_of(v, kp, &lk);
 	agg = bpf_map_lookup_elem(&links, &lk);
 	if (!agg) {
 		struct tl_link_val zero = {};
@@ -491,13 +557,13 @@ static __always_inline void close_conn(int H, const struct sock *sk, __u64 skadd
 	}
 	/* This CPU's copy: nothing else writes it while we run. */
 	agg->closed += 1;
-	agg->rx_bytes += v->rx_bytes;
-	agg->tx_bytes += v->tx_bytes;
-	agg->segs_in += v->segs_in;
-	agg->segs_out += v->segs_out;
-	agg->retrans += v->retrans;
-	agg->drops += v->drops;
-	agg->srtt_sum_us += v->srtt_us;
+	agg->rx_bytes += c.rx_bytes;
+	agg->tx_bytes += c.tx_bytes;
+	agg->segs_in += c.segs_in;
+	agg->segs_out += c.segs_out;
+	agg->retrans += c.retrans;
+	agg->drops += c.drops;
+	agg->srtt_sum_us += c.srtt_us;
 out:
 	conn_del(H, skaddr);
 }
@@ -560,6 +626,108 @@ static __always_inline int worth_a_look(int old, int new)
 	return 0;
 }
 
+/* The inode of a socket's file (0 for a socket without one). */
+static __always_inline __u64 sock_ino(const struct sock *sk)
+{
+	if (HAVE_CAST) {
+		struct sock *s = bpf_core_cast(sk, struct sock);
+
+		return s->sk_socket->file->f_inode->i_ino;
+	}
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+#define COMM_NONE 0
+#define COMM_CURRENT 1
+#define COMM_OWNER 2
+
+/* Records a new connection of socket `sk`: its owner (`pid`, with the
+ * command of the current task or of `owner`), its role, and what of its key
+ * the caller has: nothing (`k` NULL: a client before its port is chosen),
+ * the ports and netns, or everything (`keyed`). In the index, a lazy key
+ * writes only the entry's first cache line; `key.family` stays 0 until the
+ * sampler has written the addresses (and the counters, which are stale
+ * until then). 0, or -1 when full. */
+static __always_inline int conn_new(int H, __u64 sk, __u32 pid, int comm_src,
+				    const struct tl_task *owner, __u8 role, __u8 pid_src, __u64 ino,
+				    const struct tl_conn_key *k, int keyed)
+{
+	struct tl_conn_val *v;
+
+	if (H) {
+		struct tl_conn_val nv = {};
+
+		nv.sk = sk;
+		nv.pid = pid;
+		nv.role = role;
+		nv.pid_src = pid_src;
+		nv.ino = ino;
+		if (comm_src == COMM_CURRENT)
+			bpf_get_current_comm(nv.comm, sizeof(nv.comm));
+		else if (comm_src == COMM_OWNER && owner)
+			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
+		if (k && keyed) {
+			nv.key = *k;
+		} else if (k) {
+			nv.key.netns = k->netns;
+			nv.key.lport = k->lport;
+			nv.key.rport = k->rport;
+		}
+		return conn_put(1, sk, &nv);
+	}
+	v = conn_claim(sk);
+	if (!v)
+		return -1;
+	/* Until `sk` is written last, the sampler and user space take the
+	 * entry for its previous socket's and skip it. */
+	v->key.family = 0;
+	v->pid = pid;
+	v->role = role;
+	v->pid_src = pid_src;
+	v->pad = 0;
+	if (comm_src == COMM_CURRENT) {
+		bpf_get_current_comm(v->comm, sizeof(v->comm));
+	} else if (comm_src == COMM_OWNER && owner) {
+		__builtin_memcpy(v->comm, owner->comm, sizeof(v->comm));
+	} else {
+		__builtin_memset(v->comm, 0, sizeof(v->comm));
+	}
+	v->ino = ino;
+	v->samples = 0;
+	v->key.netns = k ? k->netns : 0;
+	v->key.lport = k ? k->lport : 0;
+	v->key.rport = k ? k->rport : 0;
+	v->key.pad = 0;
+	if (!LAZY_KEY) {
+		v->rx_bytes = 0;
+		v->tx_bytes = 0;
+		v->segs_in = 0;
+		v->segs_out = 0;
+		v->retrans = 0;
+		v->drops = 0;
+		v->srtt_us = 0;
+	}
+	if (k && keyed) {
+		__builtin_memcpy(v->key.laddr, k->laddr, 16);
+		__builtin_memcpy(v->key.raddr, k->raddr, 16);
+		v->key.family = k->family;
+	}
+	asm volatile("" ::: "memory");
+	v->sk = sk;
+	return 0;
+}
+
+/* Whether socket `sk` has an entry; in the index, only its bucket is read. */
+static __always_inline int conn_seen(int H, __u64 sk)
+{
+	__u32 b;
+	int slot;
+
+	if (H)
+		return bpf_map_lookup_elem(&conns_h, &sk) != 0;
+	return locate(sk, &b, &slot);
+}
+
 #define NEED_NOTHING 0
 #define NEED_KEY 1     /* the 4-tuple and netns are needed */
 #define NEED_SK 2      /* the socket address is enough (unless seeded) */
@@ -574,28 +742,34 @@ static __always_inline int prefilter(int H, const struct sock *sk, __u64 skaddr,
 	switch (new) {
 	case S_SYN_SENT: {
 		/* connect(): task context, the caller owns the socket. The local
-		 * port is not chosen yet, so the 4-tuple comes at ESTABLISHED;
-		 * until then the entry has no key (family 0). */
-		struct tl_conn_val nv = {};
+		 * port is not chosen yet, so the 4-tuple comes at ESTABLISHED
+		 * (or from the sampler); until then the entry has no key
+		 * (family 0). With a lazy key, the socket's inode identifies it
+		 * to the sampler. */
+		__u32 pid;
 
 		if (!is_tcp(sk, tcp_known))
 			return 0;
-		nv.pid = bpf_get_current_pid_tgid() >> 32;
-		if (filter_pid && nv.pid != filter_pid)
+		pid = bpf_get_current_pid_tgid() >> 32;
+		if (filter_pid && pid != filter_pid)
 			return 0;
-		if (!is_watched(nv.pid)) {
+		if (!is_watched(pid)) {
 			stat_inc(TL_STAT_UNWATCHED);
 			return 0;
 		}
-		bpf_get_current_comm(nv.comm, sizeof(nv.comm));
-		nv.sk = skaddr;
-		nv.role = TL_ROLE_CLIENT;
-		nv.pid_src = TL_PID_CONNECT;
-		if (conn_put(H, skaddr, &nv))
+		if (conn_new(H, skaddr, pid, COMM_CURRENT, 0, TL_ROLE_CLIENT, TL_PID_CONNECT,
+			     LAZY_KEY ? sock_ino(sk) : 0, 0, 0))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		return 0;
 	}
 	case S_ESTABLISHED:
+		if (old == S_SYN_SENT && LAZY_KEY && !skip_loopback) {
+			/* Active open: the addresses are the sampler's to read,
+			 * so this is only counted. */
+			if (conn_seen(H, skaddr))
+				stat_inc(TL_STAT_CONNS_OPENED);
+			return NEED_NOTHING;
+		}
 		return old == S_SYN_SENT || old == S_SYN_RECV ? NEED_KEY : NEED_NOTHING;
 	case S_CLOSE:
 		if (old == S_SYN_SENT) {
@@ -632,12 +806,12 @@ static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, 
 		return 0;
 	}
 	case S_ESTABLISHED: {
-		struct tl_conn_val nv = {};
 		struct tl_task *owner;
 
 		if (old == S_SYN_SENT) {
 			/* Active open, completed in softirq: the owner was recorded
-			 * at connect(); now the 4-tuple is known. */
+			 * at connect(); now the 4-tuple is known (here only with an
+			 * eager key or loopback connections to skip). */
 			v = conn_get(H, skaddr);
 			if (!v)
 				return 0; /* filtered out, or connected before we loaded */
@@ -645,7 +819,8 @@ static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, 
 				conn_del(H, skaddr);
 				return 0;
 			}
-			v->key = *k;
+			if (!LAZY_KEY)
+				v->key = *k;
 			stat_inc(TL_STAT_CONNS_OPENED);
 			return 0;
 		}
@@ -656,9 +831,6 @@ static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, 
 		 * space refines it from the socket's inode. */
 		struct tl_listen_key lk = { .netns = k->netns, .port = k->lport };
 
-		nv.sk = skaddr;
-		nv.key = *k;
-		nv.role = TL_ROLE_SERVER;
 		owner = bpf_map_lookup_elem(&listeners, &lk);
 		/* With snoopers, a server side is tracked only for a watched
 		 * listener (an unknown one is not watched). */
@@ -666,12 +838,10 @@ static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, 
 			stat_inc(TL_STAT_UNWATCHED);
 			return 0;
 		}
-		if (owner) {
-			nv.pid = owner->pid;
-			nv.pid_src = TL_PID_LISTEN;
-			__builtin_memcpy(nv.comm, owner->comm, sizeof(nv.comm));
-		}
-		if (conn_put(H, skaddr, &nv))
+		/* The ports identify the socket to the sampler until it has
+		 * written the addresses. */
+		if (conn_new(H, skaddr, owner ? owner->pid : 0, COMM_OWNER, owner, TL_ROLE_SERVER,
+			     owner ? TL_PID_LISTEN : TL_PID_NONE, 0, k, !LAZY_KEY))
 			stat_inc(TL_STAT_CONN_OVERFLOW);
 		else
 			stat_inc(TL_STAT_CONNS_OPENED);
@@ -682,10 +852,9 @@ static __always_inline int on_state(int H, const struct sock *sk, __u64 skaddr, 
 		/* close()/shutdown() by the owner: task context on both sides. */
 		v = find_conn(H, sk, skaddr, k);
 		if (v && v->role == TL_ROLE_SERVER && v->pid_src != TL_PID_CLOSE) {
-			current_task(&t);
-			v->pid = t.pid;
+			v->pid = bpf_get_current_pid_tgid() >> 32;
 			v->pid_src = TL_PID_CLOSE;
-			__builtin_memcpy(v->comm, t.comm, sizeof(v->comm));
+			bpf_get_current_comm(v->comm, sizeof(v->comm));
 		}
 		return 0;
 	case S_CLOSE:
@@ -973,10 +1142,35 @@ int tcp_link_exit_tp(void *ctx)
 static __always_inline int sample_conn(struct tl_conn_val *v)
 {
 	const struct sock *sk = (const struct sock *)v->sk;
+	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_num) != v->key.lport ||
-	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != v->key.rport)
+	if (v->key.family == 0) {
+		/* Not keyed yet: a client is recognised by its socket's inode,
+		 * a server by its ports; the addresses are read once the
+		 * connection is established (a client between connect() and
+		 * ESTABLISHED waits). */
+		int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+		if (v->ino && BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino) != v->ino)
+			return 0;
+		if (v->key.lport && (lport != v->key.lport || rport != v->key.rport))
+			return 0;
+		switch (state) {
+		case S_ESTABLISHED:
+		case S_FIN_WAIT1:
+		case S_FIN_WAIT2:
+		case S_CLOSE_WAIT:
+		case S_LAST_ACK:
+		case S_CLOSING:
+			break;
+		default:
+			return 1;
+		}
+		key_from_sk(sk, &v->key);
+	} else if (lport != v->key.lport || rport != v->key.rport) {
 		return 0;
+	}
 	read_counters(sk, v);
 	v->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 	return 1;
@@ -999,11 +1193,10 @@ static long sample_bucket(struct bpf_map *map, __u32 *b, struct tl_bucket *bk, v
 		if (!sk)
 			continue;
 		v = bpf_map_lookup_elem(&conns, &idx);
-		/* Not keyed yet (between connect() and ESTABLISHED), or taken
-		 * over by another socket a moment ago. */
-		if (!v || v->sk != sk || v->key.family == 0)
+		/* Taken over by another socket a moment ago. */
+		if (!v || v->sk != sk)
 			continue;
-		/* A keyed entry whose socket no longer has its ports: the
+		/* An entry whose socket is no longer its connection: the
 		 * socket went without a close we saw. Free the slot, unless
 		 * it was taken over meanwhile. */
 		if (!sample_conn(v) &&

@@ -32,9 +32,12 @@ struct tl_conn_key {
 	__u8 raddr[16];
 };
 
-/* 128 bytes; `conns` is keyed by the socket's kernel address, `seeded`
- * (connections open before the probe) by `key`. The counters are filled by
- * the sampler, at close, or by the per-packet plan. */
+/* 128 bytes, two cache lines; `conns` is keyed by the socket's kernel
+ * address, `seeded` (connections open before the probe) by `key`. The
+ * state handler touches only the first line: everything up to the key's
+ * ports. The addresses and the counters, in the second line, are written by
+ * the sampler (and, on kernels without it, the addresses at ESTABLISHED);
+ * `key.family` is 0 until the addresses are there. */
 struct tl_conn_val {
 	__u64 sk;          /* kernel address of the socket, 0 when not seen yet */
 	__u32 pid;
@@ -42,6 +45,10 @@ struct tl_conn_val {
 	__u8 pid_src;
 	__u16 pad;
 	char comm[TL_COMM_LEN];
+	__u64 ino;         /* inode of the socket file, 0 before accept() */
+	__u32 samples;     /* times the counters below were read */
+	struct tl_conn_key key;
+	/* second cache line from key.laddr[8] on */
 	__u64 rx_bytes;    /* tcp_sock.bytes_received */
 	__u64 tx_bytes;    /* tcp_sock.bytes_acked */
 	__u32 segs_in;
@@ -49,9 +56,6 @@ struct tl_conn_val {
 	__u32 retrans;     /* tcp_sock.total_retrans */
 	__u32 drops;       /* sock.sk_drops */
 	__u32 srtt_us;     /* smoothed RTT, us */
-	__u32 samples;     /* times the counters above were read */
-	__u64 ino;         /* inode of the socket file, 0 before accept() */
-	struct tl_conn_key key;
 	__u32 pad2;
 };
 
