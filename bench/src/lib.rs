@@ -110,6 +110,53 @@ impl Drop for Proc {
 /// The soak run, shared by the `soak` benchmark and its test.
 pub mod soak;
 
+/// CPU time (user + system) of this whole process so far: every thread,
+/// live or ended.
+pub fn process_cpu() -> std::time::Duration {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + std::time::Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Ids of the eBPF programs process `pid` holds open (from its fdinfo).
+pub fn prog_ids(pid: u32) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// (name, run_time_ns, run_cnt) of the eBPF programs with these ids, from
+/// the kernel (counted while `kernel.bpf_stats_enabled` is 1). The kernel
+/// cuts names to 15 characters.
+pub fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| {
+            (
+                p.name.to_string_lossy().into_owned(),
+                p.run_time_ns,
+                p.run_cnt,
+            )
+        })
+        .collect()
+}
+
 /// Several spiders in one consumer group against one: the simulated
 /// cluster and the graph comparison (spider_cluster and its test).
 pub mod cluster;
