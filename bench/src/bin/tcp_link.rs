@@ -1,6 +1,6 @@
 //! The cost of the tcp_link eBPF probe on a loopback workload.
 //!
-//! `tcp_link --gopher target/release/gala-gopher [--secs 5] [--rounds 3]`
+//! `tcp_link --gopher target/release/gala-gopher [--secs 5] [--rounds 3] [--windows N]`
 //!
 //! Runs our own client and server on 127.0.0.1 in two workloads:
 //! - connection rate: 2 client threads, each connection sends 64 bytes,
@@ -13,15 +13,21 @@
 //! ratio attached/detached (median over rounds; the target is a loss under
 //! 3 %). These rounds run with `kernel.bpf_stats_enabled` off, as in
 //! production: the statistics add two clock reads to every program run.
+//! `--rounds 0` skips them.
 //!
-//! A last phase, attached, turns the statistics on and prints the
-//! per-program cost (`bpftool prog show`: run_time_ns / run_cnt; the target
-//! is < 300 ns), with runs and nanoseconds per connection. Beside it, on
+//! A last phase, attached, turns the statistics on and reads each program's
+//! run_time_ns / run_cnt from the kernel, in `--windows` windows of the
+//! connection workload (default 2 per round). Beside the state handler, on
 //! the same hook, runs an empty program (`bench/src/bpf/floor.bpf.c`): its
 //! ns/run is what the hook and the statistics cost on this machine at that
-//! moment, the peer the state handler's figure is read against. Two
-//! programs on one hook disturb each other's figures, so the windows
-//! alternate: the state handler alone, then both (the floor is read there).
+//! moment, the peer the state handler's figure is read against (target: at
+//! most 2x). Two programs on one hook disturb each other's figures, so the
+//! windows alternate: the state handler alone, then both (the floor is read
+//! there). In the windows without the floor it also prints the CPU the probe
+//! adds per connection: the run time of every tcp_link program (both ends
+//! of each connection, the sampler included) per connection, against this
+//! process's own CPU (utime+stime: the client and the server threads) per
+//! connection (target: under 1 %).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -32,7 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port, median, BPF_STATS};
+use gopher_bench::{
+    base_config, free_port, median, process_cpu, prog_ids, prog_stats, BpfStatsGuard, BPF_STATS,
+};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 #[allow(
@@ -54,6 +62,8 @@ struct Args {
     gopher: PathBuf,
     secs: u64,
     rounds: usize,
+    /// Windows of the cost phase (default: 2 per round, at least 2).
+    windows: usize,
 }
 
 fn args() -> Result<Args> {
@@ -61,6 +71,7 @@ fn args() -> Result<Args> {
         gopher: PathBuf::from("target/release/gala-gopher"),
         secs: 5,
         rounds: 3,
+        windows: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -69,8 +80,12 @@ fn args() -> Result<Args> {
             "--gopher" => a.gopher = v.into(),
             "--secs" => a.secs = v.parse()?,
             "--rounds" => a.rounds = v.parse()?,
+            "--windows" => a.windows = v.parse()?,
             _ => bail!("unknown argument {k}"),
         }
+    }
+    if a.windows == 0 {
+        a.windows = a.rounds.max(1) * 2;
     }
     Ok(a)
 }
@@ -217,69 +232,20 @@ switch = "{switch}"
     }
 }
 
-/// Ids of the BPF programs process `pid` holds (from its fdinfo).
-fn prog_ids(pid: u32) -> Vec<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            text.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect()
-}
-
-/// (name, run_time_ns, run_cnt) of the programs with these ids, from
-/// `bpftool prog show` (other agents running beside us are left out).
-fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
-    let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut v = Vec::new();
-    for line in text.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let id: Option<u32> = w.first().and_then(|x| x.strip_suffix(':')?.parse().ok());
-        if !id.is_some_and(|id| ids.contains(&id)) {
-            continue;
-        }
-        let get = |k: &str| {
-            w.iter()
-                .position(|x| *x == k)
-                .and_then(|i| w.get(i + 1))
-                .copied()
-        };
-        let (Some(name), Some(ns), Some(cnt)) = (
-            get("name"),
-            get("run_time_ns").and_then(|x| x.parse().ok()),
-            get("run_cnt").and_then(|x| x.parse().ok()),
-        ) else {
-            continue;
-        };
-        v.push((name.to_owned(), ns, cnt));
-    }
-    v
-}
-
 fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
-    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    std::fs::write(BPF_STATS, "0").context("set kernel.bpf_stats_enabled (needs root)")?;
+    let _stats = BpfStatsGuard::off()?;
     let stop = Arc::new(AtomicBool::new(false));
     let addr = server(Arc::clone(&stop))?;
     let mut ratios_conn = Vec::new();
     let mut ratios_req = Vec::new();
-    println!(
-        "{:>5} {:>9} {:>14} {:>14}",
-        "round", "probe", "conn/s", "req/s"
-    );
+    if a.rounds > 0 {
+        println!(
+            "{:>5} {:>9} {:>14} {:>14}",
+            "round", "probe", "conn/s", "req/s"
+        );
+    }
     for round in 0..a.rounds {
         let mut res = [(0.0, 0.0); 2];
         // Alternate which side goes first so drift hits both alike.
@@ -303,12 +269,55 @@ fn main() -> Result<()> {
         ratios_conn.push(res[1].0 / res[0].0);
         ratios_req.push(res[1].1 / res[0].1);
     }
-    // The cost phase: statistics on. The connection workload in `rounds`
-    // windows (ns/run moves with the machine's load: the median window is
-    // reported beside the total), then the request workload once, to show
-    // that it runs no program at all (no state change, no per-packet hook).
+    if a.rounds > 0 {
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("rounds {lo:.3}..{hi:.3}")
+        };
+        let (sc, sr) = (spread(&ratios_conn), spread(&ratios_req));
+        let (rc, rr) = (median(ratios_conn), median(ratios_req));
+        println!(
+            "connection rate: attached/detached = {rc:.3} (loss {:.1} %; {sc})",
+            (1.0 - rc) * 100.0
+        );
+        println!(
+            "request rate:    attached/detached = {rr:.3} (loss {:.1} %; {sr})",
+            (1.0 - rr) * 100.0
+        );
+    }
+    let cost = cost_phase(&a, dir.path(), addr)?;
+    stop.store(true, Ordering::Relaxed);
+    cost.print(a.secs);
+    Ok(())
+}
+
+/// What the cost phase measured.
+struct Cost {
+    conns: f64,
+    secs: f64,
+    /// ns/run of the state handler, per window without the empty program.
+    alone: Vec<f64>,
+    /// ns/run of the empty program, per window with it.
+    floors: Vec<f64>,
+    /// Per window without the empty program: (ns of every tcp_link program
+    /// per connection, ns of the workload's CPU per connection).
+    per_conn: Vec<(f64, f64)>,
+    /// Every program's (name, run_time_ns, run_cnt) over the whole phase.
+    progs: Vec<(String, u64, u64)>,
+    requests: f64,
+    req_runs: u64,
+}
+
+/// The cost phase: statistics on, the agent attached. The connection
+/// workload runs in `windows` windows (ns/run moves with the machine's
+/// load: the median window is reported beside the range) that alternate
+/// between the state handler alone and beside the empty program; then the
+/// request workload once, to show that it runs no program at all (no state
+/// change, no per-packet hook).
+fn cost_phase(a: &Args, dir: &Path, addr: SocketAddr) -> Result<Cost> {
     std::fs::write(BPF_STATS, "1").context("enable kernel.bpf_stats_enabled")?;
-    let agent = agent(&a.gopher, dir.path(), true)?;
+    let agent = agent(&a.gopher, dir, true)?;
     let mut floor_obj = std::mem::MaybeUninit::uninit();
     let floor = floor::FloorSkelBuilder::default()
         .open(&mut floor_obj)
@@ -339,10 +348,17 @@ fn main() -> Result<()> {
     };
     let start = prog_stats(&ids);
     let t0 = Instant::now();
-    let mut conns = 0.0;
-    let mut alone = Vec::new();
-    let mut floors = Vec::new();
-    for w in 0..a.rounds.max(1) * 2 {
+    let mut c = Cost {
+        conns: 0.0,
+        secs: 0.0,
+        alone: Vec::new(),
+        floors: Vec::new(),
+        per_conn: Vec::new(),
+        progs: Vec::new(),
+        requests: 0.0,
+        req_runs: 0,
+    };
+    for w in 0..a.windows {
         let with_floor = w % 2 == 1;
         if with_floor && floor_link.is_none() {
             floor_link = Some(floor.progs.floor_state_btf.attach()?);
@@ -350,89 +366,100 @@ fn main() -> Result<()> {
             floor_link = None;
         }
         let before = prog_stats(&ids);
-        conns += conn_rate(addr, a.secs) * a.secs as f64;
+        let cpu0 = process_cpu();
+        let n = conn_rate(addr, a.secs) * a.secs as f64;
+        let cpu = (process_cpu() - cpu0).as_nanos() as f64;
         let d = delta(&before);
+        c.conns += n;
         let per = |prefix: &str| {
             d.iter()
                 .find(|(n, ..)| n.starts_with(prefix))
                 .map(|(_, ns, cnt)| *ns as f64 / (*cnt).max(1) as f64)
         };
         match (with_floor, per("tcp_link_state"), per("floor_state")) {
-            (false, Some(state), _) => alone.push(state),
-            (true, _, Some(floor)) => floors.push(floor),
+            (false, Some(state), _) => {
+                c.alone.push(state);
+                let probe: u64 = d
+                    .iter()
+                    .filter(|(n, ..)| n.starts_with("tcp_link"))
+                    .map(|p| p.1)
+                    .sum();
+                c.per_conn
+                    .push((probe as f64 / n.max(1.0), cpu / n.max(1.0)));
+            }
+            (true, _, Some(floor)) => c.floors.push(floor),
             _ => {}
         }
     }
     drop(floor_link);
-    let conn_secs = t0.elapsed().as_secs_f64();
-    let prog = delta(&start);
+    c.secs = t0.elapsed().as_secs_f64();
+    c.progs = delta(&start);
     let before_req = prog_stats(&ids);
-    let requests = req_rate(addr, a.secs)? * a.secs as f64;
-    let req_runs: u64 = delta(&before_req)
+    c.requests = req_rate(addr, a.secs)? * a.secs as f64;
+    c.req_runs = delta(&before_req)
         .iter()
         .filter(|(n, ..)| n.starts_with("tcp_link_state"))
         .map(|p| p.2)
         .sum();
     drop(agent);
-    stop.store(true, Ordering::Relaxed);
-    let _ = std::fs::write(
-        BPF_STATS,
-        if stats_before.is_empty() {
-            "0"
-        } else {
-            &stats_before
-        },
-    );
-    let spread = |v: &[f64]| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("rounds {lo:.3}..{hi:.3}")
-    };
-    let (sc, sr) = (spread(&ratios_conn), spread(&ratios_req));
-    let (rc, rr) = (median(ratios_conn), median(ratios_req));
-    println!(
-        "connection rate: attached/detached = {rc:.3} (loss {:.1} %; {sc})",
-        (1.0 - rc) * 100.0
-    );
-    println!(
-        "request rate:    attached/detached = {rr:.3} (loss {:.1} %; {sr})",
-        (1.0 - rr) * 100.0
-    );
-    println!(
-        "cost phase (bpf_stats on): {conns:.0} connections in {conn_secs:.1} s, both ends traced"
-    );
-    let range = |v: Vec<f64>| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("median {:.0}, range {lo:.0}..{hi:.0}", median(v))
-    };
-    let (m_state, m_floor) = (median(alone.clone()), median(floors.clone()));
-    println!(
-        "ns/run by {}-s window: state handler alone {}; empty program on the same hook {}",
-        a.secs,
-        range(alone),
-        range(floors)
-    );
-    println!(
-        "state handler / empty program: {:.2} (medians); own work {:.0} ns/run",
-        m_state / m_floor,
-        m_state - m_floor
-    );
-    println!(
-        "request workload: {requests:.0} requests, {req_runs} runs of the state handler (~4 per kept connection)"
-    );
-    println!(
-        "{:<24} {:>12} {:>16} {:>10} {:>10} {:>10}",
-        "program", "run_cnt", "run_time_ns", "ns/run", "runs/conn", "ns/conn"
-    );
-    for (name, ns, cnt) in &prog {
-        let per = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
+    Ok(c)
+}
+
+impl Cost {
+    fn print(self, secs: u64) {
+        let range = |v: &[f64], prec: usize| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "median {:.prec$}, range {lo:.prec$}..{hi:.prec$}",
+                median(v.to_vec())
+            )
+        };
         println!(
-            "{name:<24} {cnt:>12} {ns:>16} {:>10.0} {:>10.1} {:>10.0}",
-            per(*ns as f64, *cnt as f64),
-            per(*cnt as f64, conns),
-            per(*ns as f64, conns)
+            "cost phase (bpf_stats on): {:.0} connections in {:.1} s, both ends traced",
+            self.conns, self.secs
         );
+        let (m_state, m_floor) = (median(self.alone.clone()), median(self.floors.clone()));
+        println!(
+            "ns/run by {secs}-s window: state handler alone {}; empty program on the same hook {}",
+            range(&self.alone, 0),
+            range(&self.floors, 0)
+        );
+        println!(
+            "state handler / empty program: {:.2} (medians; target <= 2); own work {:.0} ns/run (target <= the empty program's {:.0})",
+            m_state / m_floor,
+            m_state - m_floor,
+            m_floor
+        );
+        let probe: Vec<f64> = self.per_conn.iter().map(|p| p.0).collect();
+        let work: Vec<f64> = self.per_conn.iter().map(|p| p.1 / 1000.0).collect();
+        let ratio: Vec<f64> = self
+            .per_conn
+            .iter()
+            .map(|p| 100.0 * p.0 / p.1.max(1.0))
+            .collect();
+        println!(
+            "CPU added per connection: probe {} ns/conn (every tcp_link program, both ends) / workload {} us/conn (this process's utime+stime) = {} % (target < 1 %)",
+            range(&probe, 0),
+            range(&work, 1),
+            range(&ratio, 2)
+        );
+        println!(
+            "request workload: {:.0} requests, {} runs of the state handler (~4 per kept connection)",
+            self.requests, self.req_runs
+        );
+        println!(
+            "{:<24} {:>12} {:>16} {:>10} {:>10} {:>10}",
+            "program", "run_cnt", "run_time_ns", "ns/run", "runs/conn", "ns/conn"
+        );
+        for (name, ns, cnt) in &self.progs {
+            let per = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
+            println!(
+                "{name:<24} {cnt:>12} {ns:>16} {:>10.0} {:>10.1} {:>10.0}",
+                per(*ns as f64, *cnt as f64),
+                per(*cnt as f64, self.conns),
+                per(*ns as f64, self.conns)
+            );
+        }
     }
-    Ok(())
 }
