@@ -963,24 +963,21 @@ fn run() -> anyhow::Result<()> {
         mb(fnx.mem_warm.rss),
         1,
     );
-    row(
-        "rss_mb_at_idle_end",
-        mb(fg.mem_idle.rss),
-        mb(fnx.mem_idle.rss),
-        2,
-    );
-    row(
-        "  rss_anon_mb_at_idle_end",
-        mb(fg.mem_idle.anon),
-        mb(fnx.mem_idle.anon),
-        2,
-    );
-    row(
-        "  rss_file_mb_at_idle_end",
-        mb(fg.mem_idle.file),
-        mb(fnx.mem_idle.file),
-        2,
-    );
+    for (name, g, n) in [
+        ("rss_mb_at_idle_end", fg.mem_idle.rss, fnx.mem_idle.rss),
+        (
+            "  rss_anon_mb_at_idle_end",
+            fg.mem_idle.anon,
+            fnx.mem_idle.anon,
+        ),
+        (
+            "  rss_file_mb_at_idle_end",
+            fg.mem_idle.file,
+            fnx.mem_idle.file,
+        ),
+    ] {
+        row(name, mb(g), mb(n), 2);
+    }
     row(
         "rss_mb_after_100_scrapes",
         mb(fg.mem_scraped.rss),
