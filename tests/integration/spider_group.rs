@@ -18,7 +18,7 @@ use gopher_bench::cluster::{self, View};
 
 use crate::harness::free_port;
 use crate::kafka::Broker;
-use crate::spider::{find_tool, littlegraph, now_ms, Graph, Spider};
+use crate::spider::{find_tool, now_ms, Graph, Spider};
 
 const TOPIC: &str = "gala_gopher";
 const HOSTS: usize = 30;
@@ -56,21 +56,12 @@ port = {port}
 
 /// A littlegraph whose store has room for this graph: littlegraph never
 /// grows its record files (about 200 property records in a new store), so
-/// the store is created here and its record stores extended with unused
-/// (zero) records before it is served.
+/// the store it created is stopped, its record stores extended with unused
+/// (zero) records, and served again.
 fn roomy_graph(dir: &std::path::Path) -> Graph {
-    let out = Command::new(littlegraph())
-        .arg("load")
-        .arg(dir)
-        .arg("-")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("littlegraph load");
-    assert!(
-        out.status.success(),
-        "littlegraph load: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut g = Graph::new(dir, free_port());
+    g.start();
+    g.stop();
     // Room for about 4 000 nodes, 3 800 relationships, 6 000 property
     // records; not more: littlegraph reads whole stores on a MATCH.
     for (store, len) in [
@@ -85,7 +76,6 @@ fn roomy_graph(dir: &std::path::Path) -> Graph {
             .unwrap_or_else(|e| panic!("{store}: {e}"));
         f.set_len(len).expect("extend the store");
     }
-    let mut g = Graph::new(dir, free_port());
     g.start();
     g
 }
