@@ -609,6 +609,17 @@ password = "pw"
     }
 
     #[test]
+    fn the_neo4j_writer_defaults_to_host_and_port() {
+        let c = parse("[server]\nport = 12345\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.neo4j.writer.ends_with(":12345"), "{}", c.neo4j.writer);
+        assert!(c.neo4j.writer.len() > ":12345".len());
+        let c = parse("[neo4j]\nwriter = \"spider-a\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.neo4j.writer, "spider-a");
+        let e = parse("[neo4j]\nwriter = \"a\\nb\"\n").expect_err("control character");
+        assert!(e.to_string().contains("neo4j.writer"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_enums_are_errors_with_a_line() {
         let e = parse("[global]\n\nsource = \"kafka\"\n").expect_err("unknown key");
         assert_eq!(e.problems[0].line, Some(3), "{e}");
