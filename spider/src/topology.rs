@@ -610,6 +610,42 @@ struct EdgeAcc {
     out: Option<(Arc<str>, Arc<str>)>,
 }
 
+impl EdgeAcc {
+    /// Adds one client observation's metrics and port (`add`), or takes
+    /// them out.
+    fn client(&mut self, m: &Metrics, port: u16, add: bool) {
+        let f = |a: u64, b: u64| {
+            if add {
+                a.wrapping_add(b)
+            } else {
+                a.wrapping_sub(b)
+            }
+        };
+        let g = |a: u128, b: u128| {
+            if add {
+                a.wrapping_add(b)
+            } else {
+                a.wrapping_sub(b)
+            }
+        };
+        let w = u128::from(m.link_count.max(1));
+        self.link_count = f(self.link_count, m.link_count);
+        self.tx_bytes = f(self.tx_bytes, m.tx_bytes);
+        self.rx_bytes = f(self.rx_bytes, m.rx_bytes);
+        self.rtt_weighted = g(self.rtt_weighted, u128::from(m.rtt) * w);
+        self.rtt_weight = g(self.rtt_weight, w);
+        self.retran_packets = f(self.retran_packets, m.retran_packets);
+        self.lost_packets = f(self.lost_packets, m.lost_packets);
+        if add {
+            self.clients += 1;
+            count_add(&mut self.ports, port);
+        } else {
+            self.clients -= 1;
+            count_sub(&mut self.ports, port);
+        }
+    }
+}
+
 fn count_add<K: PartialEq + Copy>(v: &mut Vec<(K, u32)>, k: K) {
     match v.iter_mut().find(|(x, _)| *x == k) {
         Some((_, c)) => *c += 1,
@@ -1162,16 +1198,7 @@ impl Builder {
             };
             if dst != last {
                 last = dst;
-                e.clients -= 1;
-                e.link_count = e.link_count.wrapping_sub(m.link_count);
-                e.tx_bytes = e.tx_bytes.wrapping_sub(m.tx_bytes);
-                e.rx_bytes = e.rx_bytes.wrapping_sub(m.rx_bytes);
-                let w = u128::from(m.link_count.max(1));
-                e.rtt_weighted = e.rtt_weighted.wrapping_sub(u128::from(m.rtt) * w);
-                e.rtt_weight = e.rtt_weight.wrapping_sub(w);
-                e.retran_packets = e.retran_packets.wrapping_sub(m.retran_packets);
-                e.lost_packets = e.lost_packets.wrapping_sub(m.lost_packets);
-                count_sub(&mut e.ports, port);
+                e.client(&m, port, false);
             }
             count_sub(&mut e.servers, s);
             if !e.dirty {
@@ -1253,16 +1280,7 @@ impl Builder {
             let e = self.edges.entry((src, dst)).or_default();
             if dst != last {
                 last = dst;
-                e.clients += 1;
-                e.link_count = e.link_count.wrapping_add(m.link_count);
-                e.tx_bytes = e.tx_bytes.wrapping_add(m.tx_bytes);
-                e.rx_bytes = e.rx_bytes.wrapping_add(m.rx_bytes);
-                let w = u128::from(m.link_count.max(1));
-                e.rtt_weighted = e.rtt_weighted.wrapping_add(u128::from(m.rtt) * w);
-                e.rtt_weight = e.rtt_weight.wrapping_add(w);
-                e.retran_packets = e.retran_packets.wrapping_add(m.retran_packets);
-                e.lost_packets = e.lost_packets.wrapping_add(m.lost_packets);
-                count_add(&mut e.ports, port);
+                e.client(&m, port, true);
             }
             count_add(&mut e.servers, s);
             if !e.dirty {
