@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port, median, BpfStatsGuard, Proc, BPF_STATS};
+use gopher_bench::{base_config, free_port, median, prog_ids, BpfStatsGuard, Proc, BPF_STATS};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -172,21 +172,6 @@ fn wrk(port: u16, secs: u64, conns: u32) -> Result<f64> {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
-}
-
-/// Ids of the BPF programs process `pid` holds (from its fdinfo).
-fn prog_ids(pid: u32) -> Vec<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            text.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect()
 }
 
 /// (name#id, run_time_ns, run_cnt) of the programs with these ids (the
