@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gopher_bench::{base_config, free_port, median, BpfStatsGuard, Proc, BPF_STATS};
+use gopher_bench::{base_config, free_port, median, prog_ids, BpfStatsGuard, Proc, BPF_STATS};
 
 /// The program's name as the kernel keeps it (15 characters).
 const PROG_PREFIX: &str = "haproxy_link_rd";
@@ -183,21 +183,6 @@ fn wrk(port: u16, secs: u64, conns: u32) -> Result<(f64, u64)> {
         bail!("wrk saw errors:\n{text}");
     }
     Ok((rps, n))
-}
-
-/// Ids of the BPF programs process `pid` holds (from its fdinfo).
-fn prog_ids(pid: u32) -> Vec<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            text.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect()
 }
 
 /// (run_time_ns, run_cnt) summed over the haproxy_link programs among `ids`.
