@@ -284,7 +284,8 @@ fn pick_plan(choice: PlanChoice) -> Result<Plan, ProbeError> {
 }
 
 /// Set to `1`, the probe takes the paths of older kernels on this one: the
-/// classic tracepoint and the hash map of live connections. For tests and
+/// classic tracepoint, the hash map of live connections and the 4-tuple
+/// written at ESTABLISHED (before the sampler, 5.13). For tests and
 /// for comparing the two; nothing else reads it.
 pub const COMPAT_ENV: &str = "GALA_GOPHER_TCP_LINK_COMPAT";
 
@@ -373,8 +374,9 @@ fn load<'o>(
         ro.filter_pid = opts.filter_pid;
         ro.skip_loopback = u8::from(opts.skip_loopback);
         // Where the sampler runs, it reads each connection's addresses and
-        // the state handler leaves them alone.
-        ro.eager_key = u8::from(!sampler);
+        // the state handler leaves them alone (older kernels' paths, forced
+        // or not, write them at ESTABLISHED).
+        ro.eager_key = u8::from(!sampler || compat_forced());
     }
     // The maps of the connection store not taken cost one entry each.
     let m = &mut open.maps;
