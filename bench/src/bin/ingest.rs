@@ -3,7 +3,8 @@
 //! [`gala_gopher::ingress::Ingress::ingest_line`], against a naive peer run on the
 //! same lines in the same job.
 //!
-//! Usage: `ingest [--secs S] [--reps N] [--series K]` (defaults 3, 3, 1000).
+//! Usage: `ingest [--secs S] [--reps N] [--series K] [--profile S]` (defaults 3, 3, 1000;
+//! `--profile S` runs gala-gopher's side alone for S seconds, for `perf record`).
 //! Exits non-zero when a record fed is not accepted.
 
 use gopher_bench::median;
@@ -15,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use gala_gopher::ingress::{now_ms, Ingress};
+use gala_gopher::ingress::{now_ms, Ingress, BATCH};
 use gala_gopher::meta::{Field, FieldType, MetaRegistry, Table};
 use gala_gopher::record::{self, Reject};
 use gala_gopher::stats::Stats;
 use gala_gopher::store::TableStore;
 
-/// Target of the design card, records per second on one core.
-const TARGET: f64 = 1_000_000.0;
+/// Target (issue 16, target 6), records per second on one core.
+const TARGET: f64 = 5_000_000.0;
 /// Value rounds per series: each pass updates every series `ROUNDS` times
 /// with different values, like successive probe periods.
 const ROUNDS: usize = 8;
@@ -32,6 +33,9 @@ struct Opts {
     secs: f64,
     reps: usize,
     series: usize,
+    /// Run only gala-gopher's side for this many seconds and exit (for a
+    /// profiler).
+    profile: Option<f64>,
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -39,6 +43,7 @@ fn opts() -> anyhow::Result<Opts> {
         secs: 3.0,
         reps: 3,
         series: 1000,
+        profile: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -47,6 +52,7 @@ fn opts() -> anyhow::Result<Opts> {
             "--secs" => o.secs = val("--secs")?.parse().context("--secs")?,
             "--reps" => o.reps = val("--reps")?.parse().context("--reps")?,
             "--series" => o.series = val("--series")?.parse().context("--series")?,
+            "--profile" => o.profile = Some(val("--profile")?.parse().context("--profile")?),
             "-h" | "--help" => {
                 println!("usage: ingest [--secs S] [--reps N] [--series K]");
                 std::process::exit(0);
@@ -338,6 +344,14 @@ fn run() -> anyhow::Result<bool> {
     // (updates of existing series), as in a running agent.
     fed += ours_pass();
     naive_pass();
+    if let Some(secs) = o.profile {
+        let r = timed(secs, clk, &mut ours_pass);
+        println!(
+            "ingest: profile run: {:.0} ns/record",
+            1e9 / r.cpu_rate().unwrap_or_else(|| r.rate())
+        );
+        return Ok(true);
+    }
 
     let mut ours = Vec::new();
     let mut base = Vec::new();
@@ -370,11 +384,14 @@ fn run() -> anyhow::Result<bool> {
         base.push(b);
     }
 
-    // Secondary: the same path with two clock reads per record, as the
-    // daemon's `Ingress::run` loop does (`Instant::now()` and `now_ms()`).
+    // Secondary: the same path with the clocks read as the daemon's
+    // `Ingress::run` loop reads them: once per batch of queued records.
     let clocked = timed(o.secs.min(2.0), clk, || {
-        for l in &lines {
-            ing.ingest_line(&ps, l, Instant::now(), now_ms());
+        for batch in lines.chunks(BATCH) {
+            let (now, ts) = (Instant::now(), now_ms());
+            for l in batch {
+                ing.ingest_line(&ps, l, now, ts);
+            }
         }
         lines.len() as u64
     });
@@ -401,7 +418,7 @@ fn run() -> anyhow::Result<bool> {
     };
     let ns = |r: f64| 1e9 / r;
     println!(
-        "ingest: {ours_med:.0} records/s ({basis}; ratio to 1M/s target: {:.2})",
+        "ingest: {ours_med:.0} records/s ({basis}; ratio to 5M/s target: {:.2})",
         ours_med / TARGET
     );
     println!("ingest: naive split+HashMap<String, Vec<String>> baseline: {base_med:.0} records/s");
@@ -426,7 +443,7 @@ fn run() -> anyhow::Result<bool> {
         );
     }
     println!(
-        "ingest: per record: gopher {:.0} ns, naive {:.0} ns; with 2 clock reads per record (as Ingress::run): {:.0} records/s, {:.0} ns",
+        "ingest: per record: gopher {:.0} ns, naive {:.0} ns; with the clocks read per batch of {BATCH} (as Ingress::run): {:.0} records/s, {:.0} ns",
         ns(ours_med),
         ns(base_med),
         clocked.cpu_rate().unwrap_or_else(|| clocked.rate()),
@@ -453,9 +470,9 @@ fn run() -> anyhow::Result<bool> {
         ok = false;
     }
     if ours_med < TARGET {
-        println!("ingest: target MISSED: {ours_med:.0} < 1M records/s");
+        println!("ingest: target MISSED: {ours_med:.0} < 5M records/s");
     } else {
-        println!("ingest: target met (>= 1M records/s)");
+        println!("ingest: target met (>= 5M records/s)");
     }
     Ok(ok)
 }

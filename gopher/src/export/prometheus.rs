@@ -11,7 +11,7 @@ use crate::identity::Identity;
 use crate::meta::{FieldType, MetaRegistry, Table};
 use crate::record::{parse_number, Histogram, Reject};
 use crate::stats::{ProbeState, Stats};
-use crate::store::TableStore;
+use crate::store::{Series, TableSeries, TableStore};
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -112,33 +112,42 @@ impl Exposition {
     }
 
     /// Renders every live series and the self-metrics into `out`.
+    ///
+    /// Per series, the keys and labels are rendered once and kept in the
+    /// store (until one of them changes); the values are copied as the
+    /// probe printed them. The store keeps each table in key order, so a
+    /// scrape sorts only after series came or went.
     pub fn render(&self, now: Instant, out: &mut String) {
         let ttl = self.store.ttl();
         for (idx, plan) in self.plans.iter().enumerate() {
-            let Some(guard) = self.store.lock(idx) else {
+            let Some(mut guard) = self.store.lock(idx) else {
                 continue;
             };
             if guard.is_empty() {
                 continue;
             }
-            let live = guard.live_sorted(now, ttl);
+            guard.sort();
+            for s in guard.live_mut(now, ttl) {
+                s.labels_cache(|s, buf| render_labels(buf, plan, s));
+            }
+            let table: &TableSeries = &guard;
             for (fi, name, ty, help) in &plan.metrics {
                 let mut header = false;
-                for s in &live {
-                    let v = s.values.get(*fi).map_or("", String::as_str);
+                for s in table.live(now, ttl) {
+                    let v = s.value(*fi);
                     if v.is_empty() {
                         continue;
                     }
                     if !header {
-                        let _ = writeln!(out, "# HELP {name} {help}");
-                        let _ = writeln!(out, "# TYPE {name} {ty}");
+                        push_header(out, name, help, ty);
                         header = true;
                     }
+                    let labels = s.labels_cached().unwrap_or("");
                     if *ty == "histogram" {
-                        self.histogram_lines(out, name, plan, &s.values, v);
+                        self.histogram_lines(out, name, labels, v);
                     } else {
                         out.push_str(name);
-                        self.labels(out, plan, &s.values, None);
+                        self.label_block(out, labels, None);
                         out.push(' ');
                         push_number(out, v);
                         out.push('\n');
@@ -149,15 +158,11 @@ impl Exposition {
         self.self_metrics(out);
     }
 
-    fn labels(&self, out: &mut String, plan: &TablePlan, values: &[String], le: Option<&str>) {
+    /// `{<labels><identity>[,le="<le>"]}`; `labels` is a series' rendered
+    /// keys and labels, each followed by a comma.
+    fn label_block(&self, out: &mut String, labels: &str, le: Option<&str>) {
         out.push('{');
-        for (fi, lname) in &plan.labels {
-            let v = values.get(*fi).map_or("", String::as_str);
-            if !v.is_empty() {
-                push_label(out, lname, v);
-                out.push(',');
-            }
-        }
+        out.push_str(labels);
         out.push_str(&self.identity_labels);
         if let Some(le) = le {
             out.push_str(",le=\"");
@@ -167,14 +172,7 @@ impl Exposition {
         out.push('}');
     }
 
-    fn histogram_lines(
-        &self,
-        out: &mut String,
-        name: &str,
-        plan: &TablePlan,
-        values: &[String],
-        v: &str,
-    ) {
+    fn histogram_lines(&self, out: &mut String, name: &str, labels: &str, v: &str) {
         let Some(h) = Histogram::parse(v) else { return };
         let mut cumulative = 0u64;
         let mut le = String::new();
@@ -183,19 +181,19 @@ impl Exposition {
             le.clear();
             push_float(&mut le, bound);
             let _ = write!(out, "{name}_bucket");
-            self.labels(out, plan, values, Some(&le));
+            self.label_block(out, labels, Some(&le));
             let _ = writeln!(out, " {cumulative}");
         }
         let _ = write!(out, "{name}_bucket");
-        self.labels(out, plan, values, Some("+Inf"));
+        self.label_block(out, labels, Some("+Inf"));
         let _ = writeln!(out, " {cumulative}");
         let _ = write!(out, "{name}_sum");
-        self.labels(out, plan, values, None);
+        self.label_block(out, labels, None);
         out.push(' ');
         push_float(out, h.sum);
         out.push('\n');
         let _ = write!(out, "{name}_count");
-        self.labels(out, plan, values, None);
+        self.label_block(out, labels, None);
         let _ = writeln!(out, " {cumulative}");
     }
 
@@ -395,6 +393,23 @@ impl Exposition {
             "gala_gopher_self_kafka_client_errors_total{{{id}}} {}",
             self.stats.kafka_client_errors.load(Ordering::Relaxed)
         );
+    }
+}
+
+/// A series' non-empty keys and labels as `name="value",` each.
+fn render_labels(out: &mut String, plan: &TablePlan, s: &Series) {
+    for (fi, lname) in &plan.labels {
+        let v = s.value(*fi);
+        if !v.is_empty() {
+            push_label(out, lname, v);
+            out.push(',');
+        }
+    }
+}
+
+fn push_header(out: &mut String, name: &str, help: &str, ty: &str) {
+    for part in ["# HELP ", name, " ", help, "\n# TYPE ", name, " ", ty, "\n"] {
+        out.push_str(part);
     }
 }
 
