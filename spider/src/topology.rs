@@ -1,7 +1,11 @@
 //! The topology builder: pure and incremental. [`Builder::apply`] folds one
 //! record into the live observations in O(1); [`Builder::snapshot`] expires
-//! what was not refreshed within the window and derives the graph from what
-//! is left, in O(observations). No I/O, no clock: the caller passes `now`.
+//! what was not refreshed within the window and brings the graph up to date:
+//! only the client observations that changed, or whose servers changed, are
+//! matched again, and the published lists ([`Items`]) share every item that
+//! did not change with the last snapshot. A snapshot equals a fresh build of
+//! the live records (a property test checks it). No I/O, no clock: the
+//! caller passes `now`.
 //!
 //! Rules (docs/compat.md §9, improved):
 //! - A node is one service of a host: host + process name + the record's
