@@ -117,6 +117,21 @@ pub fn split_line_joined<'a>(
     values: &mut Vec<&'a str>,
 ) -> Result<(&'a str, &'a str), Reject> {
     values.clear();
+    let body = framed_body(line)?;
+    let Some(table) = split_fields(body, values) else {
+        values.clear();
+        return Err(Reject::ControlChar);
+    };
+    if table.is_empty() {
+        values.clear();
+        return Err(Reject::EmptyTable);
+    }
+    Ok((table, body.get(table.len() + 1..).unwrap_or("")))
+}
+
+/// The text between a line's first and last `|` (a trailing newline
+/// tolerated), checked for length and UTF-8.
+fn framed_body(line: &[u8]) -> Result<&str, Reject> {
     let line = trim_newline(line);
     if line.first() != Some(&b'|') {
         return Err(Reject::NotARecord);
@@ -127,16 +142,7 @@ pub fn split_line_joined<'a>(
     if line.len() < 2 || line.last() != Some(&b'|') {
         return Err(Reject::Unterminated);
     }
-    let body = std::str::from_utf8(&line[1..line.len() - 1]).map_err(|_| Reject::InvalidUtf8)?;
-    let Some(table) = split_fields(body, values) else {
-        values.clear();
-        return Err(Reject::ControlChar);
-    };
-    if table.is_empty() {
-        values.clear();
-        return Err(Reject::EmptyTable);
-    }
-    Ok((table, body.get(table.len() + 1..).unwrap_or("")))
+    std::str::from_utf8(&line[1..line.len() - 1]).map_err(|_| Reject::InvalidUtf8)
 }
 
 const LO7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
@@ -527,18 +533,7 @@ mod tests {
     /// The byte-wise decoder the word-wise one replaced: the reference its
     /// outcome is checked against.
     fn split_bytewise(line: &[u8]) -> Result<(&str, Vec<&str>), Reject> {
-        let line = trim_newline(line);
-        if line.first() != Some(&b'|') {
-            return Err(Reject::NotARecord);
-        }
-        if line.len() > MAX_LINE_LEN {
-            return Err(Reject::TooLong);
-        }
-        if line.len() < 2 || line.last() != Some(&b'|') {
-            return Err(Reject::Unterminated);
-        }
-        let body =
-            std::str::from_utf8(&line[1..line.len() - 1]).map_err(|_| Reject::InvalidUtf8)?;
+        let body = framed_body(line)?;
         if body.bytes().any(|b| b < 0x20 && b != b'\t') {
             return Err(Reject::ControlChar);
         }

@@ -469,22 +469,23 @@ mod tests {
     }
 
     fn store(cap: usize) -> TableStore {
-        let f = |name: &str, ty| Field {
-            name: name.into(),
-            description: String::new(),
-            ty,
-        };
-        let t = Table::new(
-            "t",
-            "t",
-            vec![
-                f("k1", FieldType::Key),
-                f("k2", FieldType::Key),
-                f("v", FieldType::Gauge),
-            ],
-        );
+        store_of(["k1", "k2", "v"], [FieldType::Key, FieldType::Key], cap)
+    }
+
+    /// A table `t` of three fields, the last a gauge.
+    fn store_of(names: [&str; 3], first: [FieldType; 2], cap: usize) -> TableStore {
+        let types = [first[0], first[1], FieldType::Gauge];
+        let fields = names
+            .iter()
+            .zip(types)
+            .map(|(name, ty)| Field {
+                name: (*name).into(),
+                description: String::new(),
+                ty,
+            })
+            .collect();
         TableStore::new(
-            &MetaRegistry::from_checked(vec![t]),
+            &MetaRegistry::from_checked(vec![Table::new("t", "t", fields)]),
             Duration::from_secs(60),
             cap,
         )
@@ -601,25 +602,7 @@ mod tests {
     }
 
     fn labelled() -> TableStore {
-        let f = |name: &str, ty| Field {
-            name: name.into(),
-            description: String::new(),
-            ty,
-        };
-        let t = Table::new(
-            "t",
-            "t",
-            vec![
-                f("k", FieldType::Key),
-                f("l", FieldType::Label),
-                f("v", FieldType::Gauge),
-            ],
-        );
-        TableStore::new(
-            &MetaRegistry::from_checked(vec![t]),
-            Duration::from_secs(60),
-            10,
-        )
+        store_of(["k", "l", "v"], [FieldType::Key, FieldType::Label], 10)
     }
 
     #[test]
