@@ -720,12 +720,23 @@ impl Agent {
         let settle_at = tokio::time::sleep(settle::AFTER);
         tokio::pin!(settle_at);
         let mut settled = false;
+        // Then regularly: the heap's free pages after a burst.
+        let mut trim = tokio::time::interval_at(
+            (Instant::now() + settle::AFTER + settle::TRIM_EVERY).into(),
+            settle::TRIM_EVERY,
+        );
+        trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let code = loop {
             tokio::select! {
                 () = &mut settle_at, if !settled => {
                     settled = true;
                     let s = settle::settle();
                     tracing::debug!(mappings = s.mappings, file_kb = s.file_kb, "start-up memory given back");
+                }
+                _ = trim.tick() => {
+                    let t0 = Instant::now();
+                    settle::trim_heap();
+                    tracing::debug!(us = t0.elapsed().as_micros() as u64, "heap trimmed");
                 }
                 got = next(&mut self.signals.term) => {
                     if got {
