@@ -95,8 +95,6 @@ case "$what" in
         want haproxy haproxy
         want wrk wrk
         [ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
-        # tcp_link benchmark: per-program run time from `bpftool prog show`.
-        want bpftool bpftool
         # The soak benchmark: its extend probe is a python3 script; its plot's
         # text is drawn in DejaVu Sans.
         want python3 python3
