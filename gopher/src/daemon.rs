@@ -1383,6 +1383,16 @@ mod native_check_tests {
             .arg("30")
             .spawn()
             .expect("start the named process");
+        // Its comm is the test thread's until the exec: wait for the name.
+        let comm = format!("/proc/{}/comm", child.id());
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "gg-chk.x" {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "the copy of sleep never showed its name in {comm}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let count = |pat: &str| {
             scan_comms(std::path::Path::new("/proc"))
                 .iter()
