@@ -160,3 +160,75 @@ pub fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
 /// Several spiders in one consumer group against one: the simulated
 /// cluster and the graph comparison (spider_cluster and its test).
 pub mod cluster;
+
+/// A program on PATH or in ~/.cargo/bin (where scripts/kafka.sh installs
+/// tansu with `cargo install`).
+pub fn find_tool(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name));
+    let cargo = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
+    on_path
+        .chain(cargo)
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} is not on PATH or in ~/.cargo/bin: run scripts/kafka.sh"))
+}
+
+/// A fresh tansu broker (in memory) on 127.0.0.1 with one topic, stopped by
+/// PID when dropped.
+#[derive(Debug)]
+pub struct Tansu {
+    _proc: Proc,
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub addr: String,
+}
+
+impl Tansu {
+    /// Starts `tansu`, waits until it listens, then creates `topic` with
+    /// `partitions` partitions. The broker's stderr goes to `stderr`.
+    pub fn start(
+        tansu: &Path,
+        topic: &str,
+        partitions: u32,
+        stderr: std::process::Stdio,
+    ) -> anyhow::Result<Self> {
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        let port = free_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let proc = Proc(
+            Command::new(tansu)
+                .args(["broker", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .context("start tansu")?,
+        );
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!("tansu did not listen on {url} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = Command::new(tansu)
+            .args(["topic", "create", "--broker", &url])
+            .args(["--partitions", &partitions.to_string(), topic])
+            .output()
+            .context("tansu topic create")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "tansu topic create {topic}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Self {
+            _proc: proc,
+            addr: format!("127.0.0.1:{port}"),
+        })
+    }
+}

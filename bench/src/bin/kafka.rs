@@ -17,10 +17,9 @@
 //! (defaults 1000000, 3, 1000; `--only` runs one side, for profiling). Needs `tansu` on PATH or in ~/.cargo/bin (scripts/kafka.sh).
 //! Exits non-zero when a record is not delivered.
 
-use gopher_bench::median;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use gopher_bench::{find_tool, median, Tansu};
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, TrySendError};
 use std::sync::Arc;
@@ -82,85 +81,6 @@ fn opts() -> anyhow::Result<Opts> {
         bail!("--records, --reps and --series must be positive");
     }
     Ok(o)
-}
-
-fn tansu() -> anyhow::Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("tansu"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/tansu"));
-    on_path
-        .into_iter()
-        .chain(home)
-        .find(|p| p.is_file())
-        .context("tansu is not on PATH or in ~/.cargo/bin: run scripts/kafka.sh")
-}
-
-/// A fresh tansu broker in memory on 127.0.0.1, killed by PID on drop.
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Broker {
-    fn start(tansu: &Path) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start tansu")?;
-        let b = Self {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        };
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("tansu did not listen on {url}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = Command::new(tansu)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &url,
-                "--partitions",
-                "1",
-                TOPIC,
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "tansu topic create: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(b)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A tcp_link-like table: 2 keys, 2 labels, 8 metrics (as the ingest bench).
@@ -246,7 +166,7 @@ fn kafka_cfg(broker: &str, records: usize) -> Kafka {
 
 /// The exporter: records fed through its bounded input, as the ingress does.
 fn ours(tansu: &Path, pool: &[Arc<Accepted>], n: usize) -> anyhow::Result<Run> {
-    let broker = Broker::start(tansu)?;
+    let broker = Tansu::start(tansu, TOPIC, 1, Stdio::null())?;
     let stats = Stats::new();
     let mut topics = Topics::default();
     topics.0[0] = Some(TOPIC.into());
@@ -319,7 +239,7 @@ impl ProducerContext for PeerCtx {
 
 /// The bare producer: the same payloads and keys, formatted in advance.
 fn peer(tansu: &Path, msgs: &[(String, String)], n: usize) -> anyhow::Result<Run> {
-    let broker = Broker::start(tansu)?;
+    let broker = Tansu::start(tansu, TOPIC, 1, Stdio::null())?;
     let k = kafka_cfg(&broker.addr, n);
     let mut cc = ClientConfig::new();
     for (key, v) in client::properties(&k, &Bounds::from_config(&k)) {
@@ -377,7 +297,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<bool> {
     let o = opts()?;
-    let tansu = tansu()?;
+    let tansu = find_tool("tansu")?;
     let pool = records(o.series);
     let id = identity();
     let msgs: Vec<(String, String)> = pool

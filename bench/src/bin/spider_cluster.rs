@@ -16,13 +16,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use gopher_bench::cluster::{self, View};
-use gopher_bench::{free_port, median, Proc};
+use gopher_bench::{find_tool, free_port, median, Proc, Tansu};
 
 const TOPIC: &str = "gala_gopher";
 
@@ -39,18 +39,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn tool(name: &str) -> anyhow::Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name));
-    let cargo = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
-    on_path
-        .chain(cargo)
-        .find(|p| p.is_file())
-        .with_context(|| format!("{name} is not on PATH or in ~/.cargo/bin"))
 }
 
 /// The body of GET 127.0.0.1:`port``path`.
@@ -151,50 +139,13 @@ fn main() -> anyhow::Result<()> {
     let rounds = arg("--rounds", 12);
     let period = arg("--period", 5);
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let url = format!("tcp://127.0.0.1:{port}");
-    let tansu = tool("tansu")?;
-    let _broker = Proc(
-        Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("tansu.log"))?)
-            .spawn()
-            .context("start tansu")?,
-    );
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            bail!("tansu did not listen");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new(&tansu)
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &url,
-            "--partitions",
-            "6",
-            TOPIC,
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "tansu topic create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let broker = format!("127.0.0.1:{port}");
+    let tansu = Tansu::start(
+        &find_tool("tansu")?,
+        TOPIC,
+        6,
+        std::fs::File::create(dir.path().join("tansu.log"))?.into(),
+    )?;
+    let broker = tansu.addr.clone();
     let id = std::process::id();
     let one = Spider::start(
         &dir.path().join("one"),
